@@ -1,0 +1,219 @@
+"""One error hierarchy: every failure carries its exit code, whether a retry may help, and a remedy.
+
+Core modules raise these; only ``cli.py`` turns them into text and an exit status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    PARTIAL = 1  # some files failed, others succeeded; or doctor found a FAIL
+    CONFIG = 2  # usage or configuration error
+    NETWORK = 3  # DNS, refused, timed out, connection lost
+    AUTH = 4  # authentication refused
+    HOST_KEY = 5  # host key unknown or changed
+    DECRYPT = 6  # gpg missing, no secret key, bad passphrase
+    STORAGE = 7  # permission denied, disk full
+    LOCKED = 75  # another run holds the lock (EX_TEMPFAIL, so cron wrappers may retry)
+
+
+# When several sources fail differently, the first code in this list wins (SPEC.md, Exit codes).
+EXIT_CODE_PRIORITY: tuple[ExitCode, ...] = (
+    ExitCode.CONFIG,
+    ExitCode.HOST_KEY,
+    ExitCode.AUTH,
+    ExitCode.DECRYPT,
+    ExitCode.STORAGE,
+    ExitCode.NETWORK,
+    ExitCode.PARTIAL,
+)
+
+
+def most_severe(codes: Iterable[int]) -> ExitCode:
+    """The exit code a run reports when its parts ended with ``codes``."""
+    present = {ExitCode(code) for code in codes}
+    if ExitCode.LOCKED in present:
+        return ExitCode.LOCKED
+    for code in EXIT_CODE_PRIORITY:
+        if code in present:
+            return code
+    return ExitCode.OK
+
+
+class ReportsyncError(Exception):
+    """Base of every error reportsync reports to a person.
+
+    ``source`` and ``path`` name what the error concerns, so a message read in a cron mail is
+    actionable without the log.
+    """
+
+    exit_code: ExitCode = ExitCode.PARTIAL
+    retryable: bool = False
+    default_remedy: str = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remedy: str | None = None,
+        source: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.remedy = remedy if remedy is not None else self.default_remedy
+        self.source = source
+        self.path = path
+
+    def with_context(self, *, source: str | None = None, path: str | None = None) -> ReportsyncError:
+        """Fill in what the error concerns where the raiser did not know it."""
+        if self.source is None:
+            self.source = source
+        if self.path is None:
+            self.path = path
+        return self
+
+    def describe(self) -> str:
+        """One line: where, what went wrong."""
+        where = []
+        if self.source:
+            where.append(f"source {self.source!r}")
+        if self.path:
+            where.append(self.path)
+        prefix = f"{', '.join(where)}: " if where else ""
+        return f"{prefix}{self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": type(self).__name__,
+            "exit_code": int(self.exit_code),
+            "message": self.message,
+            "remedy": self.remedy,
+            "source": self.source,
+            "path": self.path,
+            "retryable": self.retryable,
+        }
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+class UsageError(ReportsyncError):
+    exit_code = ExitCode.CONFIG
+    default_remedy = "Run `reportsync --help` for the commands and options."
+
+
+class ConfigError(ReportsyncError):
+    """Every problem found in a config file, reported together."""
+
+    exit_code = ExitCode.CONFIG
+    default_remedy = "Fix the config file, then run `reportsync doctor`."
+
+    def __init__(self, problems: list[str], *, path: str | None = None, remedy: str | None = None):
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = f"config problem: {self.problems[0]}"
+        else:
+            listing = "\n".join(f"  - {problem}" for problem in self.problems)
+            message = f"{len(self.problems)} config problems:\n{listing}"
+        super().__init__(message, remedy=remedy, path=path)
+
+    def to_dict(self) -> dict[str, object]:
+        result = super().to_dict()
+        result["problems"] = self.problems
+        return result
+
+
+class NetworkError(ReportsyncError):
+    """DNS failure, refused or timed-out connection, a connection lost mid-transfer."""
+
+    exit_code = ExitCode.NETWORK
+    retryable = True
+    default_remedy = "Check the host, port and your network; run `reportsync doctor`."
+
+
+class AuthenticationError(ReportsyncError):
+    """The server refused the credentials; retrying would only lock the account."""
+
+    exit_code = ExitCode.AUTH
+    default_remedy = (
+        "Check the username and the password or key the config names; "
+        "run `reportsync doctor` to see what the server offers."
+    )
+
+
+class HostKeyError(ReportsyncError):
+    """The server's SSH host key is unknown or differs from the one on record."""
+
+    exit_code = ExitCode.HOST_KEY
+    default_remedy = (
+        "Compare the fingerprint with the one your provider publishes, then add it to "
+        "`known_hosts` or set `host_key_fingerprint`."
+    )
+
+
+class TlsError(ReportsyncError):
+    """An FTPS server certificate that does not verify: treated like an unknown host key."""
+
+    exit_code = ExitCode.HOST_KEY
+    default_remedy = (
+        "The server's TLS certificate did not verify; check the host name, or install the "
+        "provider's CA certificate."
+    )
+
+
+class DecryptionError(ReportsyncError):
+    """gpg could not turn this one file into a verified plaintext (the others may be fine)."""
+
+    exit_code = ExitCode.PARTIAL
+    default_remedy = (
+        "Check that the file was encrypted to your key (`reportsync keys pgp list`); "
+        "the encrypted copy is kept and the next run tries again."
+    )
+
+
+class KeyProblemError(ReportsyncError):
+    """Decryption cannot work at all: gpg missing, no usable secret key, a bad passphrase."""
+
+    exit_code = ExitCode.DECRYPT
+    default_remedy = "Run `reportsync doctor` to check gpg, the GnuPG home and the passphrase."
+
+
+class StorageError(ReportsyncError):
+    """A local write failed: permission denied, disk full, a read-only folder."""
+
+    exit_code = ExitCode.STORAGE
+    default_remedy = "Free disk space or fix the folder's permissions, then run again."
+
+
+class TransferError(ReportsyncError):
+    """One file's transfer did not complete correctly (short, too long, vanished)."""
+
+    exit_code = ExitCode.PARTIAL
+    retryable = True
+    default_remedy = "The next run tries this file again; if it keeps failing run `reportsync doctor`."
+
+
+class UnsafeNameError(ReportsyncError):
+    """The server offered a file name that could escape the configured folders."""
+
+    exit_code = ExitCode.PARTIAL
+    default_remedy = (
+        "The file was not downloaded. Ask the provider why such a name is in your folder."
+    )
+
+
+class RemoteError(ReportsyncError):
+    """The server refused an operation on a file or folder (missing, permission denied)."""
+
+    exit_code = ExitCode.PARTIAL
+    default_remedy = "Check `remote_dir` and your permissions on the server; run `reportsync doctor`."
+
+
+class LockHeldError(ReportsyncError):
+    exit_code = ExitCode.LOCKED
+    default_remedy = "Another reportsync run is active; wait for it to finish."
