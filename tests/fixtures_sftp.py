@@ -1,0 +1,1 @@
+"""pytest fixtures for the real OpenSSH sshd (see tests/servers/sshd.py)."""
