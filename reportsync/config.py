@@ -355,7 +355,7 @@ def load_config(path: Path | None = None) -> Config:
             remedy="Run `reportsync init` to write a starter config, or pass --config PATH.",
         ) from None
     except OSError as exc:
-        raise ConfigError([f"cannot read {config_path}: {exc.strerror}"], path=str(config_path))
+        raise ConfigError([f"cannot read {config_path}: {exc.strerror}"], path=str(config_path)) from None
     try:
         document = tomllib.loads(raw_text.decode("utf-8"))
     except UnicodeDecodeError:
@@ -378,7 +378,8 @@ def parse_config(
 
     for name in document:
         if name not in ("settings", "retention", "sources"):
-            problems.add(name, f"unknown section{_did_you_mean(name, ['settings', 'retention', 'sources'])}")
+            hint = _did_you_mean(name, ["settings", "retention", "sources"])
+            problems.add(name, f"unknown section{hint}")
 
     settings_values = _read_table(document.get("settings", {}), SETTINGS_KEYS, "settings",
                                   problems, base)

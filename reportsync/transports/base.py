@@ -12,10 +12,16 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import BinaryIO
+from typing import Protocol
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes just written, after each chunk."""
+
+
+class ByteSink(Protocol):
+    """Where a download writes: a binary file, or fetch's hashing writer around one."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class Transport(abc.ABC):
     def download(
         self,
         name: str,
-        destination: BinaryIO,
+        destination: ByteSink,
         *,
         offset: int = 0,
         progress: ProgressCallback | None = None,

@@ -1,0 +1,673 @@
+"""The fetch use-case: list → plan → download → verify → decrypt → record, per source.
+
+Read ``run`` and ``_fetch_source`` first: they are the whole run in two screens. Everything a
+source can fail with is a ``ReportsyncError``; a failure of one file is recorded and the others go
+on; a failure of the source (cannot connect, host key, disk full) ends that source only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from reportsync.config import Config, Settings, SourceConfig
+from reportsync.errors import (
+    ExitCode,
+    KeyProblemError,
+    ReportsyncError,
+    StorageError,
+    TransferError,
+    most_severe,
+)
+from reportsync.fsutil import (
+    HASH_CHUNK,
+    check_remote_name,
+    ensure_private_dir,
+    fsync_dir,
+    place_file,
+    printable,
+    private_temp,
+    remove_quietly,
+    sha256_file,
+    storage_error,
+    temp_name,
+)
+from reportsync.ledger import FileRecord, Ledger
+from reportsync.lock import RunLock
+from reportsync.pgp import Decrypted, Gpg, looks_like_pgp, plaintext_name
+from reportsync.transports import RemoteFile, Transport, open_transport
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+MAX_BACKOFF = 30.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    sources: tuple[str, ...] = ()
+    dry_run: bool = False
+    decrypt: bool = True  # False: --no-decrypt, download only
+    jobs: int = 1
+    backoff_base: float = 1.0  # seconds before the first retry; doubled each time
+    now: float | None = None  # for "at risk" ages; None = the clock
+
+
+class Reporter(Protocol):
+    """Progress events, so the CLI can draw a bar while the core never prints."""
+
+    def file_started(self, source: str, name: str, total: int, already: int) -> None: ...
+    def advance(self, source: str, name: str, nbytes: int) -> None: ...
+    def file_finished(self, source: str, name: str) -> None: ...
+
+
+class SilentReporter:
+    def file_started(self, source: str, name: str, total: int, already: int) -> None:
+        pass
+
+    def advance(self, source: str, name: str, nbytes: int) -> None:
+        pass
+
+    def file_finished(self, source: str, name: str) -> None:
+        pass
+
+
+@dataclass
+class FileOutcome:
+    name: str
+    size: int
+    mtime: int
+    action: str  # archived | downloaded | skipped | would-fetch | failed | refused
+    local_path: str | None = None
+    output_path: str | None = None
+    transferred: int = 0
+    decrypted: bool = False
+    error: ReportsyncError | None = None
+
+
+@dataclass(frozen=True)
+class AtRisk:
+    name: str
+    days_left: float
+
+
+@dataclass
+class SourceResult:
+    name: str
+    protocol: str
+    listed: int = 0
+    matched: int = 0
+    files: list[FileOutcome] = field(default_factory=list)
+    error: ReportsyncError | None = None
+    at_risk: list[AtRisk] = field(default_factory=list)
+    stale_days: float | None = None  # set when the feed is stale: days since the newest file
+
+    def count(self, action: str) -> int:
+        return sum(1 for outcome in self.files if outcome.action == action)
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [outcome for outcome in self.files if outcome.action in ("failed", "refused")]
+
+    @property
+    def bytes_transferred(self) -> int:
+        return sum(outcome.transferred for outcome in self.files)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.error is not None:
+            return self.error.exit_code
+        return ExitCode.PARTIAL if self.failed else ExitCode.OK
+
+
+@dataclass
+class FetchResult:
+    sources: list[SourceResult]
+    dry_run: bool
+    run_id: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return most_severe(source.exit_code for source in self.sources)
+
+    def counts(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for source in self.sources:
+            for outcome in source.files:
+                totals[outcome.action] = totals.get(outcome.action, 0) + 1
+        return totals
+
+
+def run(config: Config, options: FetchOptions, reporter: Reporter | None = None) -> FetchResult:
+    """One ``reportsync fetch``: lock, ledger, every selected source, the run recorded."""
+    sources = config.select(options.sources)
+    started = time.monotonic()
+    reporter = reporter or SilentReporter()
+    with RunLock(config.settings.state_dir, "fetch"), Ledger.in_state_dir(
+        config.settings.state_dir
+    ) as ledger:
+        run_id = None if options.dry_run else ledger.start_run("fetch", os.getpid())
+        decryptor = LazyGpg(config.settings)
+        results = [
+            _fetch_source(source, config, ledger, run_id, decryptor, options, reporter)
+            for source in sources
+        ]
+        result = FetchResult(sources=results, dry_run=options.dry_run, run_id=run_id,
+                             seconds=time.monotonic() - started)
+        if run_id is not None:
+            ledger.finish_run(run_id, int(result.exit_code), result.counts())
+    return result
+
+
+def _fetch_source(
+    source: SourceConfig,
+    config: Config,
+    ledger: Ledger,
+    run_id: int | None,
+    decryptor: LazyGpg,
+    options: FetchOptions,
+    reporter: Reporter,
+) -> SourceResult:
+    result = SourceResult(name=source.name, protocol=source.protocol)
+    retry = Retrier(source, options.backoff_base)
+    try:
+        with retry.call(lambda: open_transport(source), "connect") as transport:
+            listing = retry.call_plain(transport.list_files, "list")
+            result.listed = len(listing)
+            candidates, refused = _select(source, listing)
+            result.files.extend(refused)
+            result.matched = len(candidates)
+            if not options.dry_run:
+                for outcome in refused:
+                    assert run_id is not None
+                    ledger.record_failure(source.name, outcome.name, None, run_id, "name",
+                                          outcome.error.message if outcome.error else "refused")
+            if options.dry_run:
+                records = ledger.file_records(source.name)
+                result.files.extend(_dry_run_plan(candidates, records))
+            else:
+                assert run_id is not None
+                ensure_private_dir(source.download_dir)
+                ids = ledger.see_files(source.name, [(f.name, f.size, int(f.mtime))
+                                                     for f in candidates])
+                records = ledger.file_records(source.name)
+                work = [_FileJob(remote, ids[(remote.name, remote.size, int(remote.mtime))],
+                                 records.get((remote.name, remote.size, int(remote.mtime))))
+                        for remote in candidates]
+                context = _RunContext(source, ledger, run_id, decryptor, options, reporter, retry)
+                outcomes, source_error = _process_all(context, work, transport)
+                result.files.extend(outcomes)
+                result.error = source_error
+            _warn_about_age(result, source, config, ledger, candidates, options)
+    except ReportsyncError as error:
+        result.error = error.with_context(source=source.name)
+    except OSError as exc:  # a local write outside the per-file steps
+        result.error = storage_error(exc, source.download_dir).with_context(source=source.name)
+    for outcome in result.failed:
+        if outcome.error is not None:
+            outcome.error.with_context(source=source.name, path=outcome.name)
+    return result
+
+
+def _select(source: SourceConfig, listing: list[RemoteFile]) -> tuple[list[RemoteFile],
+                                                                     list[FileOutcome]]:
+    """Files matching include/exclude, and outcomes for the names refused as unsafe."""
+    candidates: list[RemoteFile] = []
+    refused: list[FileOutcome] = []
+    for remote in sorted(listing, key=lambda item: item.name):
+        if not any(fnmatch.fnmatchcase(remote.name, pattern) for pattern in source.include):
+            continue
+        if any(fnmatch.fnmatchcase(remote.name, pattern) for pattern in source.exclude):
+            continue
+        try:
+            check_remote_name(remote.name)
+        except ReportsyncError as error:
+            log.warning("source %s: %s", source.name, error.message)
+            refused.append(FileOutcome(printable(remote.name), remote.size, int(remote.mtime),
+                                       "refused", error=error))
+            continue
+        candidates.append(remote)
+    return candidates, refused
+
+
+def _dry_run_plan(candidates: list[RemoteFile],
+                  records: dict[tuple[str, int, int], FileRecord]) -> list[FileOutcome]:
+    outcomes = []
+    for remote in candidates:
+        record = records.get((remote.name, remote.size, int(remote.mtime)))
+        action = "skipped" if record is not None and record.archived else "would-fetch"
+        outcomes.append(FileOutcome(remote.name, remote.size, int(remote.mtime), action,
+                                    output_path=record.output_path if record else None))
+    return outcomes
+
+
+# --- the per-file pipeline -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _FileJob:
+    remote: RemoteFile
+    file_id: int
+    record: FileRecord | None
+
+
+@dataclass
+class _RunContext:
+    source: SourceConfig
+    ledger: Ledger
+    run_id: int
+    decryptor: LazyGpg
+    options: FetchOptions
+    reporter: Reporter
+    retry: Retrier
+    abort: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def archive_enabled(self) -> bool:
+        return self.options.decrypt
+
+
+def _process_all(
+    context: _RunContext, work: list[_FileJob], first_transport: Transport
+) -> tuple[list[FileOutcome], ReportsyncError | None]:
+    """Run every job over up to ``jobs`` connections; the first reuses the listing's connection."""
+    pending: queue.Queue[_FileJob] = queue.Queue()
+    for job in work:
+        pending.put(job)
+    outcomes: list[FileOutcome] = []
+    source_errors: list[ReportsyncError] = []
+    guard = threading.Lock()
+    needs_transfer = sum(1 for job in work if _needs_transfer(job))
+    workers = max(1, min(context.options.jobs, needs_transfer or 1))
+
+    def worker(transport: Transport | None) -> None:
+        connection = _Connection(context, transport)
+        try:
+            while not context.abort.is_set():
+                try:
+                    job = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    outcome = _process_file(context, job, connection)
+                except (StorageError, KeyProblemError, _SourceLevel) as error:
+                    real = error.cause if isinstance(error, _SourceLevel) else error
+                    outcome = FileOutcome(job.remote.name, job.remote.size,
+                                          int(job.remote.mtime), "failed", error=real)
+                    with guard:
+                        source_errors.append(real)
+                    if not isinstance(error, KeyProblemError):
+                        context.abort.set()
+                with guard:
+                    outcomes.append(outcome)
+        finally:
+            connection.close(keep=transport)
+
+    threads = [threading.Thread(target=worker, args=(first_transport if index == 0 else None,),
+                                name=f"fetch-{context.source.name}-{index}", daemon=True)
+               for index in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    order = {job.remote.name: index for index, job in enumerate(work)}
+    outcomes.sort(key=lambda outcome: order.get(outcome.name, len(order)))
+    return outcomes, (source_errors[0] if source_errors else None)
+
+
+class _SourceLevel(Exception):
+    """Carries a network error that outlived every retry of reconnecting: the source is down."""
+
+    def __init__(self, cause: ReportsyncError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Connection:
+    """A worker's own transport, reopened after a transient failure."""
+
+    def __init__(self, context: _RunContext, transport: Transport | None) -> None:
+        self._context = context
+        self._transport = transport
+
+    def get(self) -> Transport:
+        if self._transport is None:
+            try:
+                self._transport = self._context.retry.call_plain(
+                    lambda: open_transport(self._context.source), "reconnect")
+            except ReportsyncError as error:
+                raise _SourceLevel(error) from None
+        return self._transport
+
+    def drop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def close(self, keep: Transport | None) -> None:
+        if self._transport is not None and self._transport is not keep:
+            self._transport.close()
+
+
+def _needs_transfer(job: _FileJob) -> bool:
+    record = job.record
+    if record is not None and record.archived:
+        return False
+    return not (record is not None and record.download_path is not None
+                and _local_copy_matches(Path(record.download_path), job.remote))
+
+
+def _local_copy_matches(path: Path, remote: RemoteFile) -> bool:
+    try:
+        return path.stat().st_size == remote.size
+    except OSError:
+        return False
+
+
+def _process_file(context: _RunContext, job: _FileJob, connection: _Connection) -> FileOutcome:
+    remote = job.remote
+    outcome = FileOutcome(remote.name, remote.size, int(remote.mtime), "skipped")
+    if job.record is not None and job.record.archived:
+        outcome.output_path = job.record.output_path
+        return outcome
+    stage = "download"
+    try:
+        if _needs_transfer(job):
+            local, transferred = _download(context, job, connection)
+            outcome.transferred = transferred
+        else:
+            assert job.record is not None and job.record.download_path is not None
+            local = Path(job.record.download_path)
+        outcome.local_path = str(local)
+        outcome.action = "downloaded"
+        if not context.archive_enabled:
+            return outcome
+        stage = "archive"
+        archived_path, decrypted = _archive(context, job, local)
+        outcome.output_path = str(archived_path)
+        outcome.decrypted = decrypted
+        outcome.action = "archived"
+        return outcome
+    except (StorageError, KeyProblemError, _SourceLevel) as error:
+        if not isinstance(error, _SourceLevel):
+            context.ledger.record_failure(context.source.name, remote.name, job.file_id,
+                                          context.run_id, stage, error.message)
+        else:
+            context.ledger.record_failure(context.source.name, remote.name, job.file_id,
+                                          context.run_id, stage, error.cause.message)
+        raise
+    except ReportsyncError as error:
+        error.with_context(source=context.source.name, path=remote.name)
+        attempts = context.ledger.record_failure(context.source.name, remote.name, job.file_id,
+                                                 context.run_id, stage, error.message)
+        log.warning("source %s: %s failed (attempt %d): %s", context.source.name,
+                    printable(remote.name), attempts, error.message)
+        outcome.action = "failed"
+        outcome.error = error
+        return outcome
+
+
+def _download(context: _RunContext, job: _FileJob, connection: _Connection) -> tuple[Path, int]:
+    """Fetch one file into ``download_dir``; returns (final path, bytes transferred)."""
+    source, remote = context.source, job.remote
+    folder = source.download_dir
+    adopted = _adopt_existing(folder / remote.name, remote)
+    if adopted is not None:  # a killed run renamed it into place but did not record it
+        context.ledger.record_download(job.file_id, context.run_id, adopted[0], remote.size,
+                                       adopted[1])
+        return adopted[0], 0
+    part = folder / temp_name(f"{remote.name}\0{remote.size}\0{int(remote.mtime)}", "part")
+    transferred = 0
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            transferred += _transfer(context, remote, part, connection)
+            break
+        except ReportsyncError as error:
+            if not error.retryable or attempt > source.retries:
+                raise
+            connection.drop()
+            delay = context.retry.delay(attempt)
+            log.info("source %s: %s: %s; retry %d of %d in %.1fs", source.name,
+                     printable(remote.name), error.message, attempt, source.retries, delay)
+            time.sleep(delay)
+    try:
+        sha256 = sha256_file(part)
+        os.utime(part, (remote.mtime, remote.mtime))
+        final = place_file(part, folder, remote.name, sha256)
+    except OSError as exc:
+        raise storage_error(exc, folder / remote.name) from None
+    context.ledger.record_download(job.file_id, context.run_id, final, remote.size, sha256)
+    log.info("source %s: downloaded %s (%d bytes)", source.name, printable(remote.name),
+             remote.size)
+    return final, transferred
+
+
+def _adopt_existing(path: Path, remote: RemoteFile) -> tuple[Path, str] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    if info.st_size == remote.size and int(info.st_mtime) == int(remote.mtime):
+        return path, sha256_file(path)
+    return None
+
+
+def _transfer(context: _RunContext, remote: RemoteFile, part: Path,
+              connection: _Connection) -> int:
+    """Append the missing bytes to ``part`` (resuming), fsync, and check the byte count."""
+    source = context.source
+    try:
+        offset = part.stat().st_size
+    except FileNotFoundError:
+        offset = 0
+    if offset > remote.size:
+        remove_quietly(part)  # a stale part of another version under the same temp name
+        offset = 0
+    reporter = context.reporter
+    reporter.file_started(source.name, remote.name, remote.size, offset)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
+        descriptor = os.open(part, flags, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.seek(offset)
+            written = 0
+            if offset < remote.size or remote.size == 0:
+                transport = connection.get()
+                written = transport.download(
+                    remote.name, handle, offset=offset,
+                    progress=lambda n: reporter.advance(source.name, remote.name, n),
+                )
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise storage_error(exc, part) from None
+    finally:
+        reporter.file_finished(source.name, remote.name)
+    received = part.stat().st_size
+    if received != remote.size:
+        if received > remote.size:
+            remove_quietly(part)
+        raise TransferError(
+            f"transfer incomplete: got {received} of {remote.size} bytes"
+            if received < remote.size else
+            f"server sent {received} bytes, its listing said {remote.size}",
+        )
+    return written
+
+
+def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bool]:
+    """Place the report in ``output_dir``: decrypted if it is PGP, as delivered otherwise."""
+    source, remote = context.source, job.remote
+    folder = source.output_dir
+    ensure_private_dir(folder)
+    decrypt = source.decrypt and looks_like_pgp(local, remote.name)
+    name = plaintext_name(remote.name) if decrypt else remote.name
+    signer: str | None = None
+    with private_temp(folder, f"{remote.name}\0{job.file_id}") as temp:
+        remove_quietly(temp)
+        try:
+            if decrypt:
+                gpg = context.decryptor.get()
+                decrypted = gpg.decrypt(local, temp, require_signer=source.require_signature)
+                signer = decrypted.signer_fingerprint
+                sha256 = _finish_plaintext(temp)
+            else:
+                sha256 = _copy_private(local, temp)
+            final = place_file(temp, folder, name, sha256)
+        except OSError as exc:
+            raise storage_error(exc, folder / name) from None
+    size = final.stat().st_size
+    context.ledger.record_archived(job.file_id, context.run_id, final, size, sha256,
+                                   decrypted=decrypt, signer=signer)
+    log.info("source %s: archived %s as %s", source.name, printable(remote.name), final.name)
+    return final, decrypt
+
+
+def _finish_plaintext(temp: Path) -> str:
+    """Make the plaintext private and durable before it gets its real name."""
+    if os.name == "posix":
+        temp.chmod(0o600)
+    digest = hashlib.sha256()
+    with temp.open("rb+") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+def _copy_private(source_path: Path, temp: Path) -> str:
+    digest = hashlib.sha256()
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                         0o600)
+    with os.fdopen(descriptor, "wb") as out, source_path.open("rb") as src:
+        while chunk := src.read(HASH_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_dir(temp.parent)
+    return digest.hexdigest()
+
+
+# --- warnings: purge horizon and stale feeds ---------------------------------------------------
+
+
+def _warn_about_age(
+    result: SourceResult,
+    source: SourceConfig,
+    config: Config,
+    ledger: Ledger,
+    candidates: list[RemoteFile],
+    options: FetchOptions,
+) -> None:
+    now = options.now if options.now is not None else time.time()
+    policy = config.retention
+    safe = {outcome.name for outcome in result.files if outcome.action in ("archived", "skipped")}
+    if not options.decrypt:
+        safe |= {outcome.name for outcome in result.files if outcome.action == "downloaded"}
+    horizon = policy.days - policy.warn_days
+    for remote in candidates:
+        age_days = (now - remote.mtime) / DAY
+        if remote.name not in safe and age_days > horizon:
+            result.at_risk.append(AtRisk(remote.name, round(policy.days - age_days, 1)))
+    if source.expect_every_days > 0:
+        newest = max((remote.mtime for remote in candidates), default=None)
+        recorded = ledger.latest_arrival(source.name)
+        latest = max((value for value in (newest, recorded) if value is not None), default=None)
+        if latest is None or (now - latest) / DAY > source.expect_every_days:
+            result.stale_days = None if latest is None else round((now - latest) / DAY, 1)
+            if result.stale_days is None:
+                result.stale_days = float("inf")
+
+
+# --- retries and the decryptor ---------------------------------------------------------------
+
+
+class Retrier:
+    """Transient errors are retried with exponential backoff; everything else fails at once."""
+
+    def __init__(self, source: SourceConfig, backoff_base: float) -> None:
+        self.source = source
+        self.backoff_base = backoff_base
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.backoff_base * (2 ** (attempt - 1)), MAX_BACKOFF))
+
+    def call_plain(self, action: Callable[[], T], what: str) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return action()
+            except ReportsyncError as error:
+                if not error.retryable or attempt > self.source.retries:
+                    raise
+                delay = self.delay(attempt)
+                log.info("source %s: %s failed: %s; retry %d of %d in %.1fs", self.source.name,
+                         what, error.message, attempt, self.source.retries, delay)
+                time.sleep(delay)
+
+    @contextmanager
+    def call(self, opener: Callable[[], Transport], what: str) -> Iterator[Transport]:
+        transport = self.call_plain(opener, what)
+        try:
+            yield transport
+        finally:
+            transport.close()
+
+
+class LazyGpg:
+    """gpg is started only when a file needs decrypting; a key problem is remembered, so the
+    remaining files fail fast with the same reason instead of asking gpg again."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._gpg: Gpg | None = None
+        self._error: ReportsyncError | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> _CheckedGpg:
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._gpg is None:
+                try:
+                    self._gpg = Gpg.from_settings(self._settings)
+                except ReportsyncError as error:
+                    self._error = error if isinstance(error, KeyProblemError) else \
+                        KeyProblemError(error.message, remedy=error.remedy)
+                    raise self._error from None
+            return _CheckedGpg(self._gpg, self)
+
+    def fail(self, error: KeyProblemError) -> None:
+        with self._lock:
+            self._error = error
+
+
+class _CheckedGpg:
+    def __init__(self, gpg: Gpg, owner: LazyGpg) -> None:
+        self._gpg = gpg
+        self._owner = owner
+
+    def decrypt(self, encrypted: Path, output: Path, *, require_signer: str = "") -> Decrypted:
+        try:
+            return self._gpg.decrypt(encrypted, output, require_signer=require_signer)
+        except KeyProblemError as error:
+            self._owner.fail(error)
+            raise
+
+

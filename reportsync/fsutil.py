@@ -1,0 +1,168 @@
+"""Local file handling: private folders, atomic placement, safe names, hashing.
+
+The platform-specific parts (POSIX modes, directory fsync) are named here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from reportsync.errors import StorageError, UnsafeNameError
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+MAX_NAME_BYTES = 255
+HASH_CHUNK = 1024 * 1024
+IS_POSIX = os.name == "posix"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700; existing folders are tightened, not loosened."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        if IS_POSIX:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                path.chmod(mode & ~0o077)
+    except OSError as exc:
+        raise storage_error(exc, path) from None
+    return path
+
+
+def is_private(path: Path) -> bool:
+    """No group/other access (always true where the OS has no POSIX modes)."""
+    if not IS_POSIX:
+        return True
+    return not stat.S_IMODE(path.stat().st_mode) & 0o077
+
+
+def storage_error(exc: OSError, path: Path) -> StorageError:
+    """An OSError on a local path, in words that say what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(f"disk full while writing {path}", path=str(path),
+                            remedy="Free space on that disk; nothing half-written was kept.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(f"permission denied: {path}", path=str(path),
+                            remedy="Fix the folder's owner or permissions, or change the path "
+                            "in the config.")
+    return StorageError(f"cannot write {path}: {exc.strerror or exc}", path=str(path))
+
+
+def remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass  # best effort: the caller is already handling a failure
+
+
+def check_remote_name(name: str) -> None:
+    """Refuse a server-supplied name that could escape the folder or confuse a terminal."""
+    problem = None
+    if not name or name in (".", ".."):
+        problem = "is empty or a folder reference"
+    elif "/" in name or "\\" in name:
+        problem = "contains a path separator"
+    elif ".." in name.split("."):
+        problem = "contains '..'"
+    elif any(ord(char) < 32 or ord(char) == 127 for char in name):
+        problem = "contains a NUL or control character"
+    elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        problem = f"is longer than {MAX_NAME_BYTES} bytes"
+    elif name.startswith("."):
+        problem = "starts with '.' (hidden files and reportsync's temp names are not fetched)"
+    elif ":" in name and not IS_POSIX:
+        problem = "contains ':' (a Windows stream separator)"
+    if problem:
+        raise UnsafeNameError(f"refused remote file name {printable(name)}: it {problem}")
+
+
+def printable(name: str) -> str:
+    """A name safe to put in a log line or a terminal: control characters escaped."""
+    return repr(name) if any(ord(char) < 32 or ord(char) == 127 for char in name) else f"'{name}'"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable. Windows cannot open folders; there the rename is already durable
+    enough (NTFS journals metadata)."""
+    if not IS_POSIX:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    with path.open("rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def versioned_name(name: str, number: int) -> str:
+    """``a.b.xml`` → ``a.b.v2.xml``: a distinct name that keeps the file type."""
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem:
+        return f"{name}.v{number}"
+    return f"{stem}.v{number}.{suffix}"
+
+
+def place_file(temp: Path, folder: Path, name: str, sha256: str) -> Path:
+    """Rename ``temp`` into ``folder`` as ``name``, never replacing different content.
+
+    If ``name`` already holds the same bytes the temp replaces it (idempotent after a crash);
+    if it holds other bytes, the new file gets the first free ``.vN`` name. Returns the final path.
+    """
+    number = 1
+    candidate = folder / name
+    while candidate.exists():
+        if candidate.is_file() and sha256_file(candidate) == sha256:
+            break
+        number += 1
+        candidate = folder / versioned_name(name, number)
+    try:
+        os.replace(temp, candidate)
+        fsync_dir(folder)
+    except OSError as exc:
+        raise storage_error(exc, candidate) from None
+    return candidate
+
+
+@contextmanager
+def private_temp(folder: Path, name: str) -> Iterator[Path]:
+    """A temp path beside the target (same file system, so the final rename is atomic).
+
+    Removed on exit unless the caller renamed it away.
+    """
+    temp = folder / temp_name(name, "tmp")
+    try:
+        yield temp
+    finally:
+        remove_quietly(temp)
+
+
+def temp_name(key: str, kind: str) -> str:
+    """A hidden, fixed-length name derived from ``key``: fits any file system's name limit, and
+    the same key always gives the same name (which is what lets a download resume)."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return f".rs-{digest}.{kind}"
+
+
+def make_private(path: Path) -> None:
+    if IS_POSIX:
+        path.chmod(PRIVATE_FILE_MODE)

@@ -1,0 +1,332 @@
+"""The ledger: SQLite record of every remote file version seen, fetched, decrypted or failed.
+
+WAL journal and ``synchronous=FULL``: a record, once committed, survives a killed process or a
+power cut. The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS[n]`` takes a
+database from version n to n+1. One short transaction per step, so a killed run loses at most the
+step it was in, and the unique keys make a repeated step a no-op rather than a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from reportsync.errors import StorageError
+from reportsync.fsutil import ensure_private_dir, make_private
+
+LEDGER_FILE = "ledger.sqlite3"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 0 → 1
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        exit_code INTEGER,
+        counts TEXT,
+        pid INTEGER NOT NULL
+    );
+    CREATE TABLE remote_files (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime INTEGER NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        gone_at REAL,
+        UNIQUE (source, name, size, mtime)
+    );
+    CREATE INDEX remote_files_by_name ON remote_files (source, name);
+    CREATE TABLE downloads (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL UNIQUE REFERENCES remote_files (id),
+        run_id INTEGER REFERENCES runs (id),
+        local_path TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE TABLE archived (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL UNIQUE REFERENCES remote_files (id),
+        run_id INTEGER REFERENCES runs (id),
+        output_path TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        decrypted INTEGER NOT NULL,
+        signer TEXT,
+        at REAL NOT NULL
+    );
+    CREATE TABLE failures (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER REFERENCES remote_files (id),
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        run_id INTEGER REFERENCES runs (id),
+        stage TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL,
+        resolved_at REAL
+    );
+    CREATE UNIQUE INDEX failures_open ON failures (source, name, stage) WHERE resolved_at IS NULL;
+    CREATE TABLE deletions (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER REFERENCES remote_files (id),
+        run_id INTEGER REFERENCES runs (id),
+        target TEXT NOT NULL,
+        path TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What the ledger knows of one remote file version."""
+
+    id: int
+    source: str
+    name: str
+    size: int
+    mtime: int
+    download_path: str | None
+    download_sha256: str | None
+    output_path: str | None
+    output_sha256: str | None
+
+    @property
+    def archived(self) -> bool:
+        return self.output_path is not None
+
+
+class Ledger:
+    """A connection to the ledger; safe to share between the threads of one run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        ensure_private_dir(path.parent)
+        try:
+            self._db = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                       isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the ledger {path}: {exc}", path=str(path)) from None
+        make_private(path)
+        self._lock = threading.RLock()
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StorageError(
+                f"the ledger {path} is damaged or not a ledger: {exc}",
+                path=str(path),
+                remedy="Move the file aside and run again (the archive is kept; files are "
+                "re-checked against it), or restore it from a backup.",
+            ) from None
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> Ledger:
+        return cls(state_dir / LEDGER_FILE)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"the ledger {self.path} was written by a newer reportsync (schema {version})",
+                path=str(self.path),
+                remedy="Upgrade reportsync on this machine.",
+            )
+        for target in range(version, SCHEMA_VERSION):
+            with self._transaction() as db:
+                db.executescript("SAVEPOINT migrate;" + MIGRATIONS[target] + "RELEASE migrate;")
+                db.execute(f"PRAGMA user_version = {target + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, command: str, pid: int) -> int:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (command, started_at, pid) VALUES (?, ?, ?)",
+                (command, time.time(), pid),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, exit_code: int, counts: dict[str, int]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, exit_code = ?, counts = ? WHERE id = ?",
+                (time.time(), exit_code, json.dumps(counts, sort_keys=True), run_id),
+            )
+
+    # --- remote files -------------------------------------------------------------------------
+
+    def see_files(self, source: str, versions: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], int]:
+        """Record that these (name, size, mtime) versions are listed now; return their ids.
+
+        Versions of this source that are no longer listed get ``gone_at`` (purged by the provider
+        or deleted by us); a version listed again loses it.
+        """
+        now = time.time()
+        ids: dict[tuple[str, int, int], int] = {}
+        with self._transaction() as db:
+            for name, size, mtime in versions:
+                db.execute(
+                    "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, name, size, mtime) "
+                    "DO UPDATE SET last_seen = excluded.last_seen, gone_at = NULL",
+                    (source, name, size, mtime, now, now),
+                )
+                row = db.execute(
+                    "SELECT id FROM remote_files WHERE source = ? AND name = ? AND size = ? "
+                    "AND mtime = ?", (source, name, size, mtime)).fetchone()
+                ids[(name, size, mtime)] = int(row[0])
+            listed = set(ids.values())
+            for row in db.execute(
+                "SELECT id FROM remote_files WHERE source = ? AND gone_at IS NULL", (source,)
+            ).fetchall():
+                if int(row[0]) not in listed:
+                    db.execute("UPDATE remote_files SET gone_at = ? WHERE id = ?", (now, row[0]))
+        return ids
+
+    def file_records(self, source: str) -> dict[tuple[str, int, int], FileRecord]:
+        """Every version of this source the ledger knows, keyed by (name, size, mtime)."""
+        rows = self._db.execute(
+            "SELECT f.id, f.source, f.name, f.size, f.mtime, d.local_path, d.sha256, "
+            "a.output_path, a.sha256 AS output_sha256 FROM remote_files f "
+            "LEFT JOIN downloads d ON d.file_id = f.id LEFT JOIN archived a ON a.file_id = f.id "
+            "WHERE f.source = ?", (source,)).fetchall()
+        return {
+            (row["name"], row["size"], row["mtime"]): FileRecord(
+                id=row["id"], source=row["source"], name=row["name"], size=row["size"],
+                mtime=row["mtime"], download_path=row["local_path"], download_sha256=row[6],
+                output_path=row["output_path"], output_sha256=row["output_sha256"],
+            )
+            for row in rows
+        }
+
+    def record_download(self, file_id: int, run_id: int, path: Path, size: int, sha256: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO downloads (file_id, run_id, local_path, bytes, sha256, at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (file_id) DO UPDATE SET "
+                "run_id = excluded.run_id, local_path = excluded.local_path, "
+                "bytes = excluded.bytes, sha256 = excluded.sha256, at = excluded.at",
+                (file_id, run_id, str(path), size, sha256, time.time()),
+            )
+            self._resolve_failures(db, file_id, "download")
+
+    def record_archived(
+        self,
+        file_id: int,
+        run_id: int,
+        path: Path,
+        size: int,
+        sha256: str,
+        *,
+        decrypted: bool,
+        signer: str | None,
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO archived (file_id, run_id, output_path, bytes, sha256, decrypted, "
+                "signer, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id) DO NOTHING",
+                (file_id, run_id, str(path), size, sha256, int(decrypted), signer, time.time()),
+            )
+            self._resolve_failures(db, file_id, None)
+
+    def record_failure(
+        self, source: str, name: str, file_id: int | None, run_id: int, stage: str, reason: str
+    ) -> int:
+        """Record (or count again) an open failure; returns how many attempts it has had."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO failures (file_id, source, name, run_id, stage, reason, first_at, "
+                "last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (source, name, stage) WHERE resolved_at IS NULL DO UPDATE SET "
+                "attempts = attempts + 1, reason = excluded.reason, last_at = excluded.last_at, "
+                "run_id = excluded.run_id, file_id = excluded.file_id",
+                (file_id, source, name, run_id, stage, reason, now, now),
+            )
+            row = db.execute(
+                "SELECT attempts FROM failures WHERE source = ? AND name = ? AND stage = ? "
+                "AND resolved_at IS NULL", (source, name, stage)).fetchone()
+            return int(row[0])
+
+    def _resolve_failures(self, db: sqlite3.Connection, file_id: int, stage: str | None) -> None:
+        row = db.execute("SELECT source, name FROM remote_files WHERE id = ?", (file_id,)).fetchone()
+        if row is None:
+            return
+        if stage is None:
+            db.execute("UPDATE failures SET resolved_at = ? WHERE source = ? AND name = ? AND "
+                       "resolved_at IS NULL", (time.time(), row[0], row[1]))
+        else:
+            db.execute("UPDATE failures SET resolved_at = ? WHERE source = ? AND name = ? AND "
+                       "stage = ? AND resolved_at IS NULL", (time.time(), row[0], row[1], stage))
+
+    def open_failures(self, source: str | None = None) -> list[dict[str, object]]:
+        query = ("SELECT source, name, stage, reason, attempts, first_at, last_at FROM failures "
+                 "WHERE resolved_at IS NULL")
+        args: tuple[str, ...] = ()
+        if source is not None:
+            query += " AND source = ?"
+            args = (source,)
+        return [dict(row) for row in self._db.execute(query + " ORDER BY source, name", args)]
+
+    def latest_arrival(self, source: str) -> float | None:
+        """The newest remote mtime of any version of this source: when its feed last delivered."""
+        row = self._db.execute("SELECT MAX(mtime) FROM remote_files WHERE source = ?",
+                               (source,)).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def count(self, table: str) -> int:
+        if table not in ("runs", "remote_files", "downloads", "archived", "failures", "deletions"):
+            raise ValueError(table)
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def integrity_check(self) -> str:
+        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])

@@ -1,0 +1,64 @@
+"""One run at a time per state dir.
+
+The lock is an OS file lock (``filelock``: fcntl on POSIX, msvcrt on Windows), which the OS drops
+when its holder dies, so a killed run never blocks the next one. Who holds it is written beside it
+for the message a second run prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+
+import filelock
+
+from reportsync.errors import LockHeldError
+from reportsync.fsutil import ensure_private_dir, remove_quietly
+
+LOCK_FILE = "reportsync.lock"
+HOLDER_FILE = "reportsync.lock.holder"
+
+
+class RunLock:
+    def __init__(self, state_dir: Path, command: str) -> None:
+        self.state_dir = state_dir
+        self.command = command
+        self._lock = filelock.FileLock(str(state_dir / LOCK_FILE), timeout=0)
+        self._holder_path = state_dir / HOLDER_FILE
+
+    def __enter__(self) -> RunLock:
+        ensure_private_dir(self.state_dir)
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise LockHeldError(
+                f"another reportsync run holds the lock in {self.state_dir}: "
+                f"{self.describe_holder()}",
+                path=str(self.state_dir / LOCK_FILE),
+            ) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                  "since": time.time()}
+        self._holder_path.write_text(json.dumps(holder), encoding="utf-8")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        remove_quietly(self._holder_path)
+        self._lock.release()
+
+    def describe_holder(self) -> str:
+        try:
+            holder = json.loads(self._holder_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "holder unknown"
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("since", 0))))
+        return (f"pid {holder.get('pid')} on {holder.get('host')} "
+                f"(`reportsync {holder.get('command')}`, since {started})")
