@@ -177,9 +177,15 @@ class Ledger:
                 remedy="Upgrade reportsync on this machine.",
             )
         for target in range(version, SCHEMA_VERSION):
-            with self._transaction() as db:
-                db.executescript("SAVEPOINT migrate;" + MIGRATIONS[target] + "RELEASE migrate;")
-                db.execute(f"PRAGMA user_version = {target + 1}")
+            # one script, so the schema change and its version number commit together
+            script = f"BEGIN IMMEDIATE;{MIGRATIONS[target]};PRAGMA user_version = {target + 1};COMMIT;"
+            with self._lock:
+                try:
+                    self._db.executescript(script)
+                except sqlite3.Error:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
 
     @property
     def schema_version(self) -> int:

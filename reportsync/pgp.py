@@ -74,6 +74,27 @@ def status_lines(stderr: str) -> dict[str, list[str]]:
     return found
 
 
+# libgpg-error codes of a pkdecrypt_failed ERROR that mean "the passphrase did not unlock the key"
+# (bad passphrase, canceled, no pin/passphrase); GnuPG 2.2 in loopback mode reports a wrong
+# passphrase only this way, without a BAD_PASSPHRASE status line.
+_PASSPHRASE_ERROR_CODES = {11, 99, 176, 177, 178}
+
+
+def _passphrase_refused(status: dict[str, list[str]], *, passphrase_given: bool) -> bool:
+    if "DECRYPTION_OKAY" in status:
+        return False
+    if "BAD_PASSPHRASE" in status or "MISSING_PASSPHRASE" in status:
+        return True
+    if "NEED_PASSPHRASE" in status and not passphrase_given:
+        return True
+    for args in status.get("ERROR", []):
+        parts = args.split()
+        if len(parts) >= 2 and parts[0] == "pkdecrypt_failed" and parts[1].isdigit():
+            if int(parts[1]) & 0xFFFF in _PASSPHRASE_ERROR_CODES:
+                return True
+    return False
+
+
 def _human_lines(stderr: str) -> list[str]:
     return [line.strip() for line in stderr.splitlines()
             if line.startswith("gpg:") and "encrypted with" not in line]
@@ -149,8 +170,7 @@ class Gpg:
         stderr: str,
         require_signer: str,
     ) -> None:
-        passphrase_refused = "BAD_PASSPHRASE" in status or "MISSING_PASSPHRASE" in status
-        if passphrase_refused and "DECRYPTION_OKAY" not in status:
+        if _passphrase_refused(status, passphrase_given=self._passphrase is not None):
             raise KeyProblemError(
                 "the PGP secret key's passphrase is wrong or missing",
                 remedy="Set the passphrase in the variable settings.gpg_passphrase_env names "

@@ -1,0 +1,114 @@
+"""Test helpers: real GnuPG identities, config files, and running the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gnupg
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class PgpIdentity:
+    """An isolated GnuPG home holding one RSA key pair without a passphrase."""
+
+    home: Path
+    fingerprint: str
+    email: str
+
+    def gpg(self) -> gnupg.GPG:
+        return gnupg.GPG(gnupghome=str(self.home))
+
+    def encrypt(self, plaintext: bytes, *, armor: bool = False, sign: bool = False,
+                extra_args: list[str] | None = None) -> bytes:
+        result = self.gpg().encrypt(plaintext, self.fingerprint, armor=armor, always_trust=True,
+                                    sign=self.fingerprint if sign else None,
+                                    extra_args=extra_args)
+        assert result.ok, result.stderr
+        return bytes(result.data)
+
+    def stop_agent(self) -> None:
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+                       check=False, capture_output=True)
+
+
+def make_identity(home: Path, email: str, *, passphrase: str | None = None) -> PgpIdentity:
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)
+    gpg = gnupg.GPG(gnupghome=str(home))
+    spec = gpg.gen_key_input(name_real="reportsync test", name_email=email, key_type="RSA",
+                             key_length=2048, expire_date=0,
+                             passphrase=passphrase, no_protection=passphrase is None)
+    key = gpg.gen_key(spec)
+    assert key.fingerprint, key.stderr
+    return PgpIdentity(home=home, fingerprint=str(key.fingerprint), email=email)
+
+
+def copy_identity(identity: PgpIdentity, home: Path) -> PgpIdentity:
+    """A private copy of a GnuPG home (each test its own agent and trustdb)."""
+    shutil.copytree(identity.home, home, ignore=shutil.ignore_patterns("S.*", "*.lock"))
+    home.chmod(0o700)
+    return PgpIdentity(home=home, fingerprint=identity.fingerprint, email=identity.email)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return json.dumps(str(value))
+
+
+def toml_dump(document: dict[str, Any]) -> str:
+    """Enough TOML for our configs: tables of scalars and lists, [sources.NAME] sub-tables."""
+    lines: list[str] = []
+    for section, table in document.items():
+        if section == "sources":
+            for name, source in table.items():
+                lines.append(f"[sources.{name}]")
+                lines.extend(f"{key} = {toml_value(value)}" for key, value in source.items())
+                lines.append("")
+        else:
+            lines.append(f"[{section}]")
+            lines.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_config(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(toml_dump(document), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+    """Run ``python -m reportsync`` in a real subprocess: real exit codes, real signals."""
+    full_env = {**os.environ, **(env or {})}
+    completed = subprocess.run([sys.executable, "-m", "reportsync", *args], capture_output=True,
+                               text=True, env=full_env, cwd=REPO_ROOT, timeout=timeout)
+    return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+
+def files_in(folder: Path) -> Iterator[Path]:
+    return (path for path in sorted(folder.iterdir()) if path.is_file())

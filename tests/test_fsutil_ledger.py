@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from reportsync.errors import StorageError, UnsafeNameError
+from reportsync.fsutil import check_remote_name, ensure_private_dir, place_file, versioned_name
+from reportsync.ledger import SCHEMA_VERSION, Ledger
+
+
+@pytest.mark.parametrize("name", [
+    "../etc/passwd", "a/b.pgp", "a\\b.pgp", "..", ".", "", "x\x00y.pgp", "x\ny.pgp", "x\x1b[31m.pgp",
+    "a" * 256 + ".pgp", ".hidden.pgp", "é" * 128 + ".pgp",
+])
+def test_hostile_remote_names_are_refused(name: str) -> None:
+    with pytest.raises(UnsafeNameError):
+        check_remote_name(name)
+
+
+@pytest.mark.parametrize("name", ["U1234567.Activity_Daily.20261102.20261102.xml.pgp",
+                                  "report with spaces.csv.gpg", "a..b.pgp", "é.pgp", "a" * 251 + ".pgp"])
+def test_ordinary_names_pass(name: str) -> None:
+    check_remote_name(name)
+
+
+def test_private_dir_is_0700_and_tightened(tmp_path: Path) -> None:
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    ensure_private_dir(loose)
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o700
+    nested = ensure_private_dir(tmp_path / "a" / "b")
+    assert stat.S_IMODE(nested.stat().st_mode) == 0o700
+
+
+def test_place_file_never_replaces_different_content(tmp_path: Path) -> None:
+    import hashlib
+
+    def temp_with(data: bytes) -> tuple[Path, str]:
+        temp = tmp_path / ".tmp"
+        temp.write_bytes(data)
+        return temp, hashlib.sha256(data).hexdigest()
+
+    temp, digest = temp_with(b"one")
+    first = place_file(temp, tmp_path, "r.xml", digest)
+    assert first == tmp_path / "r.xml"
+    temp, digest = temp_with(b"one")
+    assert place_file(temp, tmp_path, "r.xml", digest) == first, "the same content is idempotent"
+    temp, digest = temp_with(b"two")
+    second = place_file(temp, tmp_path, "r.xml", digest)
+    assert second == tmp_path / "r.v2.xml"
+    assert first.read_bytes() == b"one" and second.read_bytes() == b"two"
+    assert versioned_name("noext", 3) == "noext.v3"
+
+
+def test_ledger_schema_unique_versions_and_failures(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "state" / "ledger.sqlite3") as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        run = ledger.start_run("fetch", 1)
+        ids = ledger.see_files("s", [("a.pgp", 10, 100), ("b.pgp", 20, 200)])
+        again = ledger.see_files("s", [("a.pgp", 10, 100)])
+        assert again[("a.pgp", 10, 100)] == ids[("a.pgp", 10, 100)]
+        assert ledger.count("remote_files") == 2
+        assert ledger.record_failure("s", "a.pgp", ids[("a.pgp", 10, 100)], run, "archive", "bad") == 1
+        assert ledger.record_failure("s", "a.pgp", ids[("a.pgp", 10, 100)], run, "archive", "bad") == 2
+        assert len(ledger.open_failures("s")) == 1
+        ledger.record_download(ids[("a.pgp", 10, 100)], run, tmp_path / "a.pgp", 10, "0" * 64)
+        ledger.record_download(ids[("a.pgp", 10, 100)], run, tmp_path / "a.pgp", 10, "0" * 64)
+        ledger.record_archived(ids[("a.pgp", 10, 100)], run, tmp_path / "a", 5, "1" * 64,
+                               decrypted=True, signer=None)
+        assert ledger.count("downloads") == 1 and ledger.count("archived") == 1
+        assert ledger.open_failures("s") == [], "archiving resolves the file's failures"
+        records = ledger.file_records("s")
+        assert records[("a.pgp", 10, 100)].archived
+        assert not records[("b.pgp", 20, 200)].archived
+        ledger.finish_run(run, 0, {"archived": 1})
+        assert ledger.integrity_check() == "ok"
+    db = sqlite3.connect(tmp_path / "state" / "ledger.sqlite3")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    gone = db.execute("SELECT name FROM remote_files WHERE gone_at IS NOT NULL").fetchall()
+    assert gone == [("b.pgp",)], "a version no longer listed is marked gone"
+
+
+def test_ledger_from_a_newer_version_or_garbage_is_refused(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.sqlite3"
+    db = sqlite3.connect(newer)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    db.close()
+    with pytest.raises(StorageError, match="newer reportsync"):
+        Ledger(newer)
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageError, match="damaged"):
+        Ledger(garbage)
