@@ -437,9 +437,10 @@ def _download(context: _RunContext, job: _FileJob, connection: _Connection) -> t
             transferred += _transfer(context, remote, part, connection)
             break
         except ReportsyncError as error:
+            if error.retryable:
+                connection.drop()  # a transfer cut short leaves the connection unusable
             if not error.retryable or attempt > source.retries:
                 raise
-            connection.drop()
             delay = context.retry.delay(attempt)
             log.info("source %s: %s: %s; retry %d of %d in %.1fs", source.name,
                      printable(remote.name), error.message, attempt, source.retries, delay)
