@@ -89,9 +89,9 @@ def _passphrase_refused(status: dict[str, list[str]], *, passphrase_given: bool)
         return True
     for args in status.get("ERROR", []):
         parts = args.split()
-        if len(parts) >= 2 and parts[0] == "pkdecrypt_failed" and parts[1].isdigit():
-            if int(parts[1]) & 0xFFFF in _PASSPHRASE_ERROR_CODES:
-                return True
+        is_pkdecrypt_error = len(parts) >= 2 and parts[0] == "pkdecrypt_failed" and parts[1].isdigit()
+        if is_pkdecrypt_error and int(parts[1]) & 0xFFFF in _PASSPHRASE_ERROR_CODES:
+            return True
     return False
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.fixtures_sftp", "tests.fixtures_ftp"]
-
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support import PgpIdentity, copy_identity, make_identity
+
+pytest_plugins = ["tests.fixtures_sftp", "tests.fixtures_ftp"]
 
 
 @pytest.fixture(scope="session")

@@ -233,6 +233,36 @@ def test_truncated_transfer_fails_alone_then_resumes(sftp_workspace: Workspace) 
         proxy.stop()
 
 
+def test_dropped_connection_is_retried_in_the_same_run(sftp_workspace: Workspace) -> None:
+    ws = sftp_workspace
+    big = os.urandom(2 * 1024 * 1024)
+    ws.put("big.xml", big)
+    proxy = FaultProxy(int(ws.server.port), FaultPlan(cut_after=512 * 1024))
+    try:
+        ws.write_config(port=proxy.port, known_hosts=_proxy_known_hosts(ws, proxy.port), retries=2)
+        result = ws.fetch()
+        assert result.exit_code == 0, result.stderr
+        assert ws.outputs() == {"big.xml": big}
+        assert proxy.connections >= 2, "a second connection carried the retry"
+        with ws.ledger() as db:
+            assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
+    finally:
+        proxy.stop()
+
+
+def test_authentication_failures_are_not_retried(tmp_path: Path, pgp_identity: PgpIdentity,
+                                                 ftp_server: LocalServer) -> None:
+    ws = Workspace(tmp_path, pgp_identity, ftp_server)
+    wrong = tmp_path / "wrong_password"
+    wrong.write_text("nope")
+    wrong.chmod(0o600)
+    ws.write_config(password_file=str(wrong), retries=3)
+    started = time.monotonic()
+    result = ws.fetch()
+    assert result.exit_code == 4
+    assert time.monotonic() - started < 5, "three backoffs (1+2+4 s) would take over 7 s"
+
+
 def _proxy_known_hosts(ws: Workspace, port: int) -> str:
     """The server's known_hosts lines, re-addressed to the proxy's port."""
     original = Path(ws.server.source["known_hosts"]).read_text()

@@ -7,6 +7,7 @@ throttle (``rate``: bytes per second server→client) so a test can kill a run m
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -93,11 +94,7 @@ class FaultProxy:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass
