@@ -217,3 +217,13 @@ class RemoteError(ReportsyncError):
 class LockHeldError(ReportsyncError):
     exit_code = ExitCode.LOCKED
     default_remedy = "Another reportsync run is active; wait for it to finish."
+
+
+class InternalError(ReportsyncError):
+    """A defect in reportsync itself; the file it hit is retried on the next run."""
+
+    exit_code = ExitCode.PARTIAL
+    default_remedy = (
+        "This is a bug in reportsync: run again with -vv and report the log "
+        "(state_dir/logs/reportsync.log)."
+    )

@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 from reportsync.config import Config, Settings, SourceConfig
 from reportsync.errors import (
     ExitCode,
+    InternalError,
     KeyProblemError,
     ReportsyncError,
     StorageError,
@@ -310,6 +311,12 @@ def _process_all(
                         source_errors.append(real)
                     if not isinstance(error, KeyProblemError):
                         context.abort.set()
+                except Exception as bug:  # a defect must cost one file, not the whole run
+                    log.exception("source %s: unexpected error on %s", context.source.name,
+                                  printable(job.remote.name))
+                    outcome = FileOutcome(job.remote.name, job.remote.size, int(job.remote.mtime),
+                                          "failed", error=InternalError(
+                                              f"unexpected {type(bug).__name__}: {bug}"))
                 with guard:
                     outcomes.append(outcome)
         finally:
@@ -408,6 +415,11 @@ def _process_file(context: _RunContext, job: _FileJob, connection: _Connection) 
             context.ledger.record_failure(context.source.name, remote.name, job.file_id,
                                           context.run_id, stage, error.cause.message)
         raise
+    except OSError as exc:  # a local read or write outside the wrapped steps
+        local_failure = storage_error(exc, context.source.download_dir / remote.name)
+        context.ledger.record_failure(context.source.name, remote.name, job.file_id,
+                                      context.run_id, stage, local_failure.message)
+        raise local_failure from None
     except ReportsyncError as error:
         error.with_context(source=context.source.name, path=remote.name)
         attempts = context.ledger.record_failure(context.source.name, remote.name, job.file_id,

@@ -444,3 +444,62 @@ def test_several_sources_worst_code_wins(tmp_path: Path, pgp_identity: PgpIdenti
     only_good = ws.fetch("--source", "good")
     assert only_good.exit_code == 0
     assert [s["name"] for s in only_good.json()["sources"]] == ["good"]
+
+
+def test_decrypt_false_archives_files_as_delivered(sftp_workspace: Workspace) -> None:
+    ws = sftp_workspace
+    ws.put_report("r.xml.pgp", b"<r/>")
+    delivered = (ws.server.remote_root / "r.xml.pgp").read_bytes()
+    ws.write_config(decrypt=False)
+    result = ws.fetch()
+    assert result.exit_code == 0, result.stderr
+    assert ws.outputs() == {"r.xml.pgp": delivered}
+
+
+def test_unwritable_output_dir_is_7_and_the_download_is_kept(sftp_workspace: Workspace) -> None:
+    ws = sftp_workspace
+    ws.put_report("r.xml.pgp", b"<r/>")
+    ws.output_dir.parent.mkdir(parents=True)
+    ws.output_dir.write_text("a file where the archive folder should be")
+    result = ws.fetch()
+    assert result.exit_code == 7, result.stderr
+    assert str(ws.output_dir) in result.stderr
+    assert (ws.download_dir / "r.xml.pgp").exists()
+    ws.output_dir.unlink()
+    again = ws.fetch()
+    assert again.exit_code == 0 and again.json()["sources"][0]["bytes_transferred"] == 0
+    assert ws.outputs() == {"r.xml": b"<r/>"}
+
+
+def test_missing_gpg_is_6_but_files_are_still_downloaded(sftp_workspace: Workspace) -> None:
+    ws = sftp_workspace
+    ws.put_report("a.xml.pgp", b"<a/>")
+    ws.put_report("b.xml.pgp", b"<b/>")
+    ws.config_path.write_text(ws.config_path.read_text().replace(
+        "[settings]", '[settings]\ngpg_binary = "/nonexistent/gpg"'))
+    result = ws.fetch()
+    assert result.exit_code == 6, result.stderr
+    assert "gpg not found" in result.stderr
+    assert sorted(p.name for p in ws.download_dir.iterdir()) == ["a.xml.pgp", "b.xml.pgp"], \
+        "downloading before the purge matters more than decrypting now"
+
+
+def test_wrong_passphrase_is_6(tmp_path: Path, sftp_server: LocalServer) -> None:
+    from tests.support import make_identity
+
+    identity = make_identity(tmp_path / "gpg", "pp@example.com", passphrase="correct horse")
+    try:
+        ws = Workspace(tmp_path, identity, sftp_server)
+        ws.put_report("a.xml.pgp", b"<a/>")
+        ws.write_config()
+        ws.config_path.write_text(ws.config_path.read_text().replace(
+            "[settings]", '[settings]\ngpg_passphrase_env = "RS_TEST_GPG_PASSPHRASE"'))
+        wrong = ws.fetch(env={"RS_TEST_GPG_PASSPHRASE": "battery staple"})
+        assert wrong.exit_code == 6, wrong.stderr
+        assert "battery staple" not in wrong.stdout + wrong.stderr
+        assert "passphrase" in wrong.stderr
+        right = ws.fetch(env={"RS_TEST_GPG_PASSPHRASE": "correct horse"})
+        assert right.exit_code == 0, right.stderr
+        assert ws.outputs() == {"a.xml": b"<a/>"}
+    finally:
+        identity.stop_agent()
