@@ -531,13 +531,13 @@ def _has_password(values: Mapping[str, Any]) -> bool:
 # --- the starter config ---------------------------------------------------------------------------
 
 
-def _toml_literal(value: Any) -> str:
+def toml_literal(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_literal(item) for item in value) + "]"
+        return "[" + ", ".join(toml_literal(item) for item in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -553,9 +553,9 @@ def starter_config(source_name: str = "ibkr") -> str:
         lines.append(f"[{title}]")
         for key in keys:
             shown = key.example if key.example is not None else key.default
-            literal = _toml_literal(shown) if shown is not None else '""'
+            literal = toml_literal(shown) if shown is not None else '""'
             if isinstance(shown, str):
-                literal = _toml_literal(shown.replace("NAME", source_name))
+                literal = toml_literal(shown.replace("NAME", source_name))
             prefix = "" if active(key) else "# "
             lines.append(f"{prefix}{key.name} = {literal}".ljust(48) + f"  # {key.doc}")
         lines.append("")

@@ -70,7 +70,7 @@ def check_remote_name(name: str) -> None:
         problem = "is empty or a folder reference"
     elif "/" in name or "\\" in name:
         problem = "contains a path separator"
-    elif ".." in name.split("."):
+    elif ".." in name:
         problem = "contains '..'"
     elif any(ord(char) < 32 or ord(char) == 127 for char in name):
         problem = "contains a NUL or control character"

@@ -14,6 +14,8 @@ from typing import Any
 
 import gnupg
 
+from reportsync.config import toml_literal
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -60,16 +62,6 @@ def copy_identity(identity: PgpIdentity, home: Path) -> PgpIdentity:
     return PgpIdentity(home=home, fingerprint=identity.fingerprint, email=identity.email)
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    return json.dumps(str(value))
-
-
 def toml_dump(document: dict[str, Any]) -> str:
     """Enough TOML for our configs: tables of scalars and lists, [sources.NAME] sub-tables."""
     lines: list[str] = []
@@ -77,11 +69,11 @@ def toml_dump(document: dict[str, Any]) -> str:
         if section == "sources":
             for name, source in table.items():
                 lines.append(f"[sources.{name}]")
-                lines.extend(f"{key} = {toml_value(value)}" for key, value in source.items())
+                lines.extend(f"{key} = {toml_literal(value)}" for key, value in source.items())
                 lines.append("")
         else:
             lines.append(f"[{section}]")
-            lines.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
+            lines.extend(f"{key} = {toml_literal(value)}" for key, value in table.items())
             lines.append("")
     return "\n".join(lines)
 

@@ -250,19 +250,6 @@ def test_dropped_connection_is_retried_in_the_same_run(sftp_workspace: Workspace
         proxy.stop()
 
 
-def test_authentication_failures_are_not_retried(tmp_path: Path, pgp_identity: PgpIdentity,
-                                                 ftp_server: LocalServer) -> None:
-    ws = Workspace(tmp_path, pgp_identity, ftp_server)
-    wrong = tmp_path / "wrong_password"
-    wrong.write_text("nope")
-    wrong.chmod(0o600)
-    ws.write_config(password_file=str(wrong), retries=3)
-    started = time.monotonic()
-    result = ws.fetch()
-    assert result.exit_code == 4
-    assert time.monotonic() - started < 5, "three backoffs (1+2+4 s) would take over 7 s"
-
-
 def _proxy_known_hosts(ws: Workspace, port: int) -> str:
     """The server's known_hosts lines, re-addressed to the proxy's port."""
     original = Path(ws.server.source["known_hosts"]).read_text()
@@ -296,16 +283,18 @@ def test_refused_key_is_4(sftp_workspace: Workspace) -> None:
     assert "doctor --source broker" in result.stderr
 
 
-def test_wrong_ftp_password_is_4(tmp_path: Path, pgp_identity: PgpIdentity,
+def test_wrong_ftp_password_is_4_and_not_retried(tmp_path: Path, pgp_identity: PgpIdentity,
                                  ftp_server: LocalServer) -> None:
     ws = Workspace(tmp_path, pgp_identity, ftp_server)
     wrong = tmp_path / "wrong_password"
     wrong.write_text("not-the-password")
     wrong.chmod(0o600)
-    ws.write_config(password_file=str(wrong))
+    ws.write_config(password_file=str(wrong), retries=3)
+    started = time.monotonic()
     result = ws.fetch()
     assert result.exit_code == 4, result.stderr
     assert "not-the-password" not in result.stderr + result.stdout
+    assert time.monotonic() - started < 5, "not retried: three backoffs (1+2+4 s) take over 7 s"
 
 
 def test_nothing_listening_is_3(sftp_workspace: Workspace) -> None:

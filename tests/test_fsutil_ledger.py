@@ -13,7 +13,7 @@ from reportsync.ledger import SCHEMA_VERSION, Ledger
 
 @pytest.mark.parametrize("name", [
     "../etc/passwd", "a/b.pgp", "a\\b.pgp", "..", ".", "", "x\x00y.pgp", "x\ny.pgp", "x\x1b[31m.pgp",
-    "a" * 256 + ".pgp", ".hidden.pgp", "é" * 128 + ".pgp",
+    "a" * 256 + ".pgp", ".hidden.pgp", "é" * 128 + ".pgp", "a..b.pgp",
 ])
 def test_hostile_remote_names_are_refused(name: str) -> None:
     with pytest.raises(UnsafeNameError):
@@ -21,7 +21,7 @@ def test_hostile_remote_names_are_refused(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["U1234567.Activity_Daily.20261102.20261102.xml.pgp",
-                                  "report with spaces.csv.gpg", "a..b.pgp", "é.pgp", "a" * 251 + ".pgp"])
+                                  "report with spaces.csv.gpg", "é.pgp", "a" * 251 + ".pgp"])
 def test_ordinary_names_pass(name: str) -> None:
     check_remote_name(name)
 

@@ -23,6 +23,7 @@ import pytest
 from reportsync.config import SourceConfig, parse_config
 from reportsync.errors import (
     AuthenticationError,
+    ConfigError,
     ExitCode,
     NetworkError,
     RemoteError,
@@ -361,6 +362,15 @@ def test_wrong_ca_is_a_tls_error(ftps_server: LocalServer, tmp_path: Path) -> No
         open_ftp(source)
     assert caught.value.exit_code == ExitCode.HOST_KEY
     assert "certificate" in caught.value.message and caught.value.source == "t"
+
+
+def test_unreadable_ca_file_is_a_config_error_naming_the_key(ftps_server: LocalServer,
+                                                              tmp_path: Path) -> None:
+    source = make_source(ftps_server, tmp_path, ca_file=str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(ConfigError) as caught:
+        open_ftp(source)
+    assert caught.value.exit_code == ExitCode.CONFIG
+    assert "sources.t.ca_file" in caught.value.message and "missing-ca.pem" in caught.value.message
 
 
 def test_plain_ftp_to_a_tls_only_server_says_use_ftps(ftps_server: LocalServer,

@@ -407,9 +407,17 @@ class FtpTransport(Transport):
                     [f"sources.{source.name}.password_env: {source.protocol} needs a password "
                      "(password_env or password_file)"],
                 ).with_context(source=source.name)
-        context = ssl.create_default_context(
-            cafile=str(source.ca_file) if source.ca_file is not None else None
-        )
+        try:
+            context = ssl.create_default_context(
+                cafile=str(source.ca_file) if source.ca_file is not None else None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                [f"sources.{source.name}.ca_file: cannot load {source.ca_file}: "
+                 f"{getattr(exc, 'strerror', None) or exc}"],
+                remedy="Point ca_file at a PEM file of CA certificates, or remove it to use "
+                "the system's CAs.",
+            ).with_context(source=source.name) from None
         context.check_hostname = True
         context.verify_mode = ssl.CERT_REQUIRED
         client = _Client(context, source.timeout)
