@@ -166,3 +166,26 @@ def temp_name(key: str, kind: str) -> str:
 def make_private(path: Path) -> None:
     if IS_POSIX:
         path.chmod(PRIVATE_FILE_MODE)
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) -> Path:
+    """Write ``data`` to ``path`` via a temp file beside it: readers see the old file or the whole
+    new one, never a part. The file gets ``mode`` from the moment it exists."""
+    folder = path.parent
+    temp = folder / temp_name(f"{path.name}\0{os.getpid()}", "tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0),
+                             mode)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if IS_POSIX:
+            temp.chmod(mode)  # the umask may have narrowed it; never widened beyond ``mode``
+        os.replace(temp, path)
+        fsync_dir(folder)
+    except OSError as exc:
+        remove_quietly(temp)
+        raise storage_error(exc, path) from None
+    return path
