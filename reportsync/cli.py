@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,20 @@ from typing import Any, NoReturn
 
 import click
 
-from reportsync import __version__
+from reportsync import __version__, backup, pgpkeys, render, sshkeys
 from reportsync import fetch as fetch_core
-from reportsync.config import Config, default_config_path, load_config, starter_config
+from reportsync.config import (
+    Config,
+    Secret,
+    Settings,
+    default_config_path,
+    load_config,
+    parse_config,
+    starter_config,
+)
 from reportsync.errors import ExitCode, ReportsyncError, UsageError
 from reportsync.fsutil import ensure_private_dir, make_private
+from reportsync.pgp import Gpg
 from reportsync.render import Rendered, error_lines, fetch_json, fetch_text
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -40,6 +50,19 @@ class App:
         config = load_config(self.config_path or default_config_path())
         _add_log_file(config.settings.state_dir)
         return config
+
+    def load_settings(self) -> Settings:
+        """The config's settings, or the defaults when no config exists yet (the first steps,
+        such as generating keys, come before writing a config)."""
+        path = self.config_path or default_config_path()
+        if self.config_path is None and not path.exists():
+            return parse_config({"sources": {}}, allow_no_sources=True).settings
+        return self.load_config().settings
+
+    def gpg(self) -> Gpg:
+        settings = self.load_settings()
+        return Gpg(binary=settings.gpg_binary, home=settings.gnupg_home,
+                   passphrase=settings.gpg_passphrase.resolve())
 
     def render(self, rendered: Rendered, payload: dict[str, Any] | None = None) -> None:
         if self.as_json and payload is not None:
@@ -145,6 +168,202 @@ def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, j
         result = fetch_core.run(config, options)
     app.render(fetch_text(result), fetch_json(result))
     _finish(result.exit_code)
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def _secret_from_options(no_passphrase: bool, passphrase_env: str | None, *, what: str,
+                         confirm: bool) -> Secret | None:
+    """A passphrase from --passphrase-env, or a prompt on a terminal; None with --no-passphrase."""
+    if no_passphrase and passphrase_env:
+        raise UsageError("give either --no-passphrase or --passphrase-env, not both")
+    if no_passphrase:
+        return None
+    if passphrase_env:
+        value = os.environ.get(passphrase_env)
+        if not value:
+            raise UsageError(f"environment variable {passphrase_env} is not set or empty",
+                             remedy=f"Export {passphrase_env} with the {what} first.")
+        return Secret(value)
+    if not sys.stdin.isatty():
+        raise UsageError(f"no {what} given and no terminal to ask on",
+                         remedy="Pass --passphrase-env VAR (or --no-passphrase where offered).")
+    return Secret(click.prompt(f"{what[0].upper()}{what[1:]}", hide_input=True,
+                               confirmation_prompt=confirm))
+
+
+def _required_secret(passphrase_env: str | None, *, what: str, confirm: bool) -> Secret:
+    secret = _secret_from_options(False, passphrase_env, what=what, confirm=confirm)
+    assert secret is not None
+    return secret
+
+
+@cli.group()
+def keys() -> None:
+    """Generate, export, back up and restore PGP and SSH keys."""
+
+
+@keys.group()
+def pgp() -> None:
+    """PGP keys in reportsync's GnuPG home (settings.gnupg_home)."""
+
+
+@pgp.command("generate")
+@click.option("--name", required=True, help="Real name or firm on the key.")
+@click.option("--email", required=True, help="Email address on the key.")
+@click.option("--algo", type=click.Choice(list(pgpkeys.ALGORITHMS)), default=pgpkeys.DEFAULT_ALGORITHM,
+              show_default=True, help="Key algorithm and size.")
+@click.option("--expire", default="2y", show_default=True, help="Expiry: 2y, 18m, 52w, 365d or never.")
+@click.option("--no-passphrase", is_flag=True, help="Store the secret key unprotected.")
+@click.option("--passphrase-env", metavar="VAR", help="Take the key's passphrase from this variable.")
+@click.option("--export", "export_to", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the armored public key here (the file to send the provider).")
+@click.option("--force", is_flag=True, help="Create a key even if one exists for this email.")
+@pass_app
+def pgp_generate(app: App, name: str, email: str, algo: str, expire: str, no_passphrase: bool,
+                 passphrase_env: str | None, export_to: Path | None, force: bool) -> None:
+    """Create a new PGP key pair."""
+    settings = app.load_settings()
+    passphrase = _secret_from_options(no_passphrase, passphrase_env, what="passphrase for the new "
+                                      "PGP key", confirm=True)
+    gpg = Gpg(binary=settings.gpg_binary, home=settings.gnupg_home, passphrase=passphrase)
+    result = pgpkeys.generate_pgp_key(gpg, name=name, email=email, algorithm=algo, expire=expire,
+                                      passphrase=passphrase, export_to=export_to, force=force)
+    app.render(render.generated_pgp_text(result, str(settings.gnupg_home)),
+               {"command": "keys pgp generate", "exit_code": 0, "key": result.key.to_dict(),
+                "protected": result.protected, "warnings": list(result.warnings),
+                "exported_to": str(export_to) if export_to else None})
+
+
+@pgp.command("list")
+@pass_app
+def pgp_list(app: App) -> None:
+    """Keys in the GnuPG home: fingerprint, uid, created, expiry, secret part present."""
+    gpg = app.gpg()
+    listing = pgpkeys.list_pgp_keys(gpg)
+    app.render(Rendered(stdout=render.pgp_key_lines(listing)),
+               {"command": "keys pgp list", "exit_code": 0, "gnupg_home": str(gpg.home),
+                "keys": [key.to_dict() for key in listing]})
+
+
+@pgp.command("export-public")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="File (else stdout).")
+@click.option("--key", "selector", metavar="FINGERPRINT|EMAIL", help="Which key, if several.")
+@pass_app
+def pgp_export_public(app: App, out: Path | None, selector: str | None) -> None:
+    """The armored public key to send to the provider."""
+    gpg = app.gpg()
+    key = pgpkeys.find_key(gpg, selector, secret=True)
+    if out is None:
+        click.echo(pgpkeys.export_public_key(gpg, key.fingerprint), nl=False)
+        return
+    pgpkeys.write_public_key(gpg, key.fingerprint, out)
+    app.render(Rendered(stdout=[f"public key {key.fingerprint} written to {out}"]),
+               {"command": "keys pgp export-public", "exit_code": 0,
+                "fingerprint": key.fingerprint, "path": str(out)})
+
+
+@pgp.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--passphrase-env", metavar="VAR", help="Passphrase of a protected secret key.")
+@pass_app
+def pgp_import(app: App, file: Path, passphrase_env: str | None) -> None:
+    """Import a public or secret key file."""
+    passphrase = Secret(os.environ[passphrase_env]) if passphrase_env and \
+        passphrase_env in os.environ else None
+    report = pgpkeys.import_key_file(app.gpg(), file, passphrase=passphrase)
+    app.render(render.import_text(report, str(file)),
+               {"command": "keys pgp import", "exit_code": 0,
+                "fingerprints": list(report.fingerprints), "secret_imported": report.secret_imported,
+                "public_imported": report.public_imported, "unchanged": report.unchanged})
+
+
+@keys.group()
+def ssh() -> None:
+    """SSH keys for SFTP login."""
+
+
+@ssh.command("generate")
+@click.option("--type", "key_type", type=click.Choice(["rsa", "ed25519"]), default="rsa",
+              show_default=True, help="RSA is what the reference provider requires.")
+@click.option("--bits", type=click.IntRange(2048, 4096), default=2048, show_default=True,
+              help="RSA key size.")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Private key path; the public key goes to PATH.pub.")
+@click.option("--no-passphrase", is_flag=True, help="Store the private key unprotected.")
+@click.option("--passphrase-env", metavar="VAR", help="Take the key's passphrase from this variable.")
+@click.option("--comment", default="reportsync", show_default=True, help="Comment in PATH.pub.")
+@click.option("--force", is_flag=True, help="Overwrite an existing key.")
+@pass_app
+def ssh_generate(app: App, key_type: str, bits: int, out: Path, no_passphrase: bool,
+                 passphrase_env: str | None, comment: str, force: bool) -> None:
+    """Create an OpenSSH key pair (PATH 0600 and PATH.pub)."""
+    passphrase = _secret_from_options(no_passphrase, passphrase_env,
+                                      what="passphrase for the new SSH key", confirm=True)
+    info = sshkeys.generate_ssh_key(out, key_type=key_type, bits=bits,
+                                    passphrase=passphrase.reveal() if passphrase else None,
+                                    comment=comment, force=force)
+    lines = [f"created {out} and {out}.pub", f"  {info.describe()}",
+             f"  send {out}.pub to your provider; set key_file = \"{out}\" in the config"]
+    app.render(Rendered(stdout=lines), {"command": "keys ssh generate", "exit_code": 0,
+                                        "key": info.to_dict()})
+
+
+@ssh.command("show")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@pass_app
+def ssh_show(app: App, path: Path) -> None:
+    """Type, bits and fingerprint of a key; validity and principals of a certificate."""
+    info = sshkeys.inspect_ssh_file(path)
+    app.render(Rendered(stdout=render.ssh_info_lines(info)),
+               {"command": "keys ssh show", "exit_code": 0, "info": info.to_dict()})
+
+
+@keys.command("backup")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The backup file to write (0600).")
+@click.option("--passphrase-env", metavar="VAR", help="Backup passphrase from this variable.")
+@pass_app
+def keys_backup(app: App, out: Path, passphrase_env: str | None) -> None:
+    """One encrypted file with everything needed to decrypt and log in again."""
+    config = app.load_config()
+    passphrase = _required_secret(passphrase_env, what="backup passphrase", confirm=True)
+    manifest = backup.create_backup(config, Gpg.from_settings(config.settings), out, passphrase)
+    lines = [f"wrote {out} ({len(manifest.members)} members, encrypted with AES-256-GCM)"]
+    lines += render.manifest_lines(manifest, str(out))[1:]
+    lines.append("keep the passphrase apart from the file; test it: reportsync keys verify-backup")
+    app.render(Rendered(stdout=lines), {"command": "keys backup", "exit_code": 0, "path": str(out),
+                                        "manifest": manifest.to_dict()})
+
+
+@keys.command("verify-backup")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--passphrase-env", metavar="VAR", help="Backup passphrase from this variable.")
+@pass_app
+def keys_verify_backup(app: App, file: Path, passphrase_env: str | None) -> None:
+    """Decrypt and check every member against the manifest; writes nothing."""
+    passphrase = _required_secret(passphrase_env, what="backup passphrase", confirm=False)
+    contents = backup.verify_backup(file, passphrase)
+    app.render(Rendered(stdout=render.manifest_lines(contents.manifest, str(file))),
+               {"command": "keys verify-backup", "exit_code": 0, "path": str(file),
+                "manifest": contents.manifest.to_dict()})
+
+
+@keys.command("restore")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--passphrase-env", metavar="VAR", help="Backup passphrase from this variable.")
+@click.option("--force", is_flag=True, help="Replace existing files that differ.")
+@pass_app
+def keys_restore(app: App, file: Path, passphrase_env: str | None, force: bool) -> None:
+    """Verify a backup, then restore keys, certificates and config onto this machine."""
+    passphrase = _required_secret(passphrase_env, what="backup passphrase", confirm=False)
+    report = backup.restore_backup(file, passphrase,
+                                   config_path=app.config_path or default_config_path(), force=force)
+    app.render(render.restore_text(report),
+               {"command": "keys restore", "exit_code": 0, "written": list(report.written),
+                "unchanged": list(report.unchanged), "pgp_fingerprints": list(report.pgp_fingerprints),
+                "not_included": list(report.not_included)})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -372,6 +372,7 @@ def parse_config(
     *,
     config_path: Path | None = None,
     file_is_private: bool = True,
+    allow_no_sources: bool = False,
 ) -> Config:
     problems = _Problems()
     base = config_path.parent if config_path else None
@@ -408,7 +409,7 @@ def parse_config(
         source = _parse_source(name, table, problems, base, file_is_private)
         if source is not None:
             sources[name] = source
-    if not raw_sources:
+    if not raw_sources and not allow_no_sources:
         problems.add("sources", "no [sources.NAME] table: nothing to fetch")
 
     if problems.items:
