@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -366,8 +367,16 @@ def keys_restore(app: App, file: Path, passphrase_env: str | None, force: bool) 
                 "not_included": list(report.not_included)})
 
 
+def _log_library_thread_error(args: threading.ExceptHookArgs) -> None:
+    """Background threads of libraries (paramiko's prefetch, after a dropped connection) must not
+    print tracebacks into a cron mail; the failure already surfaced as a ReportsyncError."""
+    logging.getLogger("reportsync").debug(
+        "error in background thread %s: %s", getattr(args.thread, "name", "?"), args.exc_value)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, map errors to messages and exit codes."""
+    threading.excepthook = _log_library_thread_error
     wants_json = "--json" in (argv if argv is not None else sys.argv[1:])
     wants_traceback = "--traceback" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -356,3 +356,39 @@ def test_backup_needs_a_secret_key_and_a_real_passphrase(tmp_path: Path) -> None
     sealed = backup.seal(b"payload", Secret(BACKUP_PASSPHRASE))
     assert backup.unseal(sealed, Secret(BACKUP_PASSPHRASE), tmp_path / "x") == b"payload"
     assert time.monotonic() - started < 10
+
+
+def test_ssh_cli_generate_and_show_key_and_certificates(tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "id_rsa"
+    made = run_cli("--json", "keys", "ssh", "generate", "--out", str(key), "--passphrase-env",
+                   "RS_SSH_PP", "--comment", "acme", env={"RS_SSH_PP": "ssh key passphrase"})
+    assert made.exit_code == 0, made.stderr
+    listed = subprocess.run(["ssh-keygen", "-l", "-f", str(key)], capture_output=True, text=True,
+                            check=True).stdout
+    assert made.json()["key"]["fingerprint"] in listed and listed.startswith("2048 ")
+    assert mode(key) == 0o600 and mode(key.parent) == 0o700
+    again = run_cli("keys", "ssh", "generate", "--out", str(key), "--no-passphrase")
+    assert again.exit_code == 2 and "--force" in again.stderr
+
+    shown = run_cli("keys", "ssh", "show", str(key))
+    assert shown.exit_code == 0 and made.json()["key"]["fingerprint"] in shown.stdout
+    assert "protected by a passphrase" in shown.stdout
+    assert "ssh key passphrase" not in made.stdout + shown.stdout
+
+    ca = tmp_path / "ca"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ca)], check=True)
+    ca_print = subprocess.run(["ssh-keygen", "-l", "-f", f"{ca}.pub"], capture_output=True,
+                              text=True, check=True).stdout.split()[1]
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "acme-2026", "-n", "acme,ops",
+                    "-V", "+52w", "-O", "force-command=/usr/bin/true", f"{key}.pub"], check=True)
+    cert = tmp_path / "keys" / "id_rsa-cert.pub"
+    valid = run_cli("keys", "ssh", "show", str(cert))
+    assert valid.exit_code == 0, valid.stderr
+    for expected in ("key id: acme-2026", "principals: acme, ops", "status: valid", ca_print,
+                     "force-command=/usr/bin/true"):
+        assert expected in valid.stdout, expected
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "old", "-n", "acme",
+                    "-V", "20200101:20200201", f"{key}.pub"], check=True)
+    expired = run_cli("--json", "keys", "ssh", "show", str(cert))
+    assert expired.json()["info"]["status"] == "expired"
+    assert "EXPIRED" in run_cli("keys", "ssh", "show", str(cert)).stdout
