@@ -152,6 +152,16 @@ def test_round_trip_generate_backup_restore_on_a_new_home_then_fetch(
     kill_agent(new_home / ".reportsync-gnupg")
 
 
+def ftp_config(path: Path, gnupg_home: Path) -> Path:
+    """A config whose only use here is to name the GnuPG home."""
+    folder = path.parent
+    return write_config(path, {
+        "settings": {"gnupg_home": str(gnupg_home), "state_dir": str(folder / f"{path.stem}-state")},
+        "sources": {"f": {"protocol": "ftp", "host": "127.0.0.1", "username": "u",
+                          "password_env": "X", "download_dir": str(folder / "d"),
+                          "output_dir": str(folder / "o")}}})
+
+
 def _fresh_gnupg_home(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True)
     return path
@@ -300,11 +310,7 @@ def test_ed25519_key_warns_about_ecc_and_lists(tmp_path: Path) -> None:
 
 def test_pgp_cli_list_export_import(tmp_path: Path) -> None:
     gnupg_home = _fresh_gnupg_home(tmp_path / "g")
-    config_path = write_config(tmp_path / "c.toml", {
-        "settings": {"gnupg_home": str(gnupg_home), "state_dir": str(tmp_path / "s")},
-        "sources": {"f": {"protocol": "ftp", "host": "127.0.0.1", "username": "u",
-                          "password_env": "X", "download_dir": str(tmp_path / "d"),
-                          "output_dir": str(tmp_path / "o")}}})
+    config_path = ftp_config(tmp_path / "c.toml", gnupg_home)
     base = ("--config", str(config_path))
     empty = run_cli(*base, "keys", "pgp", "list")
     assert empty.exit_code == 0 and "no PGP keys" in empty.stdout
@@ -323,11 +329,7 @@ def test_pgp_cli_list_export_import(tmp_path: Path) -> None:
     public_file = tmp_path / "pub.asc"
     public_file.write_text(exported.stdout)
     other_home = _fresh_gnupg_home(tmp_path / "g2")
-    other_config = write_config(tmp_path / "c2.toml", {
-        "settings": {"gnupg_home": str(other_home), "state_dir": str(tmp_path / "s2")},
-        "sources": {"f": {"protocol": "ftp", "host": "127.0.0.1", "username": "u",
-                          "password_env": "X", "download_dir": str(tmp_path / "d"),
-                          "output_dir": str(tmp_path / "o")}}})
+    other_config = ftp_config(tmp_path / "c2.toml", other_home)
     imported = run_cli("--config", str(other_config), "--json", "keys", "pgp", "import",
                        str(public_file))
     assert imported.exit_code == 0, imported.stderr
