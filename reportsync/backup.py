@@ -65,7 +65,7 @@ class BackupPassphraseError(BackupError):
 @dataclass(frozen=True)
 class Member:
     name: str  # path inside the archive
-    kind: str  # pgp-secret-keys | pgp-public-keys | pgp-ownertrust | pgp-revocation |
+    kind: str  # pgp-secret-key | pgp-public-keys | pgp-ownertrust | pgp-revocation |
     # ssh-private-key | ssh-public-key | ssh-certificate | known-hosts | config
     sha256: str
     size: int
@@ -209,15 +209,20 @@ def collect_members(config: Config, gpg: Gpg) -> tuple[list[tuple[Member, bytes]
                               "settings.gnupg_home.")
     fingerprints = tuple(key.fingerprint for key in secret_keys)
     passphrase = config.settings.gpg_passphrase.resolve()
-    exported = gpg.raw.export_keys(list(fingerprints), secret=True, armor=True,
-                                   passphrase=passphrase.reveal() if passphrase else None,
-                                   expect_passphrase=passphrase is not None)
-    if "BEGIN PGP PRIVATE KEY BLOCK" not in str(exported):
-        raise KeyProblemError(
-            "gpg did not export the secret keys (a protected key needs its passphrase)",
-            remedy="Set the passphrase in the variable settings.gpg_passphrase_env names.",
-        )
-    add("pgp/secret-keys.asc", "pgp-secret-keys", str(exported).encode(), fingerprints=fingerprints)
+    for fingerprint in fingerprints:
+        # one key per export: gpg silently leaves out a key whose passphrase differs
+        exported = str(gpg.raw.export_keys(
+            fingerprint, secret=True, armor=True,
+            passphrase=passphrase.reveal() if passphrase else None,
+            expect_passphrase=passphrase is not None))
+        if "BEGIN PGP PRIVATE KEY BLOCK" not in exported:
+            raise KeyProblemError(
+                f"gpg did not export the secret key {fingerprint}: it needs its passphrase",
+                remedy="Set the key's passphrase in the variable settings.gpg_passphrase_env "
+                "names (keys with different passphrases cannot be backed up in one run).",
+            )
+        add(f"pgp/secret-{fingerprint}.asc", "pgp-secret-key", exported.encode(),
+            fingerprints=(fingerprint,))
     public = str(gpg.raw.export_keys([key.fingerprint for key in list_pgp_keys(gpg)], armor=True))
     add("pgp/public-keys.asc", "pgp-public-keys", public.encode(),
         fingerprints=tuple(key.fingerprint for key in list_pgp_keys(gpg)))
@@ -392,9 +397,10 @@ def restore_backup(
 
     written: list[str] = []
     unchanged: list[str] = []
-    gpg = Gpg.from_settings(config.settings)
+    # importing needs no passphrase: keys keep the protection they were exported with
+    gpg = Gpg(binary=config.settings.gpg_binary, home=config.settings.gnupg_home, passphrase=None)
     fingerprints: list[str] = []
-    for member in by_kind.get("pgp-public-keys", []) + by_kind.get("pgp-secret-keys", []):
+    for member in by_kind.get("pgp-public-keys", []) + by_kind.get("pgp-secret-key", []):
         report = import_key_data(gpg, contents.data[member.name], origin=member.name)
         fingerprints.extend(report.fingerprints)
         written.append(f"{member.kind}: {', '.join(report.fingerprints)} → {gpg.home}")

@@ -61,9 +61,9 @@ class App:
         return self.load_config().settings
 
     def gpg(self) -> Gpg:
+        """gpg for key management: listing, exporting and importing need no passphrase."""
         settings = self.load_settings()
-        return Gpg(binary=settings.gpg_binary, home=settings.gnupg_home,
-                   passphrase=settings.gpg_passphrase.resolve())
+        return Gpg(binary=settings.gpg_binary, home=settings.gnupg_home, passphrase=None)
 
     def render(self, rendered: Rendered, payload: dict[str, Any] | None = None) -> None:
         if self.as_json and payload is not None:

@@ -82,7 +82,7 @@ class ReportsyncError(Exception):
         where = []
         if self.source:
             where.append(f"source {self.source!r}")
-        if self.path:
+        if self.path and self.path not in self.message:
             where.append(self.path)
         prefix = f"{', '.join(where)}: " if where else ""
         return f"{prefix}{self.message}"

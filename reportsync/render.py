@@ -177,8 +177,15 @@ def ssh_info_lines(info: SshKeyInfo | SshCertificateInfo) -> list[str]:
             lines.append("  (the private key is protected by a passphrase)")
         return lines
     valid_to = "forever" if info.valid_to is None else f"{info.valid_to:%Y-%m-%d %H:%M} UTC"
-    days_left = "" if info.days_left is None else f" ({info.days_left} days left)"
-    status = info.status if info.status == "valid" else f"{info.status.upper()}: renew it"
+    days_left = ""
+    if info.days_left is not None:
+        days_left = (f" ({info.days_left} days left)" if info.days_left >= 0
+                     else f" (ended {-info.days_left} days ago)")
+    status = {
+        "valid": "valid",
+        "expired": "EXPIRED: ask the certificate authority for a new certificate",
+        "not yet valid": "NOT YET VALID: check this machine's clock and the certificate's start",
+    }.get(info.status, info.status.upper())
     if not info.signature_valid:
         status += "; the CA SIGNATURE DOES NOT VERIFY"
     options = ", ".join(f"{name}={value}" if value else name

@@ -235,9 +235,9 @@ def test_verify_backup_lists_members_with_fingerprints(small_setup: tuple[Path, 
                      "RS_BK", env={"RS_BK": BACKUP_PASSPHRASE})
     assert result.exit_code == 0, result.stderr
     kinds = {member["kind"]: member for member in result.json()["manifest"]["members"]}
-    assert set(kinds) >= {"pgp-secret-keys", "pgp-public-keys", "pgp-ownertrust",
+    assert set(kinds) >= {"pgp-secret-key", "pgp-public-keys", "pgp-ownertrust",
                           "pgp-revocation", "ssh-private-key", "known-hosts", "config"}
-    assert len(kinds["pgp-secret-keys"]["fingerprints"]) == 1
+    assert len(kinds["pgp-secret-key"]["fingerprints"]) == 1
     assert kinds["config"]["sha256"] and kinds["ssh-private-key"]["source"] == "s"
 
 
@@ -394,3 +394,23 @@ def test_ssh_cli_generate_and_show_key_and_certificates(tmp_path: Path) -> None:
     expired = run_cli("--json", "keys", "ssh", "show", str(cert))
     assert expired.json()["info"]["status"] == "expired"
     assert "EXPIRED" in run_cli("keys", "ssh", "show", str(cert)).stdout
+
+
+def test_backup_refuses_rather_than_silently_dropping_a_key(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    gnupg_home = _fresh_gnupg_home(tmp_path / "g")
+    gpg = Gpg(binary="gpg", home=gnupg_home, passphrase=None)
+    pgpkeys.generate_pgp_key(gpg, name="Old", email="old@example.com", algorithm="rsa2048",
+                             passphrase=Secret("first passphrase"))
+    rotated = pgpkeys.generate_pgp_key(gpg, name="New", email="new@example.com",
+                                       algorithm="rsa2048", passphrase=Secret("other passphrase"))
+    monkeypatch.setenv("RS_GPG_PP", "first passphrase")
+    config = parse_config({"settings": {"gnupg_home": str(gnupg_home),
+                                        "gpg_passphrase_env": "RS_GPG_PP"},
+                           "sources": {"f": {"protocol": "ftp", "host": "h", "username": "u",
+                                             "password_env": "X", "download_dir": "/d",
+                                             "output_dir": "/o"}}})
+    with pytest.raises(KeyProblemError, match=rotated.key.fingerprint):
+        backup.create_backup(config, gpg, tmp_path / "b.rsbackup", Secret(BACKUP_PASSPHRASE))
+    assert not (tmp_path / "b.rsbackup").exists()
+    kill_agent(gnupg_home)
