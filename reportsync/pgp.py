@@ -179,7 +179,7 @@ class Gpg:
         if "NO_SECKEY" in status and "DECRYPTION_OKAY" not in status:
             key_ids = ", ".join(sorted({args.split()[0] for args in status["NO_SECKEY"] if args}))
             raise DecryptionError(
-                f"encrypted to a key this GnuPG home does not hold (key ID {key_ids})",
+                f"encrypted to a key this GnuPG home does not hold (encryption subkey ID {key_ids})",
                 remedy="Import the matching secret key (`reportsync keys pgp import`) or ask the "
                 "provider which public key they encrypt to.",
             )
