@@ -89,7 +89,7 @@ class FileOutcome:
     name: str
     size: int
     mtime: int
-    action: str  # archived | downloaded | skipped | would-fetch | failed | refused
+    action: str  # archived | downloaded | skipped | would-fetch | failed | refused | pending
     local_path: str | None = None
     output_path: str | None = None
     transferred: int = 0
@@ -329,6 +329,13 @@ def _process_all(
         thread.start()
     for thread in threads:
         thread.join()
+    while True:  # the source stopped early: say which files it never tried (next run will)
+        try:
+            job = pending.get_nowait()
+        except queue.Empty:
+            break
+        outcomes.append(FileOutcome(job.remote.name, job.remote.size, int(job.remote.mtime),
+                                    "pending"))
     order = {job.remote.name: index for index, job in enumerate(work)}
     outcomes.sort(key=lambda outcome: order.get(outcome.name, len(order)))
     return outcomes, (source_errors[0] if source_errors else None)

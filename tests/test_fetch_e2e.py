@@ -448,16 +448,19 @@ def test_decrypt_false_archives_files_as_delivered(sftp_workspace: Workspace) ->
 def test_unwritable_output_dir_is_7_and_the_download_is_kept(sftp_workspace: Workspace) -> None:
     ws = sftp_workspace
     ws.put_report("r.xml.pgp", b"<r/>")
+    ws.put_report("s.xml.pgp", b"<s/>")
     ws.output_dir.parent.mkdir(parents=True)
     ws.output_dir.write_text("a file where the archive folder should be")
     result = ws.fetch()
     assert result.exit_code == 7, result.stderr
     assert str(ws.output_dir) in result.stderr
     assert (ws.download_dir / "r.xml.pgp").exists()
+    actions = {f["name"]: f["action"] for f in result.json()["sources"][0]["files"]}
+    assert actions == {"r.xml.pgp": "failed", "s.xml.pgp": "pending"}, "the source stops at once"
     ws.output_dir.unlink()
     again = ws.fetch()
-    assert again.exit_code == 0 and again.json()["sources"][0]["bytes_transferred"] == 0
-    assert ws.outputs() == {"r.xml": b"<r/>"}
+    assert again.exit_code == 0
+    assert ws.outputs() == {"r.xml": b"<r/>", "s.xml": b"<s/>"}
 
 
 def test_missing_gpg_is_6_but_files_are_still_downloaded(sftp_workspace: Workspace) -> None:
