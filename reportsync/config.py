@@ -102,6 +102,8 @@ class RetentionPolicy:
     local_encrypted: str = "expire"
     archive_days: int = 0
     remote: str = "keep"
+    max_deletions: int = 50
+    max_deletions_percent: int = 10
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ RETENTION_KEYS: tuple[Key, ...] = (
     Key("archive_days", "int", 0, "decrypted reports: 0 = keep forever (financial records)"),
     Key("remote", "choice", "keep", "what to do with files on the server",
         choices=("keep", "delete-expired", "delete-after-fetch")),
+    Key("max_deletions", "int", 50, "per run and source: at most this many deletions ..."),
+    Key("max_deletions_percent", "int", 10, "... and at most this % of the source's archive"),
 )
 
 SOURCE_KEYS: tuple[Key, ...] = (

@@ -90,6 +90,21 @@ MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    # 1 → 2: per-source results of each run (for `status`), acknowledged lost files
+    """
+    CREATE TABLE source_runs (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs (id),
+        source TEXT NOT NULL,
+        command TEXT NOT NULL,
+        finished_at REAL NOT NULL,
+        exit_code INTEGER NOT NULL,
+        counts TEXT,
+        error TEXT
+    );
+    CREATE INDEX source_runs_by_source ON source_runs (source, finished_at);
+    ALTER TABLE remote_files ADD COLUMN lost_acked_at REAL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -108,6 +123,28 @@ class FileRecord:
     download_sha256: str | None
     output_path: str | None
     output_sha256: str | None
+
+    @property
+    def archived(self) -> bool:
+        return self.output_path is not None
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One remote file version with its local copies and what retention already did to it."""
+
+    file_id: int
+    source: str
+    name: str
+    size: int
+    mtime: int
+    gone_at: float | None  # no longer listed by the server
+    lost_acked_at: float | None
+    download_path: str | None
+    download_sha256: str | None
+    output_path: str | None
+    output_sha256: str | None
+    deleted: frozenset[str]  # deletion targets already carried out: local_encrypted, archive, remote
 
     @property
     def archived(self) -> bool:
@@ -330,9 +367,74 @@ class Ledger:
         return float(row[0]) if row and row[0] is not None else None
 
     def count(self, table: str) -> int:
-        if table not in ("runs", "remote_files", "downloads", "archived", "failures", "deletions"):
+        if table not in ("runs", "remote_files", "downloads", "archived", "failures", "deletions",
+                         "source_runs"):
             raise ValueError(table)
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    # --- retention, status, verify --------------------------------------------------------------
+
+    def record_source_run(self, run_id: int, source: str, command: str, exit_code: int,
+                          counts: dict[str, int], error: str | None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO source_runs (run_id, source, command, finished_at, exit_code, counts, "
+                "error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, source, command, time.time(), exit_code,
+                 json.dumps(counts, sort_keys=True), error),
+            )
+
+    def last_source_run(self, source: str, command: str = "fetch") -> dict[str, object] | None:
+        row = self._db.execute(
+            "SELECT run_id, finished_at, exit_code, counts, error FROM source_runs "
+            "WHERE source = ? AND command = ? ORDER BY finished_at DESC, id DESC LIMIT 1",
+            (source, command)).fetchone()
+        if row is None:
+            return None
+        result = dict(row)
+        result["counts"] = json.loads(row["counts"] or "{}")
+        return result
+
+    def versions(self, source: str) -> list[VersionState]:
+        """Everything retention and status need to know of each version of this source."""
+        rows = self._db.execute(
+            "SELECT f.id, f.name, f.size, f.mtime, f.gone_at, f.lost_acked_at, "
+            "d.local_path, d.sha256 AS download_sha256, a.output_path, a.sha256 AS output_sha256, "
+            "(SELECT GROUP_CONCAT(x.target) FROM deletions x WHERE x.file_id = f.id) AS deleted "
+            "FROM remote_files f LEFT JOIN downloads d ON d.file_id = f.id "
+            "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ? ORDER BY f.name, f.mtime",
+            (source,)).fetchall()
+        return [
+            VersionState(
+                file_id=row["id"], source=source, name=row["name"], size=row["size"],
+                mtime=row["mtime"], gone_at=row["gone_at"], lost_acked_at=row["lost_acked_at"],
+                download_path=row["local_path"], download_sha256=row["download_sha256"],
+                output_path=row["output_path"], output_sha256=row["output_sha256"],
+                deleted=frozenset((row["deleted"] or "").split(",")) - {""},
+            )
+            for row in rows
+        ]
+
+    def record_deletion(self, file_id: int, run_id: int | None, target: str, path: str,
+                        reason: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO deletions (file_id, run_id, target, path, reason, at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (file_id, run_id, target, path, reason, time.time()))
+
+    def acknowledge_lost(self, source: str, name: str) -> int:
+        """Mark every version of ``name`` acknowledged as lost; returns how many were marked."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE remote_files SET lost_acked_at = ? WHERE source = ? AND name = ? "
+                "AND lost_acked_at IS NULL", (time.time(), source, name))
+            return int(cursor.rowcount)
+
+    def archived_count(self, source: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM archived a JOIN remote_files f ON f.id = a.file_id "
+            "WHERE f.source = ?", (source,)).fetchone()
+        return int(row[0])
 
     def integrity_check(self) -> str:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])

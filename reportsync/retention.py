@@ -1,0 +1,221 @@
+"""The 100-day horizon: what is at risk, what is lost, what may be deleted.
+
+``plan`` is pure: ledger snapshot + listing + policy + now → warnings and candidate deletions, each
+with its reason. ``apply`` is the only code that deletes, and it re-checks, right before every
+deletion, that the report's archived copy exists, is a regular file (never a symlink) and still
+matches the ledger's hash. A cap per run and source stops a mass deletion after a clock jump or a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reportsync.config import RetentionPolicy, SourceConfig
+from reportsync.errors import ReportsyncError
+from reportsync.fsutil import sha256_file
+from reportsync.ledger import Ledger, VersionState
+from reportsync.transports import RemoteFile, Transport
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+LOCAL_ENCRYPTED = "local_encrypted"
+ARCHIVE = "archive"
+REMOTE = "remote"
+
+
+@dataclass(frozen=True)
+class Notice:
+    kind: str  # at-risk | lost | stale
+    source: str
+    name: str  # file name; for "stale", empty
+    days: float  # at-risk: days left before purge; lost: age in days; stale: days since newest
+    reason: str
+
+
+@dataclass(frozen=True)
+class Deletion:
+    source: str
+    target: str  # local_encrypted | archive | remote
+    file_id: int
+    name: str  # the remote name
+    path: str  # local path, or the remote name
+    reason: str
+    archive_path: str  # the archived report that must exist and match before deleting
+    archive_sha256: str
+
+
+@dataclass
+class RetentionPlan:
+    source: str
+    notices: list[Notice] = field(default_factory=list)
+    deletions: list[Deletion] = field(default_factory=list)  # within the cap
+    held_back: list[Deletion] = field(default_factory=list)  # over the cap: not done this run
+    cap: int = 0
+
+    def of_kind(self, kind: str) -> list[Notice]:
+        return [notice for notice in self.notices if notice.kind == kind]
+
+
+@dataclass(frozen=True)
+class DeletionOutcome:
+    deletion: Deletion
+    done: bool
+    detail: str  # what happened, or why it was refused
+
+
+def deletion_cap(policy: RetentionPolicy, archived: int) -> int:
+    """At most ``max_deletions`` and at most ``max_deletions_percent`` of the archive (at least one
+    file when the archive is not empty, so a small archive can still expire its oldest copy)."""
+    by_percent = math.ceil(archived * policy.max_deletions_percent / 100) if archived else 0
+    return max(0, min(policy.max_deletions, by_percent))
+
+
+def plan(
+    source: SourceConfig,
+    policy: RetentionPolicy,
+    versions: list[VersionState],
+    listing: list[RemoteFile] | None,
+    now: float,
+    *,
+    archived_total: int | None = None,
+) -> RetentionPlan:
+    """What to warn about and what may be deleted. ``listing`` None: the server was not asked
+    (``status``): no remote deletions are planned, and "gone" comes from the ledger alone."""
+    result = RetentionPlan(source=source.name)
+    listed = {(remote.name, remote.size, int(remote.mtime)) for remote in listing or []}
+    archived_names = {version.name for version in versions if version.archived}
+
+    for version in versions:
+        age = (now - version.mtime) / DAY
+        is_listed = (version.name, version.size, version.mtime) in listed if listing is not None \
+            else version.gone_at is None
+        if not version.archived:
+            if version.name in archived_names and not is_listed:
+                continue  # an older version replaced by one we have: not a loss
+            if age > policy.days or not is_listed:
+                if version.lost_acked_at is None:
+                    why = ("it was never archived and is past the provider's "
+                           f"{policy.days}-day purge" if age > policy.days else
+                           "it was never archived and is no longer on the server")
+                    result.notices.append(Notice("lost", source.name, version.name,
+                                                 round(age, 1), why))
+            elif age > policy.days - policy.warn_days:
+                left = round(policy.days - age, 1)
+                result.notices.append(Notice(
+                    "at-risk", source.name, version.name, left,
+                    f"not archived yet; the provider purges it in {max(left, 0):.0f} days"))
+            continue
+        result.deletions.extend(_deletions_for(source, policy, version, age, is_listed,
+                                               listing is not None))
+
+    if source.expect_every_days > 0:
+        newest = max((version.mtime for version in versions), default=None)
+        quiet_days = math.inf if newest is None else (now - newest) / DAY
+        if quiet_days > source.expect_every_days:
+            shown = "no file has ever arrived" if math.isinf(quiet_days) else \
+                f"the newest file is {quiet_days:.0f} days old"
+            result.notices.append(Notice("stale", source.name, "", quiet_days,
+                                         f"feed looks stale: {shown} (expect_every_days = "
+                                         f"{source.expect_every_days})"))
+
+    archived = archived_total if archived_total is not None else \
+        sum(1 for version in versions if version.archived)
+    result.cap = deletion_cap(policy, archived)
+    result.held_back = result.deletions[result.cap:]
+    result.deletions = result.deletions[: result.cap]
+    return result
+
+
+def _deletions_for(source: SourceConfig, policy: RetentionPolicy, version: VersionState,
+                   age: float, is_listed: bool, server_asked: bool) -> list[Deletion]:
+    assert version.output_path is not None and version.output_sha256 is not None
+    found: list[Deletion] = []
+    if ARCHIVE in version.deleted:
+        return found  # without the archived report nothing can prove a deletion safe
+
+    def candidate(target: str, path: str, reason: str) -> None:
+        found.append(Deletion(source=source.name, target=target, file_id=version.file_id,
+                              name=version.name, path=path, reason=reason,
+                              archive_path=version.output_path or "",
+                              archive_sha256=version.output_sha256 or ""))
+
+    archive_expires = policy.archive_days > 0 and age > policy.archive_days
+    if (policy.local_encrypted == "expire" and version.download_path
+            and LOCAL_ENCRYPTED not in version.deleted and age > policy.days
+            and version.download_path != version.output_path):
+        candidate(LOCAL_ENCRYPTED, version.download_path,
+                  f"encrypted copy older than {policy.days} days; its report is archived")
+    if server_asked and is_listed and REMOTE not in version.deleted:
+        if policy.remote == "delete-after-fetch":
+            candidate(REMOTE, version.name, "archived (remote = delete-after-fetch)")
+        elif policy.remote == "delete-expired" and age > policy.days:
+            candidate(REMOTE, version.name,
+                      f"older than {policy.days} days and archived (remote = delete-expired)")
+    if archive_expires and ARCHIVE not in version.deleted:
+        candidate(ARCHIVE, version.output_path or "",
+                  f"archived report older than archive_days = {policy.archive_days}")
+    return found
+
+
+def apply(
+    retention_plan: RetentionPlan,
+    ledger: Ledger,
+    run_id: int | None,
+    transport: Transport | None,
+) -> list[DeletionOutcome]:
+    """Carry out the planned deletions, each only after its safety check passes."""
+    outcomes = []
+    for deletion in retention_plan.deletions:
+        refusal = _unsafe(deletion)
+        if refusal is not None:
+            log.warning("source %s: not deleting %s: %s", deletion.source, deletion.path, refusal)
+            outcomes.append(DeletionOutcome(deletion, False, refusal))
+            continue
+        try:
+            if deletion.target == REMOTE:
+                if transport is None:
+                    outcomes.append(DeletionOutcome(deletion, False, "not connected to the server"))
+                    continue
+                transport.delete(deletion.name)
+            else:
+                Path(deletion.path).unlink()
+        except FileNotFoundError:
+            outcomes.append(DeletionOutcome(deletion, False, "already gone"))
+            continue
+        except (OSError, ReportsyncError) as exc:
+            detail = exc.message if isinstance(exc, ReportsyncError) else str(exc)
+            outcomes.append(DeletionOutcome(deletion, False, f"could not delete: {detail}"))
+            continue
+        ledger.record_deletion(deletion.file_id, run_id, deletion.target, deletion.path,
+                               deletion.reason)
+        log.info("source %s: deleted %s %s (%s)", deletion.source, deletion.target, deletion.path,
+                 deletion.reason)
+        outcomes.append(DeletionOutcome(deletion, True, deletion.reason))
+    return outcomes
+
+
+def _unsafe(deletion: Deletion) -> str | None:
+    """Why this deletion must not happen now, or None. The archived report is the proof that the
+    statement survives the deletion (for the archive target: that we delete what we archived)."""
+    archive = Path(deletion.archive_path)
+    try:
+        info = archive.lstat()
+    except OSError:
+        return f"its archived report {archive} is missing"
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
+        return f"its archived report {archive} is not a regular file (symlinks are never followed)"
+    if sha256_file(archive) != deletion.archive_sha256:
+        return f"its archived report {archive} no longer matches the ledger's hash"
+    if deletion.target == LOCAL_ENCRYPTED:
+        try:
+            target = Path(deletion.path).lstat()
+        except OSError:
+            return None  # already gone; apply reports it
+        if stat.S_ISLNK(target.st_mode) or not stat.S_ISREG(target.st_mode):
+            return f"{deletion.path} is not a regular file (symlinks are never followed)"
+    return None

@@ -1,0 +1,124 @@
+"""`reportsync status` and `reportsync verify`: what the ledger and the archive say, no network.
+
+status: per source, the last run, the archive, pending failures, and the retention notices (at
+risk, lost, stale) computed by the same planner retention uses. verify: every archived report and
+kept encrypted copy re-hashed against the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reportsync.config import Config
+from reportsync.errors import ExitCode, UsageError
+from reportsync.fsutil import sha256_file
+from reportsync.ledger import Ledger
+from reportsync.retention import ARCHIVE, LOCAL_ENCRYPTED, REMOTE, Notice, plan
+
+
+@dataclass
+class SourceStatus:
+    name: str
+    last_run: dict[str, object] | None
+    archived: int
+    failures: list[dict[str, object]]
+    notices: list[Notice]
+    purged: int  # versions that vanished from the server without reportsync deleting them
+
+    def of_kind(self, kind: str) -> list[Notice]:
+        return [notice for notice in self.notices if notice.kind == kind]
+
+    @property
+    def healthy(self) -> bool:
+        last_failed = self.last_run is not None and self.last_run.get("exit_code") not in (0, None)
+        return not (self.failures or self.notices or last_failed)
+
+
+@dataclass
+class StatusReport:
+    sources: list[SourceStatus]
+    acknowledged: int = 0
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if all(source.healthy for source in self.sources) else ExitCode.PARTIAL
+
+
+def status(config: Config, ledger: Ledger, names: tuple[str, ...] = (), *,
+           acknowledge: tuple[str, ...] = (), now: float | None = None) -> StatusReport:
+    moment = now if now is not None else time.time()
+    sources = config.select(names)
+    acknowledged = 0
+    for name in acknowledge:
+        marked = sum(ledger.acknowledge_lost(source.name, name) for source in sources)
+        if not marked:
+            raise UsageError(f"no file named {name!r} in the ledger of "
+                             f"{', '.join(source.name for source in sources)}",
+                             remedy="Use the name exactly as `reportsync status` shows it.")
+        acknowledged += marked
+    report = StatusReport(sources=[], acknowledged=acknowledged)
+    for source in sources:
+        versions = ledger.versions(source.name)
+        retention_plan = plan(source, config.retention, versions, None, moment)
+        report.sources.append(SourceStatus(
+            name=source.name,
+            last_run=ledger.last_source_run(source.name),
+            archived=sum(1 for version in versions if version.archived),
+            failures=ledger.open_failures(source.name),
+            notices=retention_plan.notices,
+            purged=sum(1 for version in versions
+                       if version.gone_at is not None and REMOTE not in version.deleted),
+        ))
+    return report
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    source: str
+    name: str
+    copy: str  # "archive" | "encrypted"
+    path: str
+    problem: str  # "missing" | "altered" | "not a regular file"
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    problems: list[VerifyProblem] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.PARTIAL if self.problems else ExitCode.OK
+
+
+def verify(config: Config, ledger: Ledger, names: tuple[str, ...] = ()) -> VerifyReport:
+    report = VerifyReport()
+    for source in config.select(names):
+        for version in ledger.versions(source.name):
+            copies = []
+            if version.output_path and ARCHIVE not in version.deleted:
+                copies.append(("archive", version.output_path, version.output_sha256))
+            if (version.download_path and LOCAL_ENCRYPTED not in version.deleted
+                    and version.download_path != version.output_path):
+                copies.append(("encrypted", version.download_path, version.download_sha256))
+            for copy, path, expected in copies:
+                report.checked += 1
+                problem = _check(Path(path), expected or "")
+                if problem:
+                    report.problems.append(VerifyProblem(source.name, version.name, copy, path,
+                                                         problem))
+    return report
+
+
+def _check(path: Path, expected: str) -> str | None:
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return "not a regular file"
+    try:
+        actual = sha256_file(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    return None if actual == expected else "altered"

@@ -1,0 +1,221 @@
+"""Retention: the pure plan with an injected "now", and apply against real files and a real server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reportsync import retention
+from reportsync.config import RetentionPolicy, SourceConfig, parse_config
+from reportsync.ledger import Ledger
+from reportsync.transports import RemoteFile, open_transport
+from tests.servers import LocalServer
+
+DAY = 86400
+NOW = 1_800_000_000.0  # a fixed "now": nothing here reads the clock
+
+
+def source_config(tmp_path: Path, **overrides: Any) -> SourceConfig:
+    table = {"protocol": "ftp", "host": "127.0.0.1", "username": "u", "password_env": "X",
+             "download_dir": str(tmp_path / "enc"), "output_dir": str(tmp_path / "out")}
+    table.update(overrides)
+    return parse_config({"sources": {"s": table}}).sources["s"]
+
+
+@dataclass
+class Archive:
+    """A ledger and folders with files in the states a run leaves them in."""
+
+    tmp_path: Path
+    ledger: Ledger
+    source: SourceConfig
+
+    def remote(self, name: str, age_days: float, size: int = 100) -> RemoteFile:
+        return RemoteFile(name, size, NOW - age_days * DAY)
+
+    def seen(self, *files: RemoteFile) -> dict[str, int]:
+        ids = self.ledger.see_files("s", [(f.name, f.size, int(f.mtime)) for f in files])
+        return {name: file_id for (name, _, _), file_id in ids.items()}
+
+    def fetched(self, remote: RemoteFile, file_id: int, *, archived: bool = True) -> tuple[Path, Path]:
+        encrypted = self.source.download_dir / remote.name
+        encrypted.parent.mkdir(parents=True, exist_ok=True)
+        encrypted.write_bytes(b"ciphertext of " + remote.name.encode())
+        self.ledger.record_download(file_id, 1, encrypted, encrypted.stat().st_size,
+                                    hashlib.sha256(encrypted.read_bytes()).hexdigest())
+        report = self.source.output_dir / remote.name.removesuffix(".pgp")
+        if archived:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_bytes(b"statement " + remote.name.encode())
+            self.ledger.record_archived(file_id, 1, report, report.stat().st_size,
+                                        hashlib.sha256(report.read_bytes()).hexdigest(),
+                                        decrypted=True, signer=None)
+        return encrypted, report
+
+    def plan(self, policy: RetentionPolicy, listing: list[RemoteFile] | None,
+             **source_overrides: Any) -> retention.RetentionPlan:
+        source = source_config(self.tmp_path, **source_overrides) if source_overrides else self.source
+        return retention.plan(source, policy, self.ledger.versions("s"), listing, NOW)
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Any:
+    with Ledger(tmp_path / "state" / "ledger.sqlite3") as ledger:
+        ledger.start_run("fetch", 1)
+        yield Archive(tmp_path, ledger, source_config(tmp_path))
+
+
+def test_unfetched_files_are_at_risk_then_lost_until_acknowledged(archive: Archive) -> None:
+    fresh, risky, gone = (archive.remote("fresh.pgp", 30), archive.remote("risky.pgp", 95),
+                          archive.remote("gone.pgp", 101))
+    archive.seen(fresh, risky, gone)
+    result = archive.plan(RetentionPolicy(), [fresh, risky, gone])
+    at_risk = {notice.name: notice.days for notice in result.of_kind("at-risk")}
+    assert at_risk == {"risky.pgp": 5.0}
+    assert [notice.name for notice in result.of_kind("lost")] == ["gone.pgp"]
+    assert result.deletions == []
+    assert archive.ledger.acknowledge_lost("s", "gone.pgp") == 1
+    assert archive.plan(RetentionPolicy(), [fresh, risky, gone]).of_kind("lost") == []
+
+
+def test_every_at_risk_file_is_announced_warn_days_before_purge(archive: Archive) -> None:
+    policy = RetentionPolicy(days=100, warn_days=10)
+    for age in range(0, 100):
+        remote = archive.remote(f"r{age:03d}.pgp", age + 0.5)
+        archive.seen(remote)
+        notices = retention.plan(archive.source, policy, archive.ledger.versions("s"), [remote],
+                                 NOW).of_kind("at-risk")
+        expected = age + 0.5 > policy.days - policy.warn_days
+        assert bool(notices) == expected, age
+
+
+def test_a_file_that_vanished_unarchived_is_lost_and_an_old_replaced_version_is_not(
+    archive: Archive,
+) -> None:
+    vanished = archive.remote("vanished.pgp", 20)
+    old = archive.remote("same.pgp", 40, size=10)
+    new = archive.remote("same.pgp", 3, size=20)
+    ids = archive.seen(vanished, old)
+    new_ids = archive.ledger.see_files("s", [(new.name, new.size, int(new.mtime))])
+    new_id = new_ids[(new.name, new.size, int(new.mtime))]
+    archive.fetched(new, new_id)
+    assert ids
+    lost = archive.plan(RetentionPolicy(), [new]).of_kind("lost")
+    assert [notice.name for notice in lost] == ["vanished.pgp"]
+    gone = {version.name for version in archive.ledger.versions("s") if version.gone_at}
+    assert gone == {"vanished.pgp", "same.pgp"}, "vanished versions are recorded as gone"
+
+
+def test_old_encrypted_copy_expires_and_the_report_is_kept(archive: Archive) -> None:
+    old, young = archive.remote("old.xml.pgp", 101), archive.remote("young.xml.pgp", 50)
+    ids = archive.seen(old, young)
+    old_encrypted, old_report = archive.fetched(old, ids["old.xml.pgp"])
+    young_encrypted, _ = archive.fetched(young, ids["young.xml.pgp"])
+    planned = archive.plan(RetentionPolicy(local_encrypted="expire"), [old, young])
+    assert [(d.target, d.name) for d in planned.deletions] == [("local_encrypted", "old.xml.pgp")]
+    outcomes = retention.apply(planned, archive.ledger, 1, None)
+    assert [outcome.done for outcome in outcomes] == [True]
+    assert not old_encrypted.exists() and old_report.exists() and young_encrypted.exists()
+    assert archive.ledger.count("deletions") == 1
+    again = archive.plan(RetentionPolicy(local_encrypted="expire"), [old, young])
+    assert again.deletions == [], "a deletion is recorded and not planned twice"
+    keep = archive.plan(RetentionPolicy(local_encrypted="keep"), [old, young])
+    assert keep.deletions == []
+
+
+def test_archive_days_expires_decrypted_reports(archive: Archive) -> None:
+    old, young = archive.remote("old.xml.pgp", 400), archive.remote("young.xml.pgp", 20)
+    ids = archive.seen(old, young)
+    _, old_report = archive.fetched(old, ids["old.xml.pgp"])
+    _, young_report = archive.fetched(young, ids["young.xml.pgp"])
+    policy = RetentionPolicy(archive_days=365, local_encrypted="keep")
+    planned = archive.plan(policy, [young])
+    assert [(d.target, d.name) for d in planned.deletions] == [("archive", "old.xml.pgp")]
+    retention.apply(planned, archive.ledger, 1, None)
+    assert not old_report.exists() and young_report.exists()
+    assert archive.plan(RetentionPolicy(archive_days=0), [young]).deletions == []
+
+
+def test_nothing_is_deleted_when_the_archive_is_missing_altered_or_a_symlink(
+    archive: Archive,
+) -> None:
+    files = [archive.remote(f"f{i}.xml.pgp", 150) for i in range(3)]
+    ids = archive.seen(*files)
+    pairs = [archive.fetched(remote, ids[remote.name]) for remote in files]
+    pairs[0][1].unlink()
+    pairs[1][1].write_bytes(b"altered after archiving")
+    pairs[2][1].unlink()
+    pairs[2][1].symlink_to(pairs[1][1])
+    planned = archive.plan(RetentionPolicy(local_encrypted="expire", max_deletions_percent=100),
+                           files)
+    assert len(planned.deletions) == 3
+    outcomes = retention.apply(planned, archive.ledger, 1, None)
+    assert [outcome.done for outcome in outcomes] == [False, False, False]
+    assert "missing" in outcomes[0].detail and "hash" in outcomes[1].detail
+    assert "symlink" in outcomes[2].detail
+    assert all(encrypted.exists() for encrypted, _ in pairs), "the only copies stay"
+    assert archive.ledger.count("deletions") == 0
+
+
+def test_the_delete_cap_stops_a_mass_deletion_and_says_so(archive: Archive) -> None:
+    files = [archive.remote(f"f{i:03d}.xml.pgp", 200) for i in range(120)]
+    ids = archive.seen(*files)
+    for remote in files:
+        archive.fetched(remote, ids[remote.name])
+    planned = archive.plan(RetentionPolicy(local_encrypted="expire"), files)
+    assert planned.cap == 12, "10 % of 120 archived reports, below the 50-file cap"
+    assert len(planned.deletions) == 12 and len(planned.held_back) == 108
+    retention.apply(planned, archive.ledger, 1, None)
+    remaining = list(archive.source.download_dir.iterdir())
+    assert len(remaining) == 108
+    assert retention.deletion_cap(RetentionPolicy(), 10_000) == 50
+    assert retention.deletion_cap(RetentionPolicy(), 5) == 1
+    assert retention.deletion_cap(RetentionPolicy(), 0) == 0
+
+
+def test_stale_feed(archive: Archive) -> None:
+    archive.seen(archive.remote("last.pgp", 9))
+    stale = archive.plan(RetentionPolicy(), None, expect_every_days=7).of_kind("stale")
+    assert len(stale) == 1 and "9 days old" in stale[0].reason
+    assert archive.plan(RetentionPolicy(), None, expect_every_days=10).of_kind("stale") == []
+    assert archive.plan(RetentionPolicy(), None).of_kind("stale") == []
+
+
+@pytest.mark.parametrize("mode", ["delete-expired", "delete-after-fetch"])
+def test_remote_deletion_on_a_real_server_spares_what_is_not_archived(
+    tmp_path: Path, sftp_server: LocalServer, mode: str
+) -> None:
+    now = time.time()
+    for name, age in (("archived-old.xml.pgp", 120), ("failed-old.xml.pgp", 120),
+                      ("archived-new.xml.pgp", 10)):
+        path = sftp_server.remote_root / name
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (now - age * DAY, now - age * DAY))
+    table = dict(sftp_server.source, download_dir=str(tmp_path / "enc"),
+                 output_dir=str(tmp_path / "out"))
+    source = parse_config({"sources": {"s": table}}).sources["s"]
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger, open_transport(source) as transport:
+        ledger.start_run("fetch", 1)
+        listing = transport.list_files()
+        ids = ledger.see_files("s", [(f.name, f.size, int(f.mtime)) for f in listing])
+        helper = Archive(tmp_path, ledger, source)
+        by_name = {name: file_id for (name, _, _), file_id in ids.items()}
+        helper.fetched(next(f for f in listing if f.name == "archived-old.xml.pgp"),
+                       by_name["archived-old.xml.pgp"])
+        helper.fetched(next(f for f in listing if f.name == "archived-new.xml.pgp"),
+                       by_name["archived-new.xml.pgp"])
+        helper.fetched(next(f for f in listing if f.name == "failed-old.xml.pgp"),
+                       by_name["failed-old.xml.pgp"], archived=False)
+        policy = RetentionPolicy(remote=mode, local_encrypted="keep", max_deletions_percent=100)
+        planned = retention.plan(source, policy, ledger.versions("s"), listing, now)
+        retention.apply(planned, ledger, 1, transport)
+        left = sorted(remote.name for remote in transport.list_files())
+    expected = {"delete-expired": ["archived-new.xml.pgp", "failed-old.xml.pgp"],
+                "delete-after-fetch": ["failed-old.xml.pgp"]}[mode]
+    assert left == expected
