@@ -171,6 +171,40 @@ def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, j
     _finish(result.exit_code)
 
 
+@cli.command()
+@click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@click.option("--bundle", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write a zip for a support ticket (findings, versions, redacted config, "
+              "recent log, ledger summary; no secrets).")
+@click.option("-q", "--quiet", "quiet_here", is_flag=True, help="Only the WARN and FAIL lines.")
+@pass_app
+def doctor(app: App, sources: tuple[str, ...], bundle: Path | None, quiet_here: bool) -> None:
+    """Check config, keys, gpg and every source's connection; say what to fix."""
+    from reportsync import doctor as doctor_core
+
+    path = app.config_path or default_config_path()
+    try:
+        app.load_config()  # only to log to state_dir/logs; a broken config is a finding below
+    except ReportsyncError as error:
+        logging.getLogger("reportsync").debug("doctor: the config does not load: %s", error)
+    report = doctor_core.run_doctor(path, sources)
+    written: Path | None = None
+    bundle_error: ReportsyncError | None = None
+    if bundle is not None:
+        try:
+            written = doctor_core.write_bundle(report, bundle)
+        except ReportsyncError as error:  # the findings still get printed
+            bundle_error = error
+    app.quiet = app.quiet or quiet_here
+    rendered = render.doctor_text(report, quiet=app.quiet, bundle=written)
+    payload = render.doctor_json(report, written)
+    if bundle_error is not None:
+        rendered.stderr.extend(error_lines(bundle_error, prefix="bundle not written"))
+        payload["bundle_error"] = bundle_error.to_dict()
+    app.render(rendered, payload)
+    _finish(bundle_error.exit_code if bundle_error is not None else report.exit_code)
+
+
 # --- keys ----------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from reportsync import retention
 from reportsync.config import Config, Settings, SourceConfig
 from reportsync.errors import (
     ExitCode,
@@ -43,9 +44,10 @@ from reportsync.fsutil import (
     storage_error,
     temp_name,
 )
-from reportsync.ledger import FileRecord, Ledger
+from reportsync.ledger import FileRecord, Ledger, VersionState
 from reportsync.lock import RunLock
 from reportsync.pgp import Decrypted, Gpg, looks_like_pgp, plaintext_name
+from reportsync.retention import DeletionOutcome, Notice
 from reportsync.transports import RemoteFile, Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -111,8 +113,24 @@ class SourceResult:
     matched: int = 0
     files: list[FileOutcome] = field(default_factory=list)
     error: ReportsyncError | None = None
-    at_risk: list[AtRisk] = field(default_factory=list)
-    stale_days: float | None = None  # set when the feed is stale: days since the newest file
+    notices: list[Notice] = field(default_factory=list)  # at-risk, lost, stale
+    deletions: list[DeletionOutcome] = field(default_factory=list)
+    held_back: int = 0  # deletions over the per-run cap, left for later runs
+
+    @property
+    def at_risk(self) -> list[AtRisk]:
+        return [AtRisk(notice.name, notice.days) for notice in self.notices
+                if notice.kind == "at-risk"]
+
+    @property
+    def lost(self) -> list[Notice]:
+        return [notice for notice in self.notices if notice.kind == "lost"]
+
+    @property
+    def stale_days(self) -> float | None:
+        """Days since the newest file when the feed is stale (inf: never any), else None."""
+        stale = [notice.days for notice in self.notices if notice.kind == "stale"]
+        return stale[0] if stale else None
 
     def count(self, action: str) -> int:
         return sum(1 for outcome in self.files if outcome.action == action)
@@ -168,6 +186,12 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None)
         result = FetchResult(sources=results, dry_run=options.dry_run, run_id=run_id,
                              seconds=time.monotonic() - started)
         if run_id is not None:
+            for source_result in results:
+                counts = {action: source_result.count(action) for action in
+                          ("archived", "downloaded", "skipped", "failed", "refused", "pending")}
+                error = source_result.error.describe() if source_result.error else None
+                ledger.record_source_run(run_id, source_result.name, "fetch",
+                                         int(source_result.exit_code), counts, error)
             ledger.finish_run(run_id, int(result.exit_code), result.counts())
     return result
 
@@ -211,7 +235,7 @@ def _fetch_source(
                 outcomes, source_error = _process_all(context, work, transport)
                 result.files.extend(outcomes)
                 result.error = source_error
-            _warn_about_age(result, source, config, ledger, candidates, options)
+            _apply_retention(result, source, config, ledger, run_id, listing, options)
     except ReportsyncError as error:
         result.error = error.with_context(source=source.name)
     except OSError as exc:  # a local write outside the per-file steps
@@ -583,35 +607,41 @@ def _copy_private(source_path: Path, temp: Path) -> str:
     return digest.hexdigest()
 
 
-# --- warnings: purge horizon and stale feeds ---------------------------------------------------
+# --- retention after the transfers --------------------------------------------------------------
 
 
-def _warn_about_age(
+def _apply_retention(
     result: SourceResult,
     source: SourceConfig,
     config: Config,
     ledger: Ledger,
-    candidates: list[RemoteFile],
+    run_id: int | None,
+    listing: list[RemoteFile],
     options: FetchOptions,
 ) -> None:
+    """Warn about at-risk, lost and stale; delete what the policy allows (never in a dry run)."""
     now = options.now if options.now is not None else time.time()
-    policy = config.retention
-    safe = {outcome.name for outcome in result.files if outcome.action in ("archived", "skipped")}
-    if not options.decrypt:
-        safe |= {outcome.name for outcome in result.files if outcome.action == "downloaded"}
-    horizon = policy.days - policy.warn_days
-    for remote in candidates:
-        age_days = (now - remote.mtime) / DAY
-        if remote.name not in safe and age_days > horizon:
-            result.at_risk.append(AtRisk(remote.name, round(policy.days - age_days, 1)))
-    if source.expect_every_days > 0:
-        newest = max((remote.mtime for remote in candidates), default=None)
-        recorded = ledger.latest_arrival(source.name)
-        latest = max((value for value in (newest, recorded) if value is not None), default=None)
-        if latest is None or (now - latest) / DAY > source.expect_every_days:
-            result.stale_days = None if latest is None else round((now - latest) / DAY, 1)
-            if result.stale_days is None:
-                result.stale_days = float("inf")
+    versions = ledger.versions(source.name)
+    if options.dry_run:  # the ledger was not updated: count listed files it has never seen too
+        known = {(version.name, version.size, version.mtime) for version in versions}
+        versions += [VersionState(file_id=-1, source=source.name, name=remote.name,
+                                  size=remote.size, mtime=int(remote.mtime), gone_at=None,
+                                  lost_acked_at=None, download_path=None, download_sha256=None,
+                                  output_path=None, output_sha256=None, deleted=frozenset())
+                     for remote in listing
+                     if (remote.name, remote.size, int(remote.mtime)) not in known]
+    retention_plan = retention.plan(source, config.retention, versions, listing, now)
+    result.notices = retention_plan.notices
+    if options.dry_run or result.error is not None:
+        return  # a source that stopped early is not the moment to delete anything
+    result.held_back = len(retention_plan.held_back)
+    if not any(deletion.target == retention.REMOTE for deletion in retention_plan.deletions):
+        result.deletions = retention.apply(retention_plan, ledger, run_id, None)
+        return
+    # the listing's connection may have been dropped and replaced by a worker: use a fresh one
+    with Retrier(source, options.backoff_base).call(lambda: open_transport(source),
+                                                    "reconnect") as fresh:
+        result.deletions = retention.apply(retention_plan, ledger, run_id, fresh)
 
 
 # --- retries and the decryptor ---------------------------------------------------------------

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from reportsync.backup import Manifest, RestoreReport
 from reportsync.errors import ReportsyncError
 from reportsync.fetch import FetchResult, FileOutcome, SourceResult
 from reportsync.pgpkeys import GeneratedPgpKey, ImportReport, PgpKeyInfo
 from reportsync.sshkeys import SshCertificateInfo, SshKeyInfo
+
+if TYPE_CHECKING:  # doctor imports paramiko: only the doctor command loads it
+    from reportsync.doctor import DoctorReport
 
 
 @dataclass
@@ -221,3 +225,58 @@ def restore_text(report: RestoreReport) -> Rendered:
     lines.append("next: run `reportsync doctor` to check gpg, keys and logins on this machine")
     return Rendered(stdout=lines,
                     stderr=[f"note: not in the backup: {item}" for item in report.not_included])
+
+
+# --- doctor ----------------------------------------------------------------------------------------
+
+
+def _doctor_scope_title(scope: str) -> str:
+    return scope if scope in ("config", "local") else f"source {scope}"
+
+
+def doctor_text(report: DoctorReport, *, quiet: bool = False, bundle: Path | None = None
+                ) -> Rendered:
+    """A table of findings (status, check, finding; the remedy under WARN/FAIL lines).
+
+    ``quiet``: only WARN and FAIL lines, on stderr (cron mails only when something needs a person).
+    """
+    rendered = Rendered()
+    if quiet:
+        for finding in report.findings:
+            if finding.status in ("WARN", "FAIL"):
+                rendered.stderr.append(f"{finding.status} {_doctor_scope_title(finding.scope)}: "
+                                       f"{finding.check}: {finding.finding}")
+                if finding.remedy:
+                    rendered.stderr.append(f"  what to do: {finding.remedy}")
+        if bundle is not None:
+            rendered.stderr.append(f"support bundle written to {bundle}")
+        return rendered
+    width = max((len(finding.check) for finding in report.findings), default=5)
+    lines = [f"reportsync doctor: {report.config_path}"]
+    scope = None
+    for finding in report.findings:
+        if finding.scope != scope:
+            scope = finding.scope
+            lines.append("")
+            lines.append(_doctor_scope_title(scope))
+        lines.append(f"  {finding.status:<7} {finding.check:<{width}}  {finding.finding}")
+        if finding.remedy and finding.status in ("WARN", "FAIL"):
+            lines.append(f"  {'':<7} {'':<{width}}  what to do: {finding.remedy}")
+    counts = report.counts()
+    lines.append("")
+    summary = ", ".join(f"{counts[status]} {status}" for status in ("FAIL", "WARN", "PASS", "SKIPPED")
+                        if counts[status])
+    first = report.first_fail()
+    verdict = "no failures" if first is None else \
+        f"first failure: {_doctor_scope_title(first.scope)}: {first.check}"
+    lines.append(f"{summary} in {report.seconds:.1f}s; {verdict}")
+    if bundle is not None:
+        lines.append(f"support bundle written to {bundle} (no secrets in it)")
+    rendered.stdout = lines
+    return rendered
+
+
+def doctor_json(report: DoctorReport, bundle: Path | None = None) -> dict[str, Any]:
+    payload = report.to_dict()
+    payload["bundle"] = str(bundle) if bundle is not None else None
+    return payload

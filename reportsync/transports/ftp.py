@@ -391,6 +391,7 @@ class FtpTransport(Transport):
         self._use_epsv: bool | None = None
         self.data_command: str | None = None  # "EPSV", "PASV" or "PORT", once a transfer ran
         self.pasv_named_host: str | None = None  # the address a PASV reply named, if one did
+        self.failed_phase: str | None = None  # connect/tls/login/cwd/session: where it last failed
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -492,8 +493,10 @@ class FtpTransport(Transport):
         try:
             yield
         except ReportsyncError as exc:
+            self.failed_phase = phase
             raise exc.with_context(source=self.source_name, path=path) from None
         except (ftplib.Error, OSError, EOFError, _DataChannelError, _LocalWriteError) as exc:
+            self.failed_phase = phase
             error = self._translate(exc, action, phase)
             raise error.with_context(source=self.source_name, path=path) from exc
 
