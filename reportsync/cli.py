@@ -205,6 +205,51 @@ def doctor(app: App, sources: tuple[str, ...], bundle: Path | None, quiet_here: 
     _finish(bundle_error.exit_code if bundle_error is not None else report.exit_code)
 
 
+@cli.command("retention")
+@click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@pass_app
+def retention_command(app: App, sources: tuple[str, ...], dry_run: bool) -> None:
+    """Apply the retention policy now and report files at risk of purge."""
+    from reportsync.retention import run_retention
+
+    result = run_retention(app.load_config(), sources, dry_run=dry_run)
+    app.render(render.retention_text(result), render.retention_json(result))
+    _finish(result.exit_code)
+
+
+@cli.command("status")
+@click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@click.option("--ack", "acknowledge", multiple=True, metavar="NAME",
+              help="Acknowledge a lost file so it is no longer reported (repeatable).")
+@pass_app
+def status_command(app: App, sources: tuple[str, ...], acknowledge: tuple[str, ...]) -> None:
+    """From the ledger: last run, archive, failures, files at risk, lost files, stale feeds."""
+    from reportsync.ledger import Ledger
+    from reportsync.status import status
+
+    config = app.load_config()
+    with Ledger.in_state_dir(config.settings.state_dir) as ledger:
+        report = status(config, ledger, sources, acknowledge=acknowledge)
+    app.render(render.status_text(report), render.status_json(report))
+    _finish(report.exit_code)
+
+
+@cli.command("verify")
+@click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@pass_app
+def verify_command(app: App, sources: tuple[str, ...]) -> None:
+    """Re-hash the archive against the ledger: report missing and altered files."""
+    from reportsync.ledger import Ledger
+    from reportsync.status import verify
+
+    config = app.load_config()
+    with Ledger.in_state_dir(config.settings.state_dir) as ledger:
+        report = verify(config, ledger, sources)
+    app.render(render.verify_text(report), render.verify_json(report))
+    _finish(report.exit_code)
+
+
 # --- keys ----------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ config that ``reportsync init`` writes, so the three never disagree.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import stat
@@ -131,6 +132,11 @@ class SourceConfig:
     timeout: float
     retries: int
     ca_file: Path | None = None
+
+    def matches(self, name: str) -> bool:
+        """Whether a remote file name is selected by ``include`` and not by ``exclude``."""
+        included = any(fnmatch.fnmatchcase(name, pattern) for pattern in self.include)
+        return included and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.exclude)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ on; a failure of the source (cannot connect, host key, disk full) ends that sour
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 import os
@@ -252,9 +251,7 @@ def _select(source: SourceConfig, listing: list[RemoteFile]) -> tuple[list[Remot
     candidates: list[RemoteFile] = []
     refused: list[FileOutcome] = []
     for remote in sorted(listing, key=lambda item: item.name):
-        if not any(fnmatch.fnmatchcase(remote.name, pattern) for pattern in source.include):
-            continue
-        if any(fnmatch.fnmatchcase(remote.name, pattern) for pattern in source.exclude):
+        if not source.matches(remote.name):
             continue
         try:
             check_remote_name(remote.name)

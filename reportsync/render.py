@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,9 @@ from reportsync.backup import Manifest, RestoreReport
 from reportsync.errors import ReportsyncError
 from reportsync.fetch import FetchResult, FileOutcome, SourceResult
 from reportsync.pgpkeys import GeneratedPgpKey, ImportReport, PgpKeyInfo
+from reportsync.retention import DeletionOutcome, Notice, RetentionResult
 from reportsync.sshkeys import SshCertificateInfo, SshKeyInfo
+from reportsync.status import StatusReport, VerifyReport
 
 if TYPE_CHECKING:  # doctor imports paramiko: only the doctor command loads it
     from reportsync.doctor import DoctorReport
@@ -60,6 +63,11 @@ def fetch_text(result: FetchResult) -> Rendered:
                 f"warning: source {source.name!r}: {risk.name} is not archived and the provider "
                 f"purges it in {max(risk.days_left, 0):.0f} days"
             )
+        for notice in source.lost:
+            rendered.stderr.append(notice_line(notice))
+        rendered.stdout.extend(deletion_lines(source.deletions))
+        if source.held_back:
+            rendered.stderr.append(held_back_line(source.name, source.held_back))
         if source.stale_days is not None:
             since = ("no file has ever arrived" if math.isinf(source.stale_days)
                      else f"the newest file is {source.stale_days:.0f} days old")
@@ -121,6 +129,9 @@ def fetch_json(result: FetchResult) -> dict[str, Any]:
                 "stale_days": (None if source.stale_days is None or math.isinf(source.stale_days)
                                else source.stale_days),
                 "stale": source.stale_days is not None,
+                "lost": [notice_dict(notice) for notice in source.lost],
+                "deletions": [outcome_of_deletion(outcome) for outcome in source.deletions],
+                "deletions_held_back": source.held_back,
                 "files": [outcome_dict(outcome) for outcome in source.files],
             }
             for source in result.sources
@@ -280,3 +291,146 @@ def doctor_json(report: DoctorReport, bundle: Path | None = None) -> dict[str, A
     payload = report.to_dict()
     payload["bundle"] = str(bundle) if bundle is not None else None
     return payload
+
+
+# --- retention, status, verify -------------------------------------------------------------------
+
+
+def notice_line(notice: Notice) -> str:
+    subject = f"source {notice.source!r}" + (f": {notice.name}" if notice.name else "")
+    if notice.kind == "lost":
+        return (f"LOST: {subject}: {notice.reason}; after checking with the provider, "
+                f"acknowledge it: reportsync status --source {notice.source} --ack '{notice.name}'")
+    if notice.kind == "at-risk":
+        return f"warning: {subject}: {notice.reason}; run `reportsync fetch` now"
+    return f"warning: {subject}: {notice.reason}"
+
+
+def notice_dict(notice: Notice) -> dict[str, Any]:
+    return {"kind": notice.kind, "source": notice.source, "name": notice.name,
+            "days": None if math.isinf(notice.days) else notice.days, "reason": notice.reason}
+
+
+def deletion_lines(outcomes: list[DeletionOutcome]) -> list[str]:
+    lines = []
+    for outcome in outcomes:
+        deletion = outcome.deletion
+        if outcome.done:
+            lines.append(f"  deleted {deletion.target.replace('_', ' ')} {deletion.path}: "
+                         f"{deletion.reason}")
+        else:
+            lines.append(f"  kept {deletion.target.replace('_', ' ')} {deletion.path}: "
+                         f"{outcome.detail}")
+    return lines
+
+
+def held_back_line(source: str, count: int) -> str:
+    return (f"warning: source {source!r}: {count} more deletion(s) held back by the per-run cap "
+            "(retention.max_deletions / max_deletions_percent); they follow in later runs. "
+            "If that many is unexpected, check the clock and the ledger before the next run.")
+
+
+def outcome_of_deletion(outcome: DeletionOutcome) -> dict[str, Any]:
+    deletion = outcome.deletion
+    return {"target": deletion.target, "name": deletion.name, "path": deletion.path,
+            "reason": deletion.reason, "done": outcome.done, "detail": outcome.detail}
+
+
+def retention_text(result: RetentionResult) -> Rendered:
+    rendered = Rendered()
+    for source in result.sources:
+        if source.error is not None:
+            rendered.stdout.append(f"{source.name}: FAILED ({type(source.error).__name__})")
+            rendered.stderr.extend(error_lines(source.error))
+            continue
+        if result.dry_run:
+            rendered.stdout.append(f"{source.name}: {len(source.planned)} deletion(s) planned "
+                                   "(dry run: nothing changed)")
+            rendered.stdout.extend(f"  would delete {d.target.replace('_', ' ')} {d.path}: "
+                                   f"{d.reason}" for d in source.planned)
+        else:
+            done = sum(outcome.done for outcome in source.outcomes)
+            rendered.stdout.append(f"{source.name}: {done} deleted, "
+                                   f"{len(source.outcomes) - done} kept")
+            rendered.stdout.extend(deletion_lines(source.outcomes))
+        if source.held_back:
+            rendered.stderr.append(held_back_line(source.name, source.held_back))
+        rendered.stderr.extend(notice_line(notice) for notice in source.notices)
+    return rendered
+
+
+def retention_json(result: RetentionResult) -> dict[str, Any]:
+    return {
+        "command": "retention", "exit_code": int(result.exit_code), "dry_run": result.dry_run,
+        "sources": [{
+            "name": source.name, "exit_code": int(source.exit_code), "cap": source.cap,
+            "planned": [{"target": d.target, "name": d.name, "path": d.path, "reason": d.reason}
+                        for d in source.planned],
+            "deletions": [outcome_of_deletion(outcome) for outcome in source.outcomes],
+            "held_back": source.held_back,
+            "notices": [notice_dict(notice) for notice in source.notices],
+            "error": source.error.to_dict() if source.error else None,
+        } for source in result.sources],
+    }
+
+
+def _when(timestamp: object) -> str:
+    if not isinstance(timestamp, (int, float)):
+        return "never"
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def status_text(report: StatusReport) -> Rendered:
+    rendered = Rendered()
+    if report.acknowledged:
+        rendered.stdout.append(f"acknowledged {report.acknowledged} lost file version(s)")
+    for source in report.sources:
+        run = source.last_run
+        last = ("no fetch recorded yet" if run is None else
+                f"last fetch {_when(run.get('finished_at'))}, exit {run.get('exit_code')}")
+        health = "OK" if source.healthy else "NEEDS ATTENTION"
+        rendered.stdout.append(f"{source.name}: {health}: {last}; {source.archived} archived; "
+                               f"{len(source.failures)} failing; {len(source.of_kind('at-risk'))} "
+                               f"at risk; {len(source.of_kind('lost'))} lost; "
+                               f"{source.purged} purged by the provider")
+        if run is not None and run.get("error"):
+            rendered.stdout.append(f"  last error: {run['error']}")
+        for failure in source.failures:
+            rendered.stdout.append(f"  failing: {failure['name']} ({failure['stage']}, "
+                                   f"{failure['attempts']} attempt(s)): {failure['reason']}")
+        for notice in source.notices:
+            rendered.stdout.append("  " + notice_line(notice))
+    return rendered
+
+
+def status_json(report: StatusReport) -> dict[str, Any]:
+    return {
+        "command": "status", "exit_code": int(report.exit_code),
+        "acknowledged": report.acknowledged,
+        "sources": [{
+            "name": source.name, "healthy": source.healthy, "last_run": source.last_run,
+            "archived": source.archived, "failures": source.failures,
+            "at_risk": [notice_dict(n) for n in source.of_kind("at-risk")],
+            "lost": [notice_dict(n) for n in source.of_kind("lost")],
+            "stale": [notice_dict(n) for n in source.of_kind("stale")],
+            "purged_by_provider": source.purged,
+        } for source in report.sources],
+    }
+
+
+def verify_text(report: VerifyReport) -> Rendered:
+    rendered = Rendered(stdout=[f"checked {report.checked} file(s) against the ledger: "
+                                f"{len(report.problems)} problem(s)"])
+    for problem in report.problems:
+        rendered.stderr.append(f"{problem.problem.upper()}: source {problem.source!r}: "
+                               f"{problem.copy} copy of {problem.name}: {problem.path}")
+    if report.problems:
+        rendered.stderr.append("  what to do: restore these files from your backups; the ledger "
+                               "keeps their sha256 to check the restored copies against")
+    return rendered
+
+
+def verify_json(report: VerifyReport) -> dict[str, Any]:
+    return {"command": "verify", "exit_code": int(report.exit_code), "checked": report.checked,
+            "problems": [{"source": p.source, "name": p.name, "copy": p.copy, "path": p.path,
+                          "problem": p.problem} for p in report.problems]}

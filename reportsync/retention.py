@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reportsync.config import RetentionPolicy, SourceConfig
-from reportsync.errors import ReportsyncError
+from reportsync.config import Config, RetentionPolicy, SourceConfig
+from reportsync.errors import ExitCode, ReportsyncError, most_severe
 from reportsync.fsutil import sha256_file
 from reportsync.ledger import Ledger, VersionState
-from reportsync.transports import RemoteFile, Transport
+from reportsync.lock import RunLock
+from reportsync.transports import RemoteFile, Transport, open_transport
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class RetentionPlan:
     notices: list[Notice] = field(default_factory=list)
     deletions: list[Deletion] = field(default_factory=list)  # within the cap
     held_back: list[Deletion] = field(default_factory=list)  # over the cap: not done this run
-    cap: int = 0
+    cap: int = 0  # files (not copies) whose copies may be deleted this run
 
     def of_kind(self, kind: str) -> list[Notice]:
         return [notice for notice in self.notices if notice.kind == kind]
@@ -126,8 +129,15 @@ def plan(
     archived = archived_total if archived_total is not None else \
         sum(1 for version in versions if version.archived)
     result.cap = deletion_cap(policy, archived)
-    result.held_back = result.deletions[result.cap:]
-    result.deletions = result.deletions[: result.cap]
+    allowed: set[int] = set()  # the cap counts files; one file may lose several copies
+    within, held_back = [], []
+    for deletion in result.deletions:
+        if deletion.file_id in allowed or len(allowed) < result.cap:
+            allowed.add(deletion.file_id)
+            within.append(deletion)
+        else:
+            held_back.append(deletion)
+    result.deletions, result.held_back = within, held_back
     return result
 
 
@@ -219,3 +229,77 @@ def _unsafe(deletion: Deletion) -> str | None:
         if stat.S_ISLNK(target.st_mode) or not stat.S_ISREG(target.st_mode):
             return f"{deletion.path} is not a regular file (symlinks are never followed)"
     return None
+
+
+# --- `reportsync retention`: the policy on its own, with a fresh listing ------------------------
+
+
+@dataclass
+class SourceRetention:
+    name: str
+    notices: list[Notice] = field(default_factory=list)
+    planned: list[Deletion] = field(default_factory=list)  # within the cap
+    outcomes: list[DeletionOutcome] = field(default_factory=list)  # empty in a dry run
+    held_back: int = 0
+    cap: int = 0
+    error: ReportsyncError | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.error is not None:
+            return self.error.exit_code
+        refused = any(not outcome.done and outcome.detail != "already gone"
+                      for outcome in self.outcomes)
+        return ExitCode.PARTIAL if refused else ExitCode.OK
+
+
+@dataclass
+class RetentionResult:
+    sources: list[SourceRetention]
+    dry_run: bool
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return most_severe(source.exit_code for source in self.sources)
+
+
+def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool = False,
+                  now: float | None = None) -> RetentionResult:
+    """List each source, record what vanished (purged by the provider), warn, and delete what
+    the policy allows; a dry run lists and plans but changes nothing, not even the ledger."""
+    sources = config.select(names)
+    results = []
+    with RunLock(config.settings.state_dir, "retention"), Ledger.in_state_dir(
+        config.settings.state_dir
+    ) as ledger:
+        run_id = None if dry_run else ledger.start_run("retention", os.getpid())
+        for source in sources:
+            outcome = SourceRetention(name=source.name)
+            try:
+                with open_transport(source) as transport:
+                    listing = [remote for remote in transport.list_files()
+                               if source.matches(remote.name)]
+                    if not dry_run:
+                        ledger.see_files(source.name, [(remote.name, remote.size,
+                                                        int(remote.mtime)) for remote in listing])
+                    retention_plan = plan(source, config.retention, ledger.versions(source.name),
+                                          listing, now if now is not None else time.time())
+                    outcome.notices = retention_plan.notices
+                    outcome.planned = retention_plan.deletions
+                    outcome.held_back = len(retention_plan.held_back)
+                    outcome.cap = retention_plan.cap
+                    if not dry_run:
+                        outcome.outcomes = apply(retention_plan, ledger, run_id, transport)
+            except ReportsyncError as error:
+                outcome.error = error.with_context(source=source.name)
+            if run_id is not None:
+                ledger.record_source_run(run_id, source.name, "retention", int(outcome.exit_code),
+                                         {"deleted": sum(o.done for o in outcome.outcomes)},
+                                         outcome.error.describe() if outcome.error else None)
+            results.append(outcome)
+        result = RetentionResult(results, dry_run)
+        if run_id is not None:
+            ledger.finish_run(run_id, int(result.exit_code),
+                              {"deleted": sum(o.done for s in results for o in s.outcomes)})
+    return result
+

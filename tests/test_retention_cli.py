@@ -1,0 +1,162 @@
+"""fetch's retention step, `retention`, `status` and `verify` through the real CLI and sshd.
+
+Ages come from the remote mtimes the tests set (delivery time), so nothing depends on when the
+suite runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tests.servers import LocalServer
+from tests.support import PgpIdentity, run_cli
+from tests.test_fetch_e2e import Workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path, pgp_identity: PgpIdentity, sftp_server: LocalServer) -> Workspace:
+    workspace = Workspace(tmp_path, pgp_identity, sftp_server)
+    workspace.write_config()
+    return workspace
+
+
+def cli(ws: Workspace, *args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    result = run_cli("--config", str(ws.config_path), "--json", *args)
+    return result.exit_code, result.json(), result.stderr
+
+
+def tree_hashes(*folders: Path) -> dict[str, str]:
+    hashes = {}
+    for folder in folders:
+        if folder.exists():
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    hashes[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def test_fetch_expires_old_encrypted_copies_and_keeps_reports(ws: Workspace) -> None:
+    ws.put_report("old.xml.pgp", b"<old/>", age_days=101)
+    ws.put_report("new.xml.pgp", b"<new/>", age_days=5)
+    code, result, stderr = cli(ws, "fetch")
+    assert code == 0, stderr
+    deletions = result["sources"][0]["deletions"]
+    assert [(d["target"], d["name"], d["done"]) for d in deletions] == [
+        ("local_encrypted", "old.xml.pgp", True)]
+    assert not (ws.download_dir / "old.xml.pgp").exists()
+    assert (ws.download_dir / "new.xml.pgp").exists()
+    assert ws.outputs() == {"old.xml": b"<old/>", "new.xml": b"<new/>"}
+    verified = run_cli("--config", str(ws.config_path), "verify")
+    assert verified.exit_code == 0, "a deliberate deletion is not a verify problem"
+
+
+def test_at_risk_and_lost_are_announced_even_under_quiet_and_status_tracks_them(
+    ws: Workspace, other_pgp_identity: PgpIdentity
+) -> None:
+    ws.put("risky.xml.pgp", other_pgp_identity.encrypt(b"<not ours/>"), age_days=95)
+    ws.put("lost.xml.pgp", other_pgp_identity.encrypt(b"<not ours/>"), age_days=101)
+    ws.put_report("fine.xml.pgp", b"<fine/>", age_days=2)
+    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    assert quiet.exit_code == 1 and quiet.stdout == ""
+    assert "risky.xml.pgp" in quiet.stderr and "purges it in 5 days" in quiet.stderr
+    assert "LOST" in quiet.stderr and "lost.xml.pgp" in quiet.stderr
+
+    code, status, _ = cli(ws, "status")
+    assert code == 1
+    source = status["sources"][0]
+    assert [n["name"] for n in source["at_risk"]] == ["risky.xml.pgp"]
+    assert [n["name"] for n in source["lost"]] == ["lost.xml.pgp"]
+    assert {f["name"] for f in source["failures"]} == {"risky.xml.pgp", "lost.xml.pgp"}
+    assert source["archived"] == 1 and source["last_run"]["exit_code"] == 1
+
+    code, acked, _ = cli(ws, "status", "--ack", "lost.xml.pgp")
+    assert acked["acknowledged"] == 1 and acked["sources"][0]["lost"] == []
+    code, _, stderr = cli(ws, "status", "--ack", "no-such-file.pgp")
+    assert code == 2 and "no file named" in stderr
+
+
+def test_retention_dry_run_changes_no_byte(ws: Workspace) -> None:
+    ws.put_report("old.xml.pgp", b"<old/>", age_days=130)
+    ws.put_report("new.xml.pgp", b"<new/>", age_days=3)
+    ws.write_config(retries=0)
+    assert cli(ws, "fetch", "--dry-run")[0] == 0
+    assert run_cli("--config", str(ws.config_path), "fetch", "--no-decrypt").exit_code == 0
+    assert run_cli("--config", str(ws.config_path), "fetch").exit_code == 0
+    config_text = ws.config_path.read_text().replace("[settings]", "[retention]\n"
+                                                      'remote = "delete-after-fetch"\n'
+                                                      'local_encrypted = "expire"\n'
+                                                      "max_deletions_percent = 100\n\n[settings]")
+    ws.config_path.write_text(config_text)
+    ledger_file = ws.state_dir / "ledger.sqlite3"
+    before = tree_hashes(ws.download_dir, ws.output_dir, ws.server.remote_root)
+    ledger_before = hashlib.sha256(ledger_file.read_bytes()).hexdigest()
+    code, result, stderr = cli(ws, "retention", "--dry-run")
+    assert code == 0, stderr
+    planned = {(d["target"], d["name"]) for d in result["sources"][0]["planned"]}
+    assert planned == {("remote", "old.xml.pgp"), ("remote", "new.xml.pgp")}
+    assert not (ws.download_dir / "old.xml.pgp").exists(), "fetch already expired that copy"
+    assert tree_hashes(ws.download_dir, ws.output_dir, ws.server.remote_root) == before
+    assert hashlib.sha256(ledger_file.read_bytes()).hexdigest() == ledger_before
+
+    code, result, stderr = cli(ws, "retention")
+    assert code == 0, stderr
+    assert sorted(p.name for p in ws.server.remote_root.iterdir()) == []
+    assert ws.outputs() == {"old.xml": b"<old/>", "new.xml": b"<new/>"}
+
+
+def test_delete_expired_keeps_what_failed_to_decrypt(ws: Workspace,
+                                                     other_pgp_identity: PgpIdentity) -> None:
+    ws.put_report("archived.xml.pgp", b"<a/>", age_days=120)
+    ws.put("undecryptable.xml.pgp", other_pgp_identity.encrypt(b"<x/>"), age_days=120)
+    ws.config_path.write_text(ws.config_path.read_text().replace(
+        "[settings]", '[retention]\nremote = "delete-expired"\nmax_deletions_percent = 100\n\n'
+        "[settings]"))
+    code, result, _ = cli(ws, "fetch")
+    assert code == 1, result
+    remote_left = sorted(p.name for p in ws.server.remote_root.iterdir())
+    assert remote_left == ["undecryptable.xml.pgp"]
+    assert (ws.download_dir / "undecryptable.xml.pgp").exists()
+    done = [(d["target"], d["name"]) for d in result["sources"][0]["deletions"] if d["done"]]
+    assert ("remote", "archived.xml.pgp") in done
+    code, status, _ = cli(ws, "status")
+    assert status["sources"][0]["purged_by_provider"] == 0, "our own deletion is not a purge"
+
+
+def test_vanished_file_is_recorded_as_purged_by_the_provider(ws: Workspace) -> None:
+    ws.put_report("a.xml.pgp", b"<a/>", age_days=50)
+    ws.put_report("b.xml.pgp", b"<b/>", age_days=40)
+    assert cli(ws, "fetch")[0] == 0
+    (ws.server.remote_root / "a.xml.pgp").unlink()  # the provider purges it
+    assert cli(ws, "fetch")[0] == 0
+    code, status, _ = cli(ws, "status")
+    assert code == 0
+    assert status["sources"][0]["purged_by_provider"] == 1
+    assert status["sources"][0]["lost"] == [], "it was archived: nothing is lost"
+
+
+def test_verify_finds_altered_and_missing_reports(ws: Workspace) -> None:
+    for name in ("a", "b", "c"):
+        ws.put_report(f"{name}.xml.pgp", f"<{name}/>".encode(), age_days=3)
+    assert cli(ws, "fetch")[0] == 0
+    assert cli(ws, "verify")[0] == 0
+    (ws.output_dir / "a.xml").write_bytes(b"<tampered/>")
+    (ws.output_dir / "b.xml").unlink()
+    code, result, stderr = cli(ws, "verify")
+    assert code == 1
+    problems = {(p["name"], p["copy"], p["problem"]) for p in result["problems"]}
+    assert problems == {("a.xml.pgp", "archive", "altered"), ("b.xml.pgp", "archive", "missing")}
+    assert "ALTERED" in stderr and "MISSING" in stderr
+
+
+def test_stale_feed_is_warned_by_fetch_and_status(ws: Workspace) -> None:
+    ws.put_report("last.xml.pgp", b"<last/>", age_days=5)
+    ws.write_config(expect_every_days=3)
+    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    assert quiet.exit_code == 0 and "feed looks stale" in quiet.stderr
+    code, status, _ = cli(ws, "status")
+    assert code == 1 and status["sources"][0]["stale"]
+    ws.write_config(expect_every_days=7)
+    assert cli(ws, "status")[0] == 0
