@@ -145,10 +145,16 @@ class VersionState:
     output_path: str | None
     output_sha256: str | None
     deleted: frozenset[str]  # deletion targets already carried out: local_encrypted, archive, remote
+    failing: bool = False  # an open failure is recorded for this file name
 
     @property
     def archived(self) -> bool:
         return self.output_path is not None
+
+    @property
+    def has_local_copy(self) -> bool:
+        """An encrypted copy was downloaded and not deleted: the purge cannot take it from us."""
+        return self.download_path is not None and "local_encrypted" not in self.deleted
 
 
 class Ledger:
@@ -400,7 +406,9 @@ class Ledger:
         rows = self._db.execute(
             "SELECT f.id, f.name, f.size, f.mtime, f.gone_at, f.lost_acked_at, "
             "d.local_path, d.sha256 AS download_sha256, a.output_path, a.sha256 AS output_sha256, "
-            "(SELECT GROUP_CONCAT(x.target) FROM deletions x WHERE x.file_id = f.id) AS deleted "
+            "(SELECT GROUP_CONCAT(x.target) FROM deletions x WHERE x.file_id = f.id) AS deleted, "
+            "EXISTS (SELECT 1 FROM failures y WHERE y.source = f.source AND y.name = f.name "
+            "AND y.resolved_at IS NULL) AS failing "
             "FROM remote_files f LEFT JOIN downloads d ON d.file_id = f.id "
             "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ? ORDER BY f.name, f.mtime",
             (source,)).fetchall()
@@ -411,6 +419,7 @@ class Ledger:
                 download_path=row["local_path"], download_sha256=row["download_sha256"],
                 output_path=row["output_path"], output_sha256=row["output_sha256"],
                 deleted=frozenset((row["deleted"] or "").split(",")) - {""},
+                failing=bool(row["failing"]),
             )
             for row in rows
         ]
@@ -423,11 +432,15 @@ class Ledger:
                        (file_id, run_id, target, path, reason, time.time()))
 
     def acknowledge_lost(self, source: str, name: str) -> int:
-        """Mark every version of ``name`` acknowledged as lost; returns how many were marked."""
+        """Mark every version of ``name`` acknowledged as lost, and close its open failures (a
+        person has dealt with it); returns how many versions were marked."""
+        now = time.time()
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE remote_files SET lost_acked_at = ? WHERE source = ? AND name = ? "
-                "AND lost_acked_at IS NULL", (time.time(), source, name))
+                "AND lost_acked_at IS NULL", (now, source, name))
+            db.execute("UPDATE failures SET resolved_at = ? WHERE source = ? AND name = ? "
+                       "AND resolved_at IS NULL", (now, source, name))
             return int(cursor.rowcount)
 
     def archived_count(self, source: str) -> int:

@@ -393,13 +393,13 @@ def status_text(report: StatusReport) -> Rendered:
                                f"{len(source.failures)} failing; {len(source.of_kind('at-risk'))} "
                                f"at risk; {len(source.of_kind('lost'))} lost; "
                                f"{source.purged} purged by the provider")
+        # what needs a person goes to stderr, so `-q status` in cron still mails it
         if run is not None and run.get("error"):
-            rendered.stdout.append(f"  last error: {run['error']}")
+            rendered.stderr.append(f"{source.name}: last error: {run['error']}")
         for failure in source.failures:
-            rendered.stdout.append(f"  failing: {failure['name']} ({failure['stage']}, "
+            rendered.stderr.append(f"{source.name}: failing: {failure['name']} ({failure['stage']}, "
                                    f"{failure['attempts']} attempt(s)): {failure['reason']}")
-        for notice in source.notices:
-            rendered.stdout.append("  " + notice_line(notice))
+        rendered.stderr.extend(notice_line(notice) for notice in source.notices)
     return rendered
 
 

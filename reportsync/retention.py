@@ -100,6 +100,18 @@ def plan(
         if not version.archived:
             if version.name in archived_names and not is_listed:
                 continue  # an older version replaced by one we have: not a loss
+            if version.has_local_copy and not version.failing:
+                continue  # downloaded (--no-decrypt): the purge cannot take it; fetch archives it
+            if version.has_local_copy:
+                # it failed, but its encrypted copy is kept: at risk while the server still has
+                # it (a re-delivery may fix it), never "lost"; status reports it as failing
+                if is_listed and policy.days - policy.warn_days < age <= policy.days:
+                    left = round(policy.days - age, 1)
+                    result.notices.append(Notice(
+                        "at-risk", source.name, version.name, left,
+                        f"failing, encrypted copy kept; the provider purges it in "
+                        f"{max(left, 0):.0f} days"))
+                continue
             if age > policy.days or not is_listed:
                 if version.lost_acked_at is None:
                     why = ("it was never archived and is past the provider's "

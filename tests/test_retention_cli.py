@@ -7,13 +7,15 @@ suite runs.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.servers import LocalServer
 from tests.support import PgpIdentity, run_cli
-from tests.test_fetch_e2e import Workspace
+from tests.servers.proxy import FaultPlan, FaultProxy
+from tests.test_fetch_e2e import Workspace, _proxy_known_hosts
 
 
 @pytest.fixture
@@ -56,10 +58,17 @@ def test_fetch_expires_old_encrypted_copies_and_keeps_reports(ws: Workspace) -> 
 def test_at_risk_and_lost_are_announced_even_under_quiet_and_status_tracks_them(
     ws: Workspace, other_pgp_identity: PgpIdentity
 ) -> None:
+    # a file we cannot decrypt: failing, its encrypted copy kept; near the purge it is at risk
     ws.put("risky.xml.pgp", other_pgp_identity.encrypt(b"<not ours/>"), age_days=95)
-    ws.put("lost.xml.pgp", other_pgp_identity.encrypt(b"<not ours/>"), age_days=101)
-    ws.put_report("fine.xml.pgp", b"<fine/>", age_days=2)
-    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    # a file whose every transfer breaks off, past the purge: no copy at all, so it is lost
+    ws.put("lost.xml.pgp", os.urandom(2 * 1024 * 1024), age_days=101)
+    ws.put_report("zfine.xml.pgp", b"<fine/>", age_days=2)
+    proxy = FaultProxy(int(ws.server.port), FaultPlan(cut_after=1024 * 1024))
+    try:
+        ws.write_config(port=proxy.port, known_hosts=_proxy_known_hosts(ws, proxy.port))
+        quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    finally:
+        proxy.stop()
     assert quiet.exit_code == 1 and quiet.stdout == ""
     assert "risky.xml.pgp" in quiet.stderr and "purges it in 5 days" in quiet.stderr
     assert "LOST" in quiet.stderr and "lost.xml.pgp" in quiet.stderr
@@ -71,11 +80,26 @@ def test_at_risk_and_lost_are_announced_even_under_quiet_and_status_tracks_them(
     assert [n["name"] for n in source["lost"]] == ["lost.xml.pgp"]
     assert {f["name"] for f in source["failures"]} == {"risky.xml.pgp", "lost.xml.pgp"}
     assert source["archived"] == 1 and source["last_run"]["exit_code"] == 1
+    quiet_status = run_cli("--config", str(ws.config_path), "-q", "status")
+    assert quiet_status.stdout == "" and "lost.xml.pgp" in quiet_status.stderr, \
+        "cron mails what needs a person"
 
     code, acked, _ = cli(ws, "status", "--ack", "lost.xml.pgp")
     assert acked["acknowledged"] == 1 and acked["sources"][0]["lost"] == []
+    assert {f["name"] for f in acked["sources"][0]["failures"]} == {"risky.xml.pgp"}, \
+        "acknowledging closes the lost file's failures too"
     code, _, stderr = cli(ws, "status", "--ack", "no-such-file.pgp")
     assert code == 2 and "no file named" in stderr
+
+
+def test_downloaded_but_not_yet_decrypted_files_are_neither_at_risk_nor_lost(
+    ws: Workspace,
+) -> None:
+    ws.put_report("old.xml.pgp", b"<old/>", age_days=99)
+    result = run_cli("--config", str(ws.config_path), "fetch", "--no-decrypt")
+    assert result.exit_code == 0 and "purges" not in result.stderr
+    code, status, _ = cli(ws, "status")
+    assert status["sources"][0]["at_risk"] == [] and status["sources"][0]["lost"] == []
 
 
 def test_retention_dry_run_changes_no_byte(ws: Workspace) -> None:
