@@ -10,6 +10,9 @@ import json
 import logging
 import logging.handlers
 import os
+import platform
+import shutil
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ import click
 from reportsync import __version__, backup, pgpkeys, render, sshkeys
 from reportsync import fetch as fetch_core
 from reportsync.config import (
+    PROVIDER_PRESETS,
     Config,
     Secret,
     Settings,
@@ -30,7 +34,7 @@ from reportsync.config import (
     starter_config,
 )
 from reportsync.errors import ExitCode, ReportsyncError, UsageError
-from reportsync.fsutil import ensure_private_dir, make_private
+from reportsync.fsutil import ensure_private_dir, make_private, write_atomically
 from reportsync.pgp import Gpg
 from reportsync.render import Rendered, error_lines, fetch_json, fetch_text
 
@@ -107,6 +111,50 @@ def _add_log_file(state_dir: Path) -> None:
     root.addHandler(handler)
 
 
+def _gpg_version_line(binary: str = "gpg") -> str:
+    """The first line of ``gpg --version`` and where gpg is, or "not found"."""
+    path = shutil.which(binary)
+    if path is None:
+        return "not found"
+    try:
+        completed = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                   stdin=subprocess.DEVNULL, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{path}: cannot run it: {exc}"
+    first = completed.stdout.splitlines()[0] if completed.stdout else "no version output"
+    return f"{first} ({path})"
+
+
+def version_lines() -> list[str]:
+    """reportsync's version and those of the libraries and the gpg it relies on (read from the
+    installed metadata, without importing the libraries: fast)."""
+    from importlib import metadata
+
+    def installed(distribution: str) -> str:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    rows = [("reportsync", __version__), ("python", platform.python_version())]
+    rows += [(name, installed(name)) for name in ("paramiko", "cryptography", "python-gnupg")]
+    rows.append(("gpg", _gpg_version_line()))
+    return [f"{name:<13} {version}" for name, version in rows]
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    for line in version_lines():
+        click.echo(line)
+    ctx.exit()
+
+
+def _stdin_is_terminal() -> bool:
+    """Whether a person can be asked: never under cron, systemd, a pipe or a closed stdin."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
 def _finish(code: int) -> NoReturn:
     sys.exit(int(code))
 
@@ -118,7 +166,8 @@ def _finish(code: int) -> NoReturn:
 @click.option("-q", "--quiet", is_flag=True, help="Nothing on stdout on success (for cron).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.option("--traceback", is_flag=True, hidden=True, help="Show Python tracebacks.")
-@click.version_option(__version__, prog_name="reportsync")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Versions of reportsync, Python, paramiko, cryptography, python-gnupg and gpg.")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool, as_json: bool,
         traceback: bool) -> None:
@@ -132,20 +181,66 @@ pass_app = click.make_pass_decorator(App)
 
 
 @cli.command()
-@click.option("--force", is_flag=True, help="Overwrite an existing config.")
+@click.option("--provider", type=click.Choice(list(PROVIDER_PRESETS)),
+              help="Fill in this provider's host, port, folder and file patterns.")
 @click.option("--source-name", default="ibkr", show_default=True, help="Name of the first source.")
+@click.option("--username", help="The login name the provider gave you (else a placeholder).")
+@click.option("--force", is_flag=True, help="Overwrite an existing config.")
 @pass_app
-def init(app: App, force: bool, source_name: str) -> None:
-    """Write a commented starter config."""
+def init(app: App, provider: str | None, source_name: str, username: str | None,
+         force: bool) -> None:
+    """Write a commented starter config (every key, from the schema). Asks nothing."""
     path = app.config_path or default_config_path()
     if path.exists() and not force:
         raise UsageError(f"{path} exists; not overwriting it", path=str(path),
                          remedy="Pass --force to replace it, or --config PATH for another file.")
+    try:
+        text = starter_config(source_name, provider, username=username)
+    except ValueError as problem:
+        raise UsageError(str(problem)) from None
     ensure_private_dir(path.parent)
-    path.write_text(starter_config(source_name), encoding="utf-8")
-    make_private(path)
-    app.render(Rendered(stdout=[f"wrote {path}", "edit it, then run: reportsync doctor"]),
-               {"command": "init", "path": str(path), "exit_code": 0})
+    write_atomically(path, text.encode("utf-8"))
+    lines = [f"wrote {path}" + (f" for {PROVIDER_PRESETS[provider].title}" if provider else "")]
+    if username is None:
+        lines.append(f"next: set the username (and check every active key) in [sources.{source_name}]")
+    lines.append("then run: reportsync doctor")
+    app.render(Rendered(stdout=lines),
+               {"command": "init", "exit_code": 0, "path": str(path), "provider": provider,
+                "source": source_name})
+
+
+@cli.command()
+@click.option("--cron", "kind", flag_value="cron", default=True,
+              help="A crontab line (the default).")
+@click.option("--systemd", "kind", flag_value="systemd",
+              help="A systemd service and timer pair, hardened.")
+@click.option("--at", "at_text", default="07:15", show_default=True, metavar="HH:MM",
+              help="Local time of the daily run (after the provider's overnight delivery).")
+@click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="--systemd: write reportsync.service and reportsync.timer here instead.")
+@pass_app
+def schedule(app: App, kind: str, at_text: str, out_dir: Path | None) -> None:
+    """Print a crontab line or a systemd service + timer for the nightly fetch."""
+    from reportsync import schedule as schedule_core
+
+    at = schedule_core.parse_time(at_text)
+    config = app.load_config()
+    config_path = app.config_path or default_config_path()
+    if kind == "systemd":
+        result = schedule_core.systemd_schedule(config, config_path, at=at)
+    else:
+        result = schedule_core.cron_schedule(config, config_path, at=at)
+    payload = result.to_dict()
+    if out_dir is not None:
+        written = schedule_core.write_files(result, out_dir)
+        payload["written"] = [str(path) for path in written]
+        rendered = Rendered(stdout=[f"wrote {path}" for path in written])
+    else:
+        rendered = Rendered()
+        if not app.as_json:  # what was asked for: printed even with --quiet, like export-public
+            click.echo(result.text(), nl=False)
+    rendered.stderr.extend(result.warnings)
+    app.render(rendered, payload)
 
 
 @cli.command()
@@ -266,7 +361,7 @@ def _secret_from_options(no_passphrase: bool, passphrase_env: str | None, *, wha
             raise UsageError(f"environment variable {passphrase_env} is not set or empty",
                              remedy=f"Export {passphrase_env} with the {what} first.")
         return Secret(value)
-    if not sys.stdin.isatty():
+    if not _stdin_is_terminal():
         raise UsageError(f"no {what} given and no terminal to ask on",
                          remedy="Pass --passphrase-env VAR (or --no-passphrase where offered).")
     return Secret(click.prompt(f"{what[0].upper()}{what[1:]}", hide_input=True,

@@ -6,12 +6,13 @@ config that ``reportsync init`` writes, so the three never disagree.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ class Settings:
     gnupg_home: Path
     gpg_binary: str
     gpg_passphrase: SecretRef
+    max_plaintext_bytes: int = 2 * 1024**3  # decryption stops past this (compression bombs)
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ SETTINGS_KEYS: tuple[Key, ...] = (
     Key("gpg_passphrase_env", "str", None, "env var holding the PGP key's passphrase",
         example="REPORTSYNC_GPG_PASSPHRASE"),
     Key("gpg_passphrase_file", "path", None, "or: a file (0600) holding it"),
+    Key("max_plaintext_bytes", "int", 2 * 1024**3,
+        "a decrypted report larger than this fails (compression-bomb guard); 2 GiB"),
 )
 
 RETENTION_KEYS: tuple[Key, ...] = (
@@ -402,7 +406,10 @@ def parse_config(
             "settings.gpg_passphrase", settings_values["gpg_passphrase_env"],
             settings_values["gpg_passphrase_file"], None, problems,
         ),
+        max_plaintext_bytes=settings_values["max_plaintext_bytes"],
     )
+    if settings.max_plaintext_bytes == 0:
+        problems.add("settings.max_plaintext_bytes", "must be greater than zero")
 
     retention_values = _read_table(document.get("retention", {}), RETENTION_KEYS, "retention",
                                    problems, base)
@@ -416,7 +423,7 @@ def parse_config(
         problems.add("sources", "must be a table of [sources.NAME] tables")
         raw_sources = {}
     for name, table in raw_sources.items():
-        source = _parse_source(name, table, problems, base, file_is_private)
+        source = _parse_source(name, table, problems, base, file_is_private, config_path)
         if source is not None:
             sources[name] = source
     if not raw_sources and not allow_no_sources:
@@ -447,6 +454,7 @@ def _parse_source(
     problems: _Problems,
     base: Path | None,
     file_is_private: bool,
+    config_path: Path | None = None,
 ) -> SourceConfig | None:
     where = f"sources.{name}"
     if not SOURCE_NAME_PATTERN.match(name):
@@ -486,10 +494,15 @@ def _parse_source(
         if protocol == "ftp" and "ca_file" in table:
             problems.add(f"{where}.ca_file", "applies to ftps only")
     if values["password"] is not None and not file_is_private:
+        too_open = ""
+        if config_path is not None:  # OpenSSH's words, as for a private key left open
+            with contextlib.suppress(OSError):
+                mode = stat.S_IMODE(config_path.stat().st_mode)
+                too_open = f"Permissions {mode:04o} for '{config_path}' are too open. "
         problems.add(
             f"{where}.password",
-            "an inline password is accepted only if the config file is not readable by group or "
-            "others (chmod 600); better use password_env or password_file",
+            f"{too_open}An inline password is accepted only if the config file is not readable "
+            "by group or others (chmod 600); better use password_env or password_file",
         )
     if values["certificate_file"] and not values["key_file"]:
         problems.add(f"{where}.certificate_file", "needs key_file (the certificate's private key)")
@@ -552,28 +565,136 @@ def toml_literal(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def starter_config(source_name: str = "ibkr") -> str:
-    """A commented config with every key, generated from the schema."""
+@dataclass(frozen=True)
+class ProviderPreset:
+    """A provider's known settings for one source: what ``init --provider`` fills in."""
+
+    name: str
+    title: str
+    values: Mapping[str, Any]  # source keys written active, with these values
+    notes: tuple[str, ...] = ()  # comment lines above the [sources.NAME] table
+    docs: Mapping[str, str] = field(default_factory=dict)  # comments that replace the schema's
+
+
+_PGP_PATTERNS = ("*.pgp", "*.gpg", "*.asc")
+USERNAME_PLACEHOLDER = "CHANGE-ME"
+
+# No provider: a generic SFTP source with the schema's examples.
+GENERIC_PRESET = ProviderPreset(
+    name="generic",
+    title="a generic SFTP server",
+    values={key.name: key.example if key.example is not None else key.default
+            for key in SOURCE_KEYS
+            if key.name in ("protocol", "host", "port", "username", "key_file", "known_hosts",
+                            "remote_dir", "include", "download_dir", "output_dir")},
+)
+
+PROVIDER_PRESETS: Mapping[str, ProviderPreset] = {
+    "ibkr-sftp": ProviderPreset(
+        name="ibkr-sftp",
+        title="Interactive Brokers report delivery over SFTP",
+        values={
+            "protocol": "sftp",
+            "host": "xfer.interactivebrokers.com",
+            "port": 32,
+            "username": USERNAME_PLACEHOLDER,
+            "key_file": "~/.ssh/reportsync_rsa",
+            "known_hosts": "~/.ssh/known_hosts",
+            "remote_dir": "outgoing",
+            "include": [*_PGP_PATTERNS, "*.xml", "*.csv"],
+            "download_dir": "~/reports/NAME/encrypted",
+            "output_dir": "~/reports/NAME/statements",
+        },
+        notes=(
+            "Interactive Brokers, SFTP: log in with your own RSA 2048 key; send the provider",
+            "the .pub file (reportsync keys ssh generate --out ~/.ssh/reportsync_rsa).",
+            "The server's host key must be in known_hosts (or pinned in host_key_fingerprint):",
+            "`reportsync doctor` shows the key the server offers and the line to add; add it",
+            "only once its fingerprint matches the one the provider publishes.",
+            "PGP is optional on this route, so unencrypted .xml/.csv reports are fetched too.",
+        ),
+        docs={"username": "the SFTP username the provider gave you",
+              "include": "PGP files, and unencrypted reports (allowed on SFTP)"},
+    ),
+    "ibkr-ftp": ProviderPreset(
+        name="ibkr-ftp",
+        title="Interactive Brokers report delivery over FTP",
+        values={
+            "protocol": "ftp",
+            "host": "ftp2.interactivebrokers.com",
+            "port": 21,
+            "username": USERNAME_PLACEHOLDER,
+            "password_env": "IBKR_FTP_PASSWORD",
+            "passive": True,
+            "remote_dir": "outgoing",
+            "include": list(_PGP_PATTERNS),
+            "download_dir": "~/reports/NAME/encrypted",
+            "output_dir": "~/reports/NAME/statements",
+        },
+        notes=(
+            "Interactive Brokers, FTP: username and password, passive mode; every report is",
+            "PGP-encrypted to your public key (PGP is required on this route). The password",
+            "comes from the variable password_env names (or from password_file, mode 0600):",
+            "set it where cron or systemd runs reportsync. A firewall must let the command",
+            "channel out to port 21 and the data channel to the server's ports above 1024.",
+        ),
+        docs={"username": "the FTP username the provider gave you",
+              "password_env": "env var holding the FTP password; never logged"},
+    ),
+}
+
+
+def starter_config(source_name: str = "ibkr", provider: str | None = None,
+                   username: str | None = None) -> str:
+    """A commented config with every key of the schema, for ``reportsync init``.
+
+    ``provider`` (a key of PROVIDER_PRESETS) fills in that provider's host, port, folder and
+    patterns; without it the source shows the schema's examples. ``username`` replaces the
+    placeholder. Keys the preset does not set are commented out and show their default.
+    """
+    if provider is not None and provider not in PROVIDER_PRESETS:
+        raise ValueError(f"unknown provider {provider!r} (known: {', '.join(PROVIDER_PRESETS)})")
+    if not SOURCE_NAME_PATTERN.match(source_name):
+        raise ValueError(f"invalid source name {source_name!r}: letters, digits, '.', '_' and '-' "
+                         "only, starting with a letter or digit")
+    if username is not None and (not username or any(ord(c) < 32 or ord(c) == 127
+                                                     for c in username)):
+        raise ValueError("a username must be non-empty and hold no control characters")
+    preset = PROVIDER_PRESETS[provider] if provider is not None else GENERIC_PRESET
+    values = dict(preset.values)
+    if username is not None:
+        values["username"] = username
+    table = source_name if re.fullmatch(r"[A-Za-z0-9_-]+", source_name) else f'"{source_name}"'
     lines = [
         "# reportsync configuration. Every key is listed; commented ones show their default.",
         "# `~` and $VARS expand in paths. Unknown keys are errors. Docs: docs/configuration.md",
         "",
     ]
 
-    def section(title: str, keys: tuple[Key, ...], active: Callable[[Key], bool]) -> None:
+    def literal(key: Key, value: Any) -> str:
+        if value is None:
+            return '""'
+        if key.kind == "path" and isinstance(value, str):
+            return toml_literal(value.replace("NAME", source_name))
+        return toml_literal(value)
+
+    def section(title: str, keys: tuple[Key, ...], preset_values: Mapping[str, Any],
+                docs: Mapping[str, str]) -> None:
         lines.append(f"[{title}]")
         for key in keys:
-            shown = key.example if key.example is not None else key.default
-            literal = toml_literal(shown) if shown is not None else '""'
-            if isinstance(shown, str):
-                literal = toml_literal(shown.replace("NAME", source_name))
-            prefix = "" if active(key) else "# "
-            lines.append(f"{prefix}{key.name} = {literal}".ljust(48) + f"  # {key.doc}")
+            active = key.name in preset_values
+            if active:
+                shown = preset_values[key.name]
+            else:
+                shown = key.example if key.example is not None else key.default
+            prefix = "" if active else "# "
+            doc = docs.get(key.name, key.doc)
+            lines.append(f"{prefix}{key.name} = {literal(key, shown)}".ljust(48) + f"  # {doc}")
         lines.append("")
 
-    section("settings", SETTINGS_KEYS, lambda key: False)
-    section("retention", RETENTION_KEYS, lambda key: False)
-    active_source_keys = {"protocol", "host", "port", "username", "key_file", "known_hosts",
-                          "remote_dir", "include", "download_dir", "output_dir"}
-    section(f"sources.{source_name}", SOURCE_KEYS, lambda key: key.name in active_source_keys)
+    section("settings", SETTINGS_KEYS, {}, {})
+    section("retention", RETENTION_KEYS, {}, {})
+    if preset.notes:
+        lines.extend(f"# {note}" for note in preset.notes)
+    section(f"sources.{table}", SOURCE_KEYS, values, preset.docs)
     return "\n".join(lines)

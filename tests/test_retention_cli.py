@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.servers import LocalServer
-from tests.support import PgpIdentity, run_cli
 from tests.servers.proxy import FaultPlan, FaultProxy
+from tests.support import PgpIdentity, run_cli
 from tests.test_fetch_e2e import Workspace, _proxy_known_hosts
 
 
@@ -99,6 +99,7 @@ def test_downloaded_but_not_yet_decrypted_files_are_neither_at_risk_nor_lost(
     result = run_cli("--config", str(ws.config_path), "fetch", "--no-decrypt")
     assert result.exit_code == 0 and "purges" not in result.stderr
     code, status, _ = cli(ws, "status")
+    assert code == 0
     assert status["sources"][0]["at_risk"] == [] and status["sources"][0]["lost"] == []
 
 
