@@ -207,6 +207,14 @@ class UnsafeNameError(ReportsyncError):
     )
 
 
+class RemoteChangedError(ReportsyncError):
+    """The remote file changed between the listing and its download (a delivery still being
+    written, or replaced): its bytes are not kept, and the next run fetches the new version."""
+
+    exit_code = ExitCode.PARTIAL
+    default_remedy = "Nothing to do: the next run fetches the file's new version."
+
+
 class RemoteError(ReportsyncError):
     """The server refused an operation on a file or folder (missing, permission denied)."""
 

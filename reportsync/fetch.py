@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 from reportsync import retention
 from reportsync.config import Config, Settings, SourceConfig
@@ -25,6 +25,7 @@ from reportsync.errors import (
     ExitCode,
     InternalError,
     KeyProblemError,
+    RemoteChangedError,
     ReportsyncError,
     StorageError,
     TransferError,
@@ -33,12 +34,18 @@ from reportsync.errors import (
 from reportsync.fsutil import (
     HASH_CHUNK,
     check_remote_name,
+    contained_path,
+    crash_point,
     ensure_private_dir,
     fsync_dir,
+    open_private_new,
+    open_private_resumable,
     place_file,
     printable,
     private_temp,
+    regular_file_info,
     remove_quietly,
+    remove_stale_temps,
     sha256_file,
     storage_error,
     temp_name,
@@ -224,6 +231,7 @@ def _fetch_source(
             else:
                 assert run_id is not None
                 ensure_private_dir(source.download_dir)
+                _remove_leftovers(source, candidates)
                 ids = ledger.see_files(source.name, [(f.name, f.size, int(f.mtime))
                                                      for f in candidates])
                 records = ledger.file_records(source.name)
@@ -262,6 +270,26 @@ def _select(source: SourceConfig, listing: list[RemoteFile]) -> tuple[list[Remot
             continue
         candidates.append(remote)
     return candidates, refused
+
+
+def _part_name(remote: RemoteFile) -> str:
+    """The resumable download's temp name: it depends on the version, so a changed file never
+    continues from another version's bytes."""
+    return temp_name(f"{remote.name}\0{remote.size}\0{int(remote.mtime)}", "part")
+
+
+def _remove_leftovers(source: SourceConfig, candidates: list[RemoteFile]) -> None:
+    """Temp files a killed run left behind (we hold the run lock, so none is in use): every
+    ``.rs-*.tmp`` (a half-written plaintext or copy), and every ``.rs-*.part`` that no version in
+    this listing can resume (its version is gone from the server)."""
+    keep = frozenset(_part_name(remote) for remote in candidates)
+    removed = remove_stale_temps(source.download_dir, "part", keep)
+    removed += remove_stale_temps(source.download_dir, "tmp")
+    if source.output_dir.is_dir():
+        removed += remove_stale_temps(source.output_dir, "tmp")
+    if removed:
+        log.info("source %s: removed %d temp file(s) left by an interrupted run", source.name,
+                 len(removed))
 
 
 def _dry_run_plan(candidates: list[RemoteFile],
@@ -405,10 +433,8 @@ def _needs_transfer(job: _FileJob) -> bool:
 
 
 def _local_copy_matches(path: Path, remote: RemoteFile) -> bool:
-    try:
-        return path.stat().st_size == remote.size
-    except OSError:
-        return False
+    info = regular_file_info(path)  # a symlink planted in its place is not "the local copy"
+    return info is not None and info.st_size == remote.size
 
 
 def _process_file(context: _RunContext, job: _FileJob, connection: _Connection) -> FileOutcome:
@@ -434,6 +460,15 @@ def _process_file(context: _RunContext, job: _FileJob, connection: _Connection) 
         outcome.output_path = str(archived_path)
         outcome.decrypted = decrypted
         outcome.action = "archived"
+        return outcome
+    except RemoteChangedError as error:
+        # not a failure: the provider was still writing or replaced the file; the next listing
+        # shows the new version and the next run fetches it
+        error.with_context(source=context.source.name, path=remote.name)
+        log.warning("source %s: %s: %s", context.source.name, printable(remote.name),
+                    error.message)
+        outcome.action = "pending"
+        outcome.error = error
         return outcome
     except (StorageError, KeyProblemError, _SourceLevel) as error:
         if not isinstance(error, _SourceLevel):
@@ -463,12 +498,12 @@ def _download(context: _RunContext, job: _FileJob, connection: _Connection) -> t
     """Fetch one file into ``download_dir``; returns (final path, bytes transferred)."""
     source, remote = context.source, job.remote
     folder = source.download_dir
-    adopted = _adopt_existing(folder / remote.name, remote)
+    adopted = _adopt_existing(contained_path(folder, remote.name), remote)
     if adopted is not None:  # a killed run renamed it into place but did not record it
         context.ledger.record_download(job.file_id, context.run_id, adopted[0], remote.size,
                                        adopted[1])
         return adopted[0], 0
-    part = folder / temp_name(f"{remote.name}\0{remote.size}\0{int(remote.mtime)}", "part")
+    part = folder / _part_name(remote)
     transferred = 0
     attempt = 0
     while True:
@@ -491,6 +526,7 @@ def _download(context: _RunContext, job: _FileJob, connection: _Connection) -> t
         final = place_file(part, folder, remote.name, sha256)
     except OSError as exc:
         raise storage_error(exc, folder / remote.name) from None
+    crash_point("after-download-rename")
     context.ledger.record_download(job.file_id, context.run_id, final, remote.size, sha256)
     log.info("source %s: downloaded %s (%d bytes)", source.name, printable(remote.name),
              remote.size)
@@ -498,55 +534,138 @@ def _download(context: _RunContext, job: _FileJob, connection: _Connection) -> t
 
 
 def _adopt_existing(path: Path, remote: RemoteFile) -> tuple[Path, str] | None:
-    try:
-        info = path.stat()
-    except OSError:
+    info = regular_file_info(path)  # never a symlink: it could point at any file of this user
+    if info is None:
         return None
     if info.st_size == remote.size and int(info.st_mtime) == int(remote.mtime):
         return path, sha256_file(path)
     return None
 
 
+class _TooLong(TransferError):
+    """The server sent more bytes than its listing said."""
+
+
+class _BoundedSink:
+    """The download's destination: takes at most ``limit`` bytes; one more is an error at once,
+    so a lying server can neither fill the disk nor append past the listed size."""
+
+    def __init__(self, handle: BinaryIO, limit: int, size: int, target: Path) -> None:
+        self._handle = handle
+        self._limit = limit
+        self._size = size
+        self._target = target
+        self.received = 0
+
+    def write(self, data: bytes, /) -> int:
+        if self.received + len(data) > self._limit:
+            raise _TooLong(f"the server sent more than the {self._size} bytes its listing said")
+        try:
+            self._handle.write(data)
+        except OSError as exc:  # disk full, say: named here, where the local path is known
+            raise storage_error(exc, self._target) from None
+        self.received += len(data)
+        crash_point("downloading")
+        return len(data)
+
+
+def _changed(remote: RemoteFile, now: RemoteFile | None, *, mtime_comparable: bool) -> bool:
+    if now is None:
+        return False
+    if now.size != remote.size:
+        return True
+    return mtime_comparable and bool(now.mtime) and int(now.mtime) != int(remote.mtime)
+
+
+def _remote_changed(remote: RemoteFile, now: RemoteFile, when: str) -> RemoteChangedError:
+    return RemoteChangedError(
+        f"the file changed on the server {when} (listed: {remote.size} bytes, mtime "
+        f"{int(remote.mtime)}; now: {now.size} bytes, mtime {int(now.mtime)}): not kept this "
+        "run, the next run fetches the new version",
+    )
+
+
+def _part_length(part: Path, remote: RemoteFile) -> int:
+    """How much of ``part`` a resume may keep: all of it, unless it is longer than the remote
+    file (then it is not this version's prefix and is discarded) or not a regular file."""
+    info = regular_file_info(part)
+    if info is None:
+        if part.is_symlink():
+            remove_quietly(part)  # a planted link: removed, never written through
+        return 0
+    if info.st_size > remote.size:
+        remove_quietly(part)  # never append to a file longer than the remote
+        return 0
+    return info.st_size
+
+
 def _transfer(context: _RunContext, remote: RemoteFile, part: Path,
               connection: _Connection) -> int:
-    """Append the missing bytes to ``part`` (resuming), fsync, and check the byte count."""
+    """Append the missing bytes to ``part`` (resuming), fsync, and check the byte count.
+
+    The server is asked for the file's size (and mtime) before the transfer, even when the part
+    is already complete, and again after it: a file that changed raises RemoteChangedError and
+    its bytes are discarded. Nothing that might be a mix of versions, or more than the listing
+    said, is ever left behind to be resumed from.
+    """
     source = context.source
-    try:
-        offset = part.stat().st_size
-    except FileNotFoundError:
-        offset = 0
-    if offset > remote.size:
-        remove_quietly(part)  # a stale part of another version under the same temp name
-        offset = 0
+    offset = _part_length(part, remote)
     reporter = context.reporter
+    transport = connection.get()
+    before = transport.stat(remote.name)
+    if _changed(remote, before, mtime_comparable=transport.stat_mtime_matches_listing):
+        assert before is not None
+        remove_quietly(part)  # bytes of a version that is no longer there
+        raise _remote_changed(remote, before, "after it was listed")
     reporter.file_started(source.name, remote.name, remote.size, offset)
+    written = 0
+    downloading = offset < remote.size or remote.size == 0
+    too_long: _TooLong | None = None
     try:
-        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
-        descriptor = os.open(part, flags, 0o600)
+        try:
+            descriptor = open_private_resumable(part)
+        except OSError as exc:
+            raise storage_error(exc, part) from None
         with os.fdopen(descriptor, "wb") as handle:
-            handle.seek(offset)
-            written = 0
-            if offset < remote.size or remote.size == 0:
-                transport = connection.get()
-                written = transport.download(
-                    remote.name, handle, offset=offset,
-                    progress=lambda n: reporter.advance(source.name, remote.name, n),
-                )
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as exc:
-        raise storage_error(exc, part) from None
+            try:
+                handle.seek(offset)
+                if downloading:
+                    sink = _BoundedSink(handle, remote.size - offset, remote.size,
+                                        part.parent / remote.name)
+                    try:
+                        written = transport.download(
+                            remote.name, sink, offset=offset,
+                            progress=lambda n: reporter.advance(source.name, remote.name, n),
+                        )
+                    except _TooLong as error:
+                        too_long = error
+                    written = max(written, sink.received)
+                handle.flush()
+                os.fsync(handle.fileno())
+                received = os.fstat(handle.fileno()).st_size
+            except OSError as exc:
+                raise storage_error(exc, part) from None
+    except StorageError:
+        remove_quietly(part)  # disk full or unwritable: nothing half-written is kept
+        raise
     finally:
         reporter.file_finished(source.name, remote.name)
-    received = part.stat().st_size
+    if too_long is not None:
+        remove_quietly(part)  # first, so a failing check below cannot leave it to be resumed
+        now = connection.get().stat(remote.name)
+        if _changed(remote, now, mtime_comparable=transport.stat_mtime_matches_listing):
+            assert now is not None
+            raise _remote_changed(remote, now, "during the download")
+        raise too_long
+    if downloading:
+        after = transport.stat(remote.name)  # the same clock as ``before``: any change shows
+        if after is not None and (after.size != remote.size or (
+                before is not None and int(after.mtime) != int(before.mtime))):
+            remove_quietly(part)  # a mix of versions: never resumed from
+            raise _remote_changed(remote, after, "during the download")
     if received != remote.size:
-        if received > remote.size:
-            remove_quietly(part)
-        raise TransferError(
-            f"transfer incomplete: got {received} of {remote.size} bytes"
-            if received < remote.size else
-            f"server sent {received} bytes, its listing said {remote.size}",
-        )
+        raise TransferError(f"transfer incomplete: got {received} of {remote.size} bytes "
+                            "(the server ended the transfer early)")
     return written
 
 
@@ -557,6 +676,7 @@ def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bo
     ensure_private_dir(folder)
     decrypt = source.decrypt and looks_like_pgp(local, remote.name)
     name = plaintext_name(remote.name) if decrypt else remote.name
+    contained_path(folder, name)
     signer: str | None = None
     with private_temp(folder, f"{remote.name}\0{job.file_id}") as temp:
         remove_quietly(temp)
@@ -565,12 +685,13 @@ def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bo
                 gpg = context.decryptor.get()
                 decrypted = gpg.decrypt(local, temp, require_signer=source.require_signature)
                 signer = decrypted.signer_fingerprint
-                sha256 = _finish_plaintext(temp)
+                sha256 = decrypted.sha256 or _finish_plaintext(temp)
             else:
                 sha256 = _copy_private(local, temp)
             final = place_file(temp, folder, name, sha256)
         except OSError as exc:
             raise storage_error(exc, folder / name) from None
+    crash_point("after-rename")
     size = final.stat().st_size
     context.ledger.record_archived(job.file_id, context.run_id, final, size, sha256,
                                    decrypted=decrypt, signer=signer)
@@ -592,8 +713,7 @@ def _finish_plaintext(temp: Path) -> str:
 
 def _copy_private(source_path: Path, temp: Path) -> str:
     digest = hashlib.sha256()
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o600)
+    descriptor = open_private_new(temp)
     with os.fdopen(descriptor, "wb") as out, source_path.open("rb") as src:
         while chunk := src.read(HASH_CHUNK):
             digest.update(chunk)

@@ -8,18 +8,26 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import signal
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from reportsync.errors import StorageError, UnsafeNameError
+from reportsync.errors import ConfigError, StorageError, UnsafeNameError
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 MAX_NAME_BYTES = 255
 HASH_CHUNK = 1024 * 1024
 IS_POSIX = os.name == "posix"
+TEMP_PREFIX = ".rs-"
+# Never follow a symbolic link planted where reportsync creates a file (POSIX; Windows has no
+# such flag, and creating symlinks there needs a privilege).
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+O_BINARY = getattr(os, "O_BINARY", 0)
+CRASH_ENV = "REPORTSYNC_TEST_CRASH_AT"
+"""Test-only fault injector: the process SIGKILLs itself at the named point (see crash_point)."""
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -63,6 +71,50 @@ def remove_quietly(path: Path) -> None:
         pass  # best effort: the caller is already handling a failure
 
 
+def mode_bits_apply() -> bool:
+    """Whether file permissions are POSIX mode bits (on Windows they are ACLs: not checked)."""
+    return IS_POSIX
+
+
+def too_open(path: Path) -> int | None:
+    """The permission bits of ``path`` if group or others have any access to it, else None.
+
+    OpenSSH's rule for private keys (mode & 077); None where mode bits do not apply.
+    """
+    if not mode_bits_apply():
+        return None
+    mode = stat.S_IMODE(path.stat().st_mode)
+    return mode if mode & 0o077 else None
+
+
+def require_private_file(path: Path, config_key: str, what: str) -> None:
+    """Refuse a secret-bearing file that group or others can access, in OpenSSH's words.
+
+    ``what`` says what the file holds ("private key", "password"). A missing or unreadable file
+    is left to the caller, which reports it with its own message.
+    """
+    try:
+        mode = too_open(path)
+    except OSError:
+        return
+    if mode is None:
+        return
+    raise ConfigError(
+        [f"{config_key}: Permissions {mode:04o} for '{path}' are too open. It is required that "
+         f"your {what} files are NOT accessible by others. This {what} file will be ignored."],
+        path=str(path),
+        remedy=f"chmod 600 {path}",
+    )
+
+
+def crash_point(name: str) -> None:
+    """TEST-ONLY fault injector: SIGKILL this process at the point ``name`` when the environment
+    variable REPORTSYNC_TEST_CRASH_AT names it. The tests use it to prove that a run killed at
+    that exact moment is reconciled by the next one; unset (always, in real use) it does nothing."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
 def check_remote_name(name: str) -> None:
     """Refuse a server-supplied name that could escape the folder or confuse a terminal."""
     problem = None
@@ -82,6 +134,77 @@ def check_remote_name(name: str) -> None:
         problem = "contains ':' (a Windows stream separator)"
     if problem:
         raise UnsafeNameError(f"refused remote file name {printable(name)}: it {problem}")
+
+
+def contained_path(folder: Path, name: str) -> Path:
+    """``folder / name``, after proving that it names an entry directly inside ``folder``.
+
+    The last line of defence against a server-supplied name: the name is checked again, then the
+    joined path is normalised (every ``..``, separator and platform quirk applied) and must still
+    be a direct child of the folder, under exactly this name.
+    """
+    check_remote_name(name)
+    base = os.path.abspath(folder)
+    joined = os.path.normpath(os.path.join(base, name))
+    if os.path.dirname(joined) != base or os.path.basename(joined) != name:
+        raise UnsafeNameError(f"refused remote file name {printable(name)}: it resolves to "
+                              f"{printable(joined)}, outside {base}")
+    return folder / name
+
+
+def regular_file_info(path: Path) -> os.stat_result | None:
+    """``lstat`` of ``path`` if it is a regular file (not a symlink, folder or device), else None."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def open_private_new(path: Path) -> int:
+    """Create ``path`` (mode 0600) for writing; fails if anything, even a dangling symlink, is
+    already there, so a planted link is never written through."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_BINARY,
+                   PRIVATE_FILE_MODE)
+
+
+def open_private_resumable(path: Path) -> int:
+    """Open ``path`` for writing without truncating it (a resumable download), creating it 0600.
+
+    Anything there that is not a regular file (a planted symlink, a folder) is removed first;
+    the open itself refuses to follow a link that appears in between.
+    """
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
+        path.unlink()  # removes a link itself, never its target
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | O_NOFOLLOW | O_BINARY, PRIVATE_FILE_MODE)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return descriptor
+
+
+def remove_stale_temps(folder: Path, kind: str, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Delete reportsync's own hidden temp files (``.rs-*.<kind>``) in ``folder`` except ``keep``:
+    left by a run that was killed. Only called under the run lock. Returns the names removed."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if name.startswith(TEMP_PREFIX) and name.endswith(f".{kind}") and name not in keep:
+            if entry.is_dir(follow_symlinks=False):
+                continue
+            remove_quietly(Path(entry.path))
+            removed.append(name)
+    return removed
 
 
 def printable(name: str) -> str:
@@ -129,12 +252,14 @@ def place_file(temp: Path, folder: Path, name: str, sha256: str) -> Path:
     if it holds other bytes, the new file gets the first free ``.vN`` name. Returns the final path.
     """
     number = 1
-    candidate = folder / name
-    while candidate.exists():
-        if candidate.is_file() and sha256_file(candidate) == sha256:
+    candidate = contained_path(folder, name)
+    while os.path.lexists(candidate):
+        # only a regular file with the same bytes is replaced; a symlink (wherever it points),
+        # a folder or anything else counts as taken and is never read or written through
+        if regular_file_info(candidate) is not None and sha256_file(candidate) == sha256:
             break
         number += 1
-        candidate = folder / versioned_name(name, number)
+        candidate = contained_path(folder, versioned_name(name, number))
     try:
         os.replace(temp, candidate)
         fsync_dir(folder)
@@ -160,7 +285,7 @@ def temp_name(key: str, kind: str) -> str:
     """A hidden, fixed-length name derived from ``key``: fits any file system's name limit, and
     the same key always gives the same name (which is what lets a download resume)."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
-    return f".rs-{digest}.{kind}"
+    return f"{TEMP_PREFIX}{digest}.{kind}"
 
 
 def make_private(path: Path) -> None:

@@ -45,6 +45,9 @@ class Transport(abc.ABC):
     """A logged-in connection to one source's remote folder."""
 
     source_name: str
+    stat_mtime_matches_listing: bool = False
+    """Whether ``stat``'s mtime is on the same clock as ``list_files``' (SFTP: one attribute;
+    FTP: MDTM against MLSD/LIST, which some servers report in different time zones)."""
 
     @abc.abstractmethod
     def list_files(self) -> list[RemoteFile]:
@@ -64,6 +67,12 @@ class Transport(abc.ABC):
         ``destination`` is already positioned at ``offset``. A connection lost part-way raises
         ``NetworkError`` after some bytes may have been written: the caller keeps them for a resume.
         """
+
+    def stat(self, name: str) -> RemoteFile | None:
+        """The file's current size and mtime, asked of the server now (not from the listing), or
+        None if this server cannot say. Fetch compares it with the listing before and after a
+        download, so a file that changes meanwhile is never archived as a mix of versions."""
+        return None
 
     @abc.abstractmethod
     def delete(self, name: str) -> None:

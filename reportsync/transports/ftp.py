@@ -40,6 +40,7 @@ from reportsync.errors import (
     StorageError,
     TlsError,
 )
+from reportsync.fsutil import require_private_file
 from reportsync.transports.base import ByteSink, ProgressCallback, RemoteFile, Transport
 
 log = logging.getLogger(__name__)
@@ -184,8 +185,8 @@ def parse_list(lines: Iterable[str], now: float | None = None) -> list[ListEntry
         entry = parse_list_line(text, now)
         if entry is None:
             return None
-        if entry.name in (".", ".."):
-            continue
+        if entry.name in (".", "..") and entry.kind == "dir":
+            continue  # a *file* named "." or ".." is a lie: kept, so fetch refuses and reports it
         entries.append(entry)
     return entries
 
@@ -207,8 +208,8 @@ def parse_mlsd_line(line: str) -> ListEntry | None:
     """An MLSD line (``type=file;size=12;modify=20261102120000; name``), or None."""
     text = line.rstrip("\r\n")
     facts_text, separator, name = text.partition(" ")
-    if not separator or not name:
-        return None
+    if not separator:
+        return None  # an empty name is kept: fetch refuses it and says so
     facts: dict[str, str] = {}
     for fact in facts_text.split(";"):
         key, equals, value = fact.partition("=")
@@ -369,6 +370,17 @@ def _reply_code(exc: BaseException) -> str:
     return str(exc)[:3]
 
 
+def _sendable(name: str) -> bool:
+    """Whether ``name`` can go into an FTP command: a CR, LF or NUL would end the command early
+    and smuggle the rest in as another one (ftplib raises ValueError for CR/LF)."""
+    return not any(char in name for char in "\r\n\0")
+
+
+def _unsendable(name: str, action: str) -> RemoteError:
+    return RemoteError(f"{action}: the name {name!r} holds a line break or NUL character and "
+                       "cannot be sent in an FTP command")
+
+
 def _data_channel_remedy(source: SourceConfig) -> str:
     return (
         "The control connection works but the data connection did not: keep passive mode on "
@@ -380,6 +392,8 @@ def _data_channel_remedy(source: SourceConfig) -> str:
 
 class FtpTransport(Transport):
     """A logged-in FTP/FTPS session positioned at the source's ``remote_dir``."""
+
+    stat_mtime_matches_listing = False
 
     def __init__(self, source: SourceConfig) -> None:
         self.source = source
@@ -400,6 +414,9 @@ class FtpTransport(Transport):
         source = self.source
         if self._password is None:
             try:
+                if source.password.file is not None:
+                    require_private_file(source.password.file,
+                                         f"sources.{source.name}.password_file", "password")
                 self._password = source.password.resolve()
             except ReportsyncError as exc:
                 raise exc.with_context(source=source.name) from None
@@ -407,6 +424,16 @@ class FtpTransport(Transport):
                 raise ConfigError(
                     [f"sources.{source.name}.password_env: {source.protocol} needs a password "
                      "(password_env or password_file)"],
+                ).with_context(source=source.name)
+            if any(char in self._password.reveal() for char in "\r\n\0"):
+                # FTP is line-based: a line break in the password would end the PASS command and
+                # send the rest to the server as a command of its own.
+                self._password = None
+                raise ConfigError(
+                    [f"sources.{source.name}.password: the password contains a line break or "
+                     "NUL character, which FTP cannot send"],
+                    remedy="Check the variable or file the password comes from (a file may end "
+                    "with one newline, which is ignored).",
                 ).with_context(source=source.name)
         try:
             context = ssl.create_default_context(
@@ -698,8 +725,13 @@ class FtpTransport(Transport):
             raise
         result: list[RemoteFile] = []
         for raw in names:
-            name = raw.rsplit("/", 1)[-1]
+            # Names are taken as the server sends them (only a leading "./" is dropped): a name
+            # with a path in it is refused by fetch and reported, never silently shortened.
+            name = raw[2:] if raw.startswith("./") else raw
             if name in ("", ".", ".."):
+                continue
+            if not _sendable(name):  # cannot be asked about: listed so fetch refuses it by name
+                result.append(RemoteFile(name=name, size=0, mtime=0.0))
                 continue
             size = self._size(name)
             if size is None:  # SIZE fails on folders
@@ -738,6 +770,8 @@ class FtpTransport(Transport):
         return result
 
     def _size(self, name: str) -> int | None:
+        if not _sendable(name):
+            return None
         try:
             with self._session(f"SIZE of {name!r}", name) as client:
                 reply = client.sendcmd(f"SIZE {name}")
@@ -748,6 +782,8 @@ class FtpTransport(Transport):
         return int(reply[3:].strip())
 
     def _mdtm(self, name: str) -> float | None:
+        if not _sendable(name):
+            return None
         try:
             with self._session(f"MDTM of {name!r}", name) as client:
                 reply = client.sendcmd(f"MDTM {name}")
@@ -756,6 +792,13 @@ class FtpTransport(Transport):
         if reply[:3] != "213":
             return None
         return parse_ftp_time(reply[3:])
+
+    def stat(self, name: str) -> RemoteFile | None:
+        size = self._size(name)
+        if size is None:
+            return None
+        mtime = self._mdtm(name)
+        return RemoteFile(name=name, size=size, mtime=mtime if mtime is not None else 0.0)
 
     def download(
         self,
@@ -777,11 +820,15 @@ class FtpTransport(Transport):
             if progress is not None:
                 progress(len(chunk))
 
+        if not _sendable(name):
+            raise _unsendable(name, "downloading").with_context(source=self.source_name, path=name)
         with self._session(f"downloading {name!r}", name) as client:
             self._retrieve(client, f"RETR {name}", sink, rest=offset or None)
         return written
 
     def delete(self, name: str) -> None:
+        if not _sendable(name):
+            raise _unsendable(name, "deleting").with_context(source=self.source_name, path=name)
         with self._session(f"deleting {name!r}", name) as client:
             client.delete(name)
         log.debug("source %s: deleted %s on the server", self.source_name, name)

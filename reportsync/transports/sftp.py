@@ -38,6 +38,7 @@ from reportsync.errors import (
     ReportsyncError,
     StorageError,
 )
+from reportsync.fsutil import require_private_file
 from reportsync.transports.base import ByteSink, ProgressCallback, RemoteFile, Transport
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,41 @@ def host_key_name(host: str, port: int) -> str:
 @dataclass(frozen=True)
 class KnownHostKey:
     key: paramiko.PKey
-    marker: str  # "" or "@revoked"
+    marker: str  # "", "@revoked" or "@cert-authority"
     lineno: int
+
+
+REVOKED = "@revoked"
+CERT_AUTHORITY = "@cert-authority"
+MIN_PARAMIKO = (3, 4)  # strict key exchange (the Terrapin fix, CVE-2023-48795)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split(".")[:3]:
+        digits = re.match(r"\d+", piece)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)
+
+
+def require_strict_kex_support(version: str | None = None) -> None:
+    """Refuse to open an SFTP connection with a paramiko that cannot do strict key exchange.
+
+    paramiko before 3.4 is open to the Terrapin prefix-truncation attack; pyproject.toml pins
+    ``paramiko>=3.4``, and this catches an environment that installed around it.
+    """
+    installed = version if version is not None else getattr(paramiko, "__version__", "0")
+    supported = _version_tuple(installed) >= MIN_PARAMIKO and hasattr(
+        paramiko.Transport, "_enforce_strict_kex")
+    if not supported:
+        wanted = ".".join(map(str, MIN_PARAMIKO))
+        raise ConfigError(
+            [f"paramiko {installed} is too old: SFTP needs paramiko >= {wanted} for strict key "
+             "exchange (the fix for the Terrapin attack, CVE-2023-48795)"],
+            remedy=f"Upgrade it: pip install --upgrade 'paramiko>={wanted}'.",
+        )
 
 
 def _host_matches(patterns: str, names: tuple[str, ...]) -> bool:
@@ -119,7 +153,8 @@ def _wildcard(pattern: str) -> re.Pattern[str]:
 
 
 def load_known_hosts(path: Path, names: tuple[str, ...]) -> list[KnownHostKey]:
-    """The keys ``path`` records for any of ``names`` (``@cert-authority`` lines are skipped)."""
+    """The keys ``path`` records for any of ``names``, with their markers (``@revoked``,
+    ``@cert-authority``); ``verify_host_key`` decides what each means."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -138,15 +173,16 @@ def load_known_hosts(path: Path, names: tuple[str, ...]) -> list[KnownHostKey]:
             marker = fields.pop(0)
         if len(fields) < 3 or not _host_matches(fields[0], names):
             continue
-        if marker not in ("", "@revoked"):
-            log.debug("known_hosts %s:%d: %s entries are not supported, skipped", path, lineno,
-                      marker)
+        if marker not in ("", REVOKED, CERT_AUTHORITY):
+            log.warning("known_hosts %s:%d: unknown marker %s: the line is not used", path,
+                        lineno, marker)
             continue
         try:
             key = paramiko.PKey.from_type_string(fields[1], base64.b64decode(fields[2]))
         except (binascii.Error, ValueError, paramiko.SSHException, UnknownKeyType) as exc:
-            log.debug("known_hosts %s:%d: unusable %s key skipped (%s)", path, lineno, fields[1],
-                      exc)
+            # a marker line that cannot be read is said out loud: it was meant to restrict
+            (log.warning if marker else log.debug)(
+                "known_hosts %s:%d: unusable %s key skipped (%s)", path, lineno, fields[1], exc)
             continue
         found.append(KnownHostKey(key=key, marker=marker, lineno=lineno))
     return found
@@ -181,20 +217,44 @@ def verify_host_key(source: SourceConfig, offered: paramiko.PKey,
                     "provider replaced its key.")
 
     for entry in known:
-        if entry.marker == "@revoked" and entry.key.asbytes() == offered_blob:
+        if entry.marker == REVOKED and entry.key.asbytes() == offered_blob:
             raise HostKeyError(
                 f"the host key of {name} ({key_type} {offered_fp}) is marked @revoked in "
                 f"{source.known_hosts} line {entry.lineno}: refusing to connect. {interception}",
                 remedy="Ask the provider for its current host key fingerprint before connecting.",
             )
     recorded = [entry for entry in known if not entry.marker]
+    authorities = [entry for entry in known if entry.marker == CERT_AUTHORITY]
+    unused_ca = (f"; {source.known_hosts} line(s) "
+                 f"{', '.join(str(entry.lineno) for entry in authorities)} (@cert-authority) "
+                 "were not used: reportsync does not validate host certificates")
     if any(entry.key.asbytes() == offered_blob for entry in recorded):
         log.debug("host key %s %s matches %s", key_type, offered_fp, source.known_hosts)
+        if authorities:
+            log.warning("source %s: host key accepted by its own known_hosts line%s",
+                        source.name, unused_ca)
         return
     pin = source.host_key_fingerprint
     if pin and pin.rstrip("=") == offered_fp:
         log.debug("host key %s %s matches host_key_fingerprint", key_type, offered_fp)
+        if authorities:
+            log.warning("source %s: host key accepted by host_key_fingerprint%s", source.name,
+                        unused_ca)
         return
+    if authorities:
+        # A host certificate would need its type, validity window, principals and CA signature
+        # checked; paramiko offers none of that, so the trust the line expresses cannot be
+        # honoured: refused loudly rather than skipped.
+        raise HostKeyError(
+            f"the host key of {name} ({key_type} {offered_fp}) is not recorded in "
+            f"{source.known_hosts}, which trusts it only through a @cert-authority line "
+            f"(line {', '.join(str(entry.lineno) for entry in authorities)}): reportsync does "
+            "not validate SSH host certificates, so it refuses to connect rather than skip "
+            "that line. No credential was sent.",
+            remedy=f"Confirm the host key fingerprint with the provider, then add the plain key "
+            f"line for {name} to {source.known_hosts} or set host_key_fingerprint = "
+            f"\"{offered_fp}\".",
+        )
 
     if recorded:
         same_type = [entry for entry in recorded if entry.key.get_name() == key_type]
@@ -226,6 +286,21 @@ def verify_host_key(source: SourceConfig, offered: paramiko.PKey,
 
 
 # --- credentials ------------------------------------------------------------------------------
+
+
+def check_secret_files(source: SourceConfig) -> None:
+    """Refuse, as OpenSSH does, a private key (or a file holding its passphrase or the password)
+    that group or others can access: paramiko itself never checks."""
+    checks = [(source.key_file, f"sources.{source.name}.key_file", "private key"),
+              (source.key_passphrase.file, f"sources.{source.name}.key_passphrase_file",
+               "passphrase"),
+              (source.password.file, f"sources.{source.name}.password_file", "password")]
+    for path, config_key, what in checks:
+        if path is not None:
+            try:
+                require_private_file(path, config_key, what)
+            except ReportsyncError as error:
+                raise error.with_context(source=source.name) from None
 
 
 def _key_problem(source: SourceConfig, path: Path, text: str, remedy: str) -> ConfigError:
@@ -351,6 +426,8 @@ def _certificate_summary(path: Path) -> str:
 class SftpTransport(Transport):
     """A logged-in SFTP session positioned at the source's ``remote_dir``."""
 
+    stat_mtime_matches_listing = True
+
     def __init__(self, source: SourceConfig, transport: paramiko.Transport,
                  sftp: paramiko.SFTPClient) -> None:
         self.source = source
@@ -364,6 +441,8 @@ class SftpTransport(Transport):
     def connect(cls, source: SourceConfig) -> SftpTransport:
         # Local problems first: nothing touches the network with a config that cannot work.
         try:
+            require_strict_kex_support()
+            check_secret_files(source)
             key = load_private_key(source) if source.key_file is not None else None
             password = source.password.resolve()
             known: list[KnownHostKey] = []
@@ -384,6 +463,9 @@ class SftpTransport(Transport):
             transport.channel_timeout = source.timeout
             _prefer_host_key_types(transport, known)
             _handshake(source, transport, greeting)
+            log.debug("source %s: strict key exchange %s", source.name,
+                      "agreed" if getattr(transport, "agreed_on_strict_kex", False)
+                      else "not offered by the server")
             verify_host_key(source, transport.get_remote_server_key(), known)
             _authenticate(source, transport, key, password.reveal() if password else None)
             sftp = _open_sftp_session(source, transport)
@@ -442,6 +524,16 @@ class SftpTransport(Transport):
         log.debug("source %s: %d files in %s", self.source_name, len(files),
                   self.source.remote_dir)
         return files
+
+    def stat(self, name: str) -> RemoteFile | None:
+        try:
+            attrs = self._sftp.stat(name)
+        except Exception as exc:
+            raise self._error(exc, f"cannot look at {name!r}", path=name) from None
+        if attrs.st_size is None:
+            return None
+        mtime = float(attrs.st_mtime) if attrs.st_mtime is not None else 0.0
+        return RemoteFile(name=name, size=int(attrs.st_size), mtime=mtime)
 
     def download(
         self,
