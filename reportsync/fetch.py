@@ -150,10 +150,16 @@ class SourceResult:
         return sum(outcome.transferred for outcome in self.files)
 
     @property
+    def refused_deletions(self) -> list[DeletionOutcome]:
+        """Deletions the safety check stopped: an archived report is missing or altered."""
+        return [outcome for outcome in self.deletions
+                if not outcome.done and outcome.detail != "already gone"]
+
+    @property
     def exit_code(self) -> ExitCode:
         if self.error is not None:
             return self.error.exit_code
-        return ExitCode.PARTIAL if self.failed else ExitCode.OK
+        return ExitCode.PARTIAL if self.failed or self.refused_deletions else ExitCode.OK
 
 
 @dataclass
@@ -238,11 +244,14 @@ def _fetch_source(
                 work = [_FileJob(remote, ids[(remote.name, remote.size, int(remote.mtime))],
                                  records.get((remote.name, remote.size, int(remote.mtime))))
                         for remote in candidates]
+                if options.decrypt:
+                    work += _unlisted_retries(ledger, source, candidates, records)
                 context = _RunContext(source, ledger, run_id, decryptor, options, reporter, retry)
                 outcomes, source_error = _process_all(context, work, transport)
                 result.files.extend(outcomes)
                 result.error = source_error
-            _apply_retention(result, source, config, ledger, run_id, listing, options)
+            _apply_retention(result, source, config, ledger, run_id, listing, candidates,
+                             options)
     except ReportsyncError as error:
         result.error = error.with_context(source=source.name)
     except OSError as exc:  # a local write outside the per-file steps
@@ -251,6 +260,25 @@ def _fetch_source(
         if outcome.error is not None:
             outcome.error.with_context(source=source.name, path=outcome.name)
     return result
+
+
+def _unlisted_retries(ledger: Ledger, source: SourceConfig, candidates: list[RemoteFile],
+                      records: dict[tuple[str, int, int], FileRecord]) -> list[_FileJob]:
+    """Files that failed to decrypt and are gone from the server: their kept encrypted copy is
+    tried again (a key imported since may open it), without a transfer."""
+    listed = {(remote.name, remote.size, int(remote.mtime)) for remote in candidates}
+    jobs = []
+    for version in ledger.versions(source.name):
+        key = (version.name, version.size, version.mtime)
+        record = records.get(key)
+        if (key in listed or version.archived or not version.failing or record is None
+                or not version.has_local_copy or record.download_path is None):
+            continue
+        if _local_copy_matches(Path(record.download_path),
+                               RemoteFile(version.name, version.size, float(version.mtime))):
+            jobs.append(_FileJob(RemoteFile(version.name, version.size, float(version.mtime)),
+                                 version.file_id, record))
+    return jobs
 
 
 def _select(source: SourceConfig, listing: list[RemoteFile]) -> tuple[list[RemoteFile],
@@ -734,6 +762,7 @@ def _apply_retention(
     ledger: Ledger,
     run_id: int | None,
     listing: list[RemoteFile],
+    candidates: list[RemoteFile],
     options: FetchOptions,
 ) -> None:
     """Warn about at-risk, lost and stale; delete what the policy allows (never in a dry run)."""
@@ -745,7 +774,7 @@ def _apply_retention(
                                   size=remote.size, mtime=int(remote.mtime), gone_at=None,
                                   lost_acked_at=None, download_path=None, download_sha256=None,
                                   output_path=None, output_sha256=None, deleted=frozenset())
-                     for remote in listing
+                     for remote in candidates
                      if (remote.name, remote.size, int(remote.mtime)) not in known]
     retention_plan = retention.plan(source, config.retention, versions, listing, now)
     result.notices = retention_plan.notices

@@ -65,7 +65,9 @@ def fetch_text(result: FetchResult) -> Rendered:
             )
         for notice in source.lost:
             rendered.stderr.append(notice_line(notice))
-        rendered.stdout.extend(deletion_lines(source.deletions))
+        rendered.stdout.extend(deletion_lines([o for o in source.deletions if o.done]))
+        rendered.stderr.extend(f"warning: source {source.name!r}:{line}"
+                               for line in deletion_lines(source.refused_deletions))
         if source.held_back:
             rendered.stderr.append(held_back_line(source.name, source.held_back))
         if source.stale_days is not None:

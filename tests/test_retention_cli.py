@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,43 @@ def test_stale_feed_is_warned_by_fetch_and_status(ws: Workspace) -> None:
     assert code == 1 and status["sources"][0]["stale"]
     ws.write_config(expect_every_days=7)
     assert cli(ws, "status")[0] == 0
+
+
+def test_a_failed_file_gone_from_the_server_is_retried_from_its_kept_copy(
+    ws: Workspace, other_pgp_identity: PgpIdentity
+) -> None:
+    ws.put("theirs.xml.pgp", other_pgp_identity.encrypt(b"<recovered/>"), age_days=20)
+    assert cli(ws, "fetch")[0] == 1
+    (ws.server.remote_root / "theirs.xml.pgp").unlink()  # purged before anyone fixed the key
+    secret = subprocess.run(["gpg", "--homedir", str(other_pgp_identity.home), "--batch",
+                             "--export-secret-keys", other_pgp_identity.fingerprint],
+                            capture_output=True, check=True).stdout
+    subprocess.run(["gpg", "--homedir", str(ws.identity.home), "--batch", "--import"],
+                   input=secret, capture_output=True, check=True)
+    code, result, stderr = cli(ws, "fetch")
+    assert code == 0, stderr
+    assert ws.outputs() == {"theirs.xml": b"<recovered/>"}
+    assert result["sources"][0]["bytes_transferred"] == 0
+    assert cli(ws, "status")[0] == 0
+
+
+def test_a_deletion_refused_by_the_safety_check_is_a_warning_and_exit_1(ws: Workspace) -> None:
+    ws.put_report("old.xml.pgp", b"<old/>", age_days=120)
+    keep = ws.config_path.read_text().replace("[settings]",
+                                              '[retention]\nlocal_encrypted = "keep"\n\n[settings]')
+    ws.config_path.write_text(keep)
+    assert cli(ws, "fetch")[0] == 0
+    (ws.output_dir / "old.xml").write_bytes(b"<altered/>")
+    ws.write_config()  # local_encrypted = "expire" again
+    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    assert quiet.exit_code == 1 and quiet.stdout == ""
+    assert "no longer matches the ledger's hash" in quiet.stderr
+    assert (ws.download_dir / "old.xml.pgp").exists(), "the only good copy is kept"
+
+
+def test_dry_run_warns_only_about_files_it_would_fetch(ws: Workspace) -> None:
+    ws.put("old-unmatched.txt", b"not a report", age_days=95)
+    ws.put_report("old.xml.pgp", b"<old/>", age_days=95)
+    dry = run_cli("--config", str(ws.config_path), "fetch", "--dry-run")
+    assert dry.exit_code == 0
+    assert "old.xml.pgp" in dry.stderr and "old-unmatched.txt" not in dry.stderr
