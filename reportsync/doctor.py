@@ -989,7 +989,10 @@ class _SourceChecks:
             except (ReportsyncError, sqlite3.Error) as exc:
                 return _Step(WARN, f"cannot read the ledger to tell which files are fetched: {exc}",
                              "See the ledger check above.")
-            fetched = {key for key, record in records.items() if record.archived}
+            # archived, or downloaded with its encrypted copy kept: the purge cannot take it
+            # (a file whose copy keeps failing to decrypt shows up in `reportsync status`)
+            fetched = {key for key, record in records.items() if record.archived or (
+                record.download_path is not None and Path(record.download_path).is_file())}
         unfetched = [remote for remote in self.candidates
                      if (remote.name, remote.size, int(remote.mtime)) not in fetched]
         at_risk = sorted((remote for remote in unfetched

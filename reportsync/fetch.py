@@ -264,14 +264,14 @@ def _fetch_source(
 
 def _unlisted_retries(ledger: Ledger, source: SourceConfig, candidates: list[RemoteFile],
                       records: dict[tuple[str, int, int], FileRecord]) -> list[_FileJob]:
-    """Files that failed to decrypt and are gone from the server: their kept encrypted copy is
-    tried again (a key imported since may open it), without a transfer."""
+    """Files downloaded but not archived (failed to decrypt, or fetched with --no-decrypt) that
+    are gone from the server: their kept encrypted copy is archived now, without a transfer."""
     listed = {(remote.name, remote.size, int(remote.mtime)) for remote in candidates}
     jobs = []
     for version in ledger.versions(source.name):
         key = (version.name, version.size, version.mtime)
         record = records.get(key)
-        if (key in listed or version.archived or not version.failing or record is None
+        if (key in listed or version.archived or record is None
                 or not version.has_local_copy or record.download_path is None):
             continue
         if _local_copy_matches(Path(record.download_path),

@@ -433,15 +433,17 @@ class Ledger:
 
     def acknowledge_lost(self, source: str, name: str) -> int:
         """Mark every version of ``name`` acknowledged as lost, and close its open failures (a
-        person has dealt with it); returns how many versions were marked."""
+        person has dealt with it); returns how many versions the ledger knows by that name."""
         now = time.time()
         with self._transaction() as db:
-            cursor = db.execute(
+            known = db.execute("SELECT COUNT(*) FROM remote_files WHERE source = ? AND name = ?",
+                               (source, name)).fetchone()[0]
+            db.execute(
                 "UPDATE remote_files SET lost_acked_at = ? WHERE source = ? AND name = ? "
                 "AND lost_acked_at IS NULL", (now, source, name))
             db.execute("UPDATE failures SET resolved_at = ? WHERE source = ? AND name = ? "
                        "AND resolved_at IS NULL", (now, source, name))
-            return int(cursor.rowcount)
+            return int(known)  # acknowledging again is harmless, not an error
 
     def archived_count(self, source: str) -> int:
         row = self._db.execute(

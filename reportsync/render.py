@@ -90,6 +90,8 @@ def _source_summary(source: SourceResult, dry_run: bool) -> str:
     parts.append(f"{source.count('skipped')} already archived")
     if source.failed:
         parts.append(f"{len(source.failed)} failed")
+    if source.count("pending"):
+        parts.append(f"{source.count('pending')} left for the next run")
     transferred = f", {human_bytes(source.bytes_transferred)} transferred"
     return f"{source.name}: {', '.join(parts)}{transferred}"
 
@@ -123,7 +125,8 @@ def fetch_json(result: FetchResult) -> dict[str, Any]:
                 "listed": source.listed,
                 "matched": source.matched,
                 "counts": {action: source.count(action) for action in
-                           ("archived", "downloaded", "skipped", "would-fetch", "failed", "refused")},
+                           ("archived", "downloaded", "skipped", "would-fetch", "failed", "refused",
+                            "pending")},
                 "bytes_transferred": source.bytes_transferred,
                 "error": source.error.to_dict() if source.error else None,
                 "at_risk": [{"name": risk.name, "days_left": risk.days_left}
@@ -385,7 +388,8 @@ def _when(timestamp: object) -> str:
 def status_text(report: StatusReport) -> Rendered:
     rendered = Rendered()
     if report.acknowledged:
-        rendered.stdout.append(f"acknowledged {report.acknowledged} lost file version(s)")
+        rendered.stdout.append(f"acknowledged {report.acknowledged} file version(s): no longer "
+                               "reported as lost or failing")
     for source in report.sources:
         run = source.last_run
         last = ("no fetch recorded yet" if run is None else

@@ -89,6 +89,8 @@ def test_at_risk_and_lost_are_announced_even_under_quiet_and_status_tracks_them(
     assert acked["acknowledged"] == 1 and acked["sources"][0]["lost"] == []
     assert {f["name"] for f in acked["sources"][0]["failures"]} == {"risky.xml.pgp"}, \
         "acknowledging closes the lost file's failures too"
+    code, again, _ = cli(ws, "status", "--ack", "lost.xml.pgp")
+    assert code != 2 and again["acknowledged"] == 1, "acknowledging twice is harmless"
     code, _, stderr = cli(ws, "status", "--ack", "no-such-file.pgp")
     assert code == 2 and "no file named" in stderr
 
@@ -226,3 +228,13 @@ def test_dry_run_warns_only_about_files_it_would_fetch(ws: Workspace) -> None:
     dry = run_cli("--config", str(ws.config_path), "fetch", "--dry-run")
     assert dry.exit_code == 0
     assert "old.xml.pgp" in dry.stderr and "old-unmatched.txt" not in dry.stderr
+
+
+def test_a_no_decrypt_download_gone_from_the_server_is_still_archived(ws: Workspace) -> None:
+    ws.put_report("r.xml.pgp", b"<r/>", age_days=30)
+    assert run_cli("--config", str(ws.config_path), "fetch", "--no-decrypt").exit_code == 0
+    (ws.server.remote_root / "r.xml.pgp").unlink()
+    code, result, stderr = cli(ws, "fetch")
+    assert code == 0, stderr
+    assert ws.outputs() == {"r.xml": b"<r/>"}
+    assert result["sources"][0]["counts"]["archived"] == 1
