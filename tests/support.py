@@ -104,3 +104,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
 
 def files_in(folder: Path) -> Iterator[Path]:
     return (path for path in sorted(folder.iterdir()) if path.is_file())
+
+
+def random_plain(size: int) -> bytes:
+    """Random content that cannot pass for a PGP message: fetch judges files by their first bytes
+    too, and about 4 % of purely random files start with an OpenPGP packet header."""
+    return b"<" + os.urandom(size - 1)

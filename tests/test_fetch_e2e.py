@@ -22,7 +22,7 @@ import pytest
 from reportsync.lock import RunLock
 from tests.servers import LocalServer, free_port
 from tests.servers.proxy import FaultPlan, FaultProxy
-from tests.support import REPO_ROOT, CliResult, PgpIdentity, run_cli, write_config
+from tests.support import REPO_ROOT, CliResult, PgpIdentity, random_plain, run_cli, write_config
 
 DAY = 86400
 
@@ -208,7 +208,7 @@ def test_bad_files_fail_alone_keep_their_copy_and_are_retried(
 
 def test_truncated_transfer_fails_alone_then_resumes(sftp_workspace: Workspace) -> None:
     ws = sftp_workspace
-    big = os.urandom(3 * 1024 * 1024)
+    big = random_plain(3 * 1024 * 1024)
     ws.put("big.xml", big)
     small = ws.put_report("small.xml.pgp", b"<small/>")
     proxy = FaultProxy(int(ws.server.port), FaultPlan(cut_after=1024 * 1024))
@@ -235,7 +235,7 @@ def test_truncated_transfer_fails_alone_then_resumes(sftp_workspace: Workspace) 
 
 def test_dropped_connection_is_retried_in_the_same_run(sftp_workspace: Workspace) -> None:
     ws = sftp_workspace
-    big = os.urandom(2 * 1024 * 1024)
+    big = random_plain(2 * 1024 * 1024)
     ws.put("big.xml", big)
     proxy = FaultProxy(int(ws.server.port), FaultPlan(cut_after=512 * 1024))
     try:
@@ -320,7 +320,7 @@ def test_concurrent_run_exits_75_at_once_naming_the_holder(sftp_workspace: Works
 @pytest.mark.slow
 def test_killed_mid_download_next_run_completes_without_duplicates(sftp_workspace: Workspace) -> None:
     ws = sftp_workspace
-    payload = os.urandom(4 * 1024 * 1024)
+    payload = random_plain(4 * 1024 * 1024)
     ws.put("large.xml", payload)
     others = {f"r{i}.xml": ws.put_report(f"r{i}.xml.pgp", f"<r{i}/>".encode()) for i in range(3)}
     proxy = FaultProxy(int(ws.server.port), FaultPlan(rate=1024 * 1024))  # ~4 s for large.xml

@@ -21,7 +21,7 @@ from reportsync.errors import StorageError
 from reportsync.fsutil import CRASH_ENV
 from reportsync.pgp import Gpg
 from tests.servers import LocalServer
-from tests.support import REPO_ROOT, PgpIdentity
+from tests.support import REPO_ROOT, PgpIdentity, random_plain
 from tests.test_fetch_e2e import Workspace
 from tests.test_hardening_support import files_by_name, hidden_files, integrity_ok
 
@@ -102,7 +102,7 @@ def tiny_filesystem(folder: Path, size: str = "1m") -> Iterator[Path]:
 def test_disk_full_during_download_is_7_and_nothing_is_half_written(ws: Workspace) -> None:
     # Line of defence: fetch._transfer turns ENOSPC into StorageError (exit 7, the source stops)
     # and deletes the partial .part; the ledger's transactions are untouched.
-    big = os.urandom(3 * 1024 * 1024)
+    big = random_plain(3 * 1024 * 1024)
     ws.put("big.xml", big)
     with tiny_filesystem(ws.root / "small") as small:
         ws.write_config(download_dir=str(small / "encrypted"))

@@ -29,7 +29,7 @@ from reportsync.transports.ftp import FtpTransport
 from reportsync.transports.sftp import SftpTransport, require_strict_kex_support
 from tests.servers import LocalServer
 from tests.servers.hostile_ftpd import Listed, Script
-from tests.support import REPO_ROOT, PgpIdentity
+from tests.support import REPO_ROOT, PgpIdentity, random_plain
 from tests.test_fetch_e2e import Workspace, counts
 from tests.test_hardening_support import files_by_name, hidden_files, hostile_workspace, part_name
 
@@ -127,7 +127,7 @@ def test_symlinks_planted_at_temp_and_target_paths_are_never_followed(
     # open_private_new, regular_file_info) used by fetch._transfer, _adopt_existing, place_file.
     ws = Workspace(tmp_path, pgp_identity, sftp_server)
     ws.write_config()
-    big = os.urandom(200_000)
+    big = random_plain(200_000)
     remote = ws.put("big.xml", big)
     adopted = ws.put("adopt.xml", b"the real report 42")
     target = ws.put("target.xml", b"<target/>")
@@ -380,7 +380,7 @@ def test_a_part_longer_than_the_remote_file_is_discarded_never_appended_to(
     # Line of defence: fetch._part_length discards a .part longer than the listed size.
     ws = Workspace(tmp_path, pgp_identity, sftp_server)
     ws.write_config()
-    data = os.urandom(50_000)
+    data = random_plain(50_000)
     path = ws.put("r.xml", data)
     ws.download_dir.mkdir(parents=True)
     part = ws.download_dir / part_name("r.xml", len(data), path.stat().st_mtime)
@@ -398,7 +398,7 @@ def test_a_server_that_ignores_rest_cannot_make_a_resume_append_past_the_size(
     script = Script(ignore_rest=True)
     ws, server = hostile_workspace(tmp_path, pgp_identity, script)
     try:
-        data = os.urandom(40_000)
+        data = random_plain(40_000)
         path = ws.put("r.xml", data)
         ws.download_dir.mkdir(parents=True)
         part = ws.download_dir / part_name("r.xml", len(data), path.stat().st_mtime)
