@@ -206,6 +206,20 @@ def _prefer_host_key_types(transport: paramiko.Transport, known: list[KnownHostK
         log.debug("host key algorithms preferred: %s", ", ".join(wanted))
 
 
+# AES-GCM is an AEAD cipher: no separate MAC pass, and paramiko's fastest by far (the default
+# aes128-ctr + hmac-sha2-256 pair costs about half the throughput). Servers without it still get
+# paramiko's usual order.
+_FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _prefer_fast_ciphers(transport: paramiko.Transport) -> None:
+    options = transport.get_security_options()
+    available = list(options.ciphers)
+    fast = [name for name in _FAST_CIPHERS if name in available]
+    if fast:
+        options.ciphers = fast + [name for name in available if name not in fast]
+
+
 def verify_host_key(source: SourceConfig, offered: paramiko.PKey,
                     known: list[KnownHostKey]) -> None:
     """Raise HostKeyError unless ``offered`` matches known_hosts or the pinned fingerprint."""
@@ -462,6 +476,7 @@ class SftpTransport(Transport):
             transport.auth_timeout = source.timeout
             transport.channel_timeout = source.timeout
             _prefer_host_key_types(transport, known)
+            _prefer_fast_ciphers(transport)
             _handshake(source, transport, greeting)
             log.debug("source %s: strict key exchange %s", source.name,
                       "agreed" if getattr(transport, "agreed_on_strict_kex", False)
