@@ -246,6 +246,12 @@ def _fetch_source(
                         for remote in candidates]
                 if options.decrypt:
                     work += _unlisted_retries(ledger, source, candidates, records)
+                # what is archived already needs no worker, no connection, no queue
+                result.files.extend(FileOutcome(job.remote.name, job.remote.size,
+                                                int(job.remote.mtime), "skipped",
+                                                output_path=job.record.output_path)
+                                    for job in work if job.record is not None and job.record.archived)
+                work = [job for job in work if job.record is None or not job.record.archived]
                 context = _RunContext(source, ledger, run_id, decryptor, options, reporter, retry)
                 outcomes, source_error = _process_all(context, work, transport)
                 result.files.extend(outcomes)

@@ -105,6 +105,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX source_runs_by_source ON source_runs (source, finished_at);
     ALTER TABLE remote_files ADD COLUMN lost_acked_at REAL;
     """,
+    # 2 → 3: `versions` looks up deletions and failures per file
+    """
+    CREATE INDEX deletions_by_file ON deletions (file_id);
+    CREATE INDEX failures_by_name ON failures (source, name);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -253,32 +258,31 @@ class Ledger:
 
     # --- remote files -------------------------------------------------------------------------
 
-    def see_files(self, source: str, versions: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], int]:
+    def see_files(self, source: str,
+                  versions: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], int]:
         """Record that these (name, size, mtime) versions are listed now; return their ids.
 
         Versions of this source that are no longer listed get ``gone_at`` (purged by the provider
         or deleted by us); a version listed again loses it.
         """
         now = time.time()
-        ids: dict[tuple[str, int, int], int] = {}
+        wanted = set(versions)
         with self._transaction() as db:
-            for name, size, mtime in versions:
-                db.execute(
-                    "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, name, size, mtime) "
-                    "DO UPDATE SET last_seen = excluded.last_seen, gone_at = NULL",
-                    (source, name, size, mtime, now, now),
-                )
-                row = db.execute(
-                    "SELECT id FROM remote_files WHERE source = ? AND name = ? AND size = ? "
-                    "AND mtime = ?", (source, name, size, mtime)).fetchone()
-                ids[(name, size, mtime)] = int(row[0])
-            listed = set(ids.values())
-            for row in db.execute(
-                "SELECT id FROM remote_files WHERE source = ? AND gone_at IS NULL", (source,)
-            ).fetchall():
-                if int(row[0]) not in listed:
-                    db.execute("UPDATE remote_files SET gone_at = ? WHERE id = ?", (now, row[0]))
+            # set-based, not row by row: a run with nothing new must stay cheap at 50,000 files
+            db.executemany(
+                "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, name, size, mtime) "
+                "DO UPDATE SET last_seen = excluded.last_seen, gone_at = NULL",
+                [(source, name, size, mtime, now, now) for name, size, mtime in wanted],
+            )
+            ids = {
+                (row[1], row[2], row[3]): int(row[0])
+                for row in db.execute("SELECT id, name, size, mtime FROM remote_files "
+                                      "WHERE source = ? AND last_seen = ?", (source, now))
+                if (row[1], row[2], row[3]) in wanted
+            }
+            db.execute("UPDATE remote_files SET gone_at = ? WHERE source = ? AND gone_at IS NULL "
+                       "AND last_seen != ?", (now, source, now))
         return ids
 
     def file_records(self, source: str) -> dict[tuple[str, int, int], FileRecord]:

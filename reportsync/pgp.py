@@ -23,9 +23,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
-
-import gnupg
+from typing import IO, TYPE_CHECKING
 
 from reportsync.config import Secret, Settings
 from reportsync.errors import DecryptionError, KeyProblemError
@@ -38,6 +36,9 @@ from reportsync.fsutil import (
     require_private_file,
     storage_error,
 )
+
+if TYPE_CHECKING:
+    import gnupg
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,8 @@ class Gpg:
         child_env = {key: value for key, value in os.environ.items() if key not in hide_env} \
             if hide_env else None
         try:
+            import gnupg  # here, not at the top: `reportsync --help` should not pay for it
+
             self._gpg = gnupg.GPG(gpgbinary=resolved, gnupghome=str(home), env=child_env)
         except (OSError, ValueError) as exc:
             raise KeyProblemError(f"cannot run gpg ({resolved}): {exc}") from None
@@ -353,6 +356,8 @@ class Gpg:
             errors.close()
             source.close()
         stderr = b"".join(collected).decode("utf-8", "replace")
+        import gnupg
+
         result = gnupg.Crypt(self._gpg)
         for line in stderr.splitlines():
             if line.startswith("[GNUPG:] "):
