@@ -578,6 +578,14 @@ class SftpTransport(Transport):
             while expected is None or written < expected:
                 # stopping at the size the server stated saves a last round trip that would only
                 # say "end of file"; fetch checks the byte count against the listing either way
+                if expected is not None and not getattr(remote, "_prefetching", True):
+                    # paramiko ends a prefetch early when this reader drains the responses faster
+                    # than its thread sends requests, and then reads the rest one round trip per
+                    # 32 KiB; start it again from here (it prefetches from the current position)
+                    try:
+                        remote.prefetch(size, max_concurrent_requests=PREFETCH_REQUESTS)
+                    except Exception as exc:
+                        raise self._error(exc, f"cannot read {name!r}", path=name) from None
                 try:
                     data = remote.read(READ_CHUNK)
                 except Exception as exc:
