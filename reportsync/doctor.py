@@ -985,7 +985,7 @@ class _SourceChecks:
         if ledger_path.exists():
             try:
                 with Ledger(ledger_path) as ledger:
-                    records = ledger.file_records(self.source.name)
+                    records = ledger.versions_by_key(self.source.name)
             except (ReportsyncError, sqlite3.Error) as exc:
                 return _Step(WARN, f"cannot read the ledger to tell which files are fetched: {exc}",
                              "See the ledger check above.")

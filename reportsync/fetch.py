@@ -50,7 +50,7 @@ from reportsync.fsutil import (
     storage_error,
     temp_name,
 )
-from reportsync.ledger import FileRecord, Ledger, VersionState
+from reportsync.ledger import Ledger, VersionState
 from reportsync.lock import RunLock
 from reportsync.pgp import Decrypted, Gpg, looks_like_pgp, plaintext_name
 from reportsync.retention import DeletionOutcome, Notice
@@ -232,7 +232,7 @@ def _fetch_source(
                     ledger.record_failure(source.name, outcome.name, None, run_id, "name",
                                           outcome.error.message if outcome.error else "refused")
             if options.dry_run:
-                records = ledger.file_records(source.name)
+                records = ledger.versions_by_key(source.name)
                 result.files.extend(_dry_run_plan(candidates, records))
             else:
                 assert run_id is not None
@@ -240,12 +240,12 @@ def _fetch_source(
                 _remove_leftovers(source, candidates)
                 ids = ledger.see_files(source.name, [(f.name, f.size, int(f.mtime))
                                                      for f in candidates])
-                records = ledger.file_records(source.name)
+                records = ledger.versions_by_key(source.name)
                 work = [_FileJob(remote, ids[(remote.name, remote.size, int(remote.mtime))],
                                  records.get((remote.name, remote.size, int(remote.mtime))))
                         for remote in candidates]
                 if options.decrypt:
-                    work += _unlisted_retries(ledger, source, candidates, records)
+                    work += _unlisted_retries(candidates, records)
                 # what is archived already needs no worker, no connection, no queue
                 result.files.extend(FileOutcome(job.remote.name, job.remote.size,
                                                 int(job.remote.mtime), "skipped",
@@ -268,22 +268,19 @@ def _fetch_source(
     return result
 
 
-def _unlisted_retries(ledger: Ledger, source: SourceConfig, candidates: list[RemoteFile],
-                      records: dict[tuple[str, int, int], FileRecord]) -> list[_FileJob]:
+def _unlisted_retries(candidates: list[RemoteFile],
+                      records: dict[tuple[str, int, int], VersionState]) -> list[_FileJob]:
     """Files downloaded but not archived (failed to decrypt, or fetched with --no-decrypt) that
     are gone from the server: their kept encrypted copy is archived now, without a transfer."""
     listed = {(remote.name, remote.size, int(remote.mtime)) for remote in candidates}
     jobs = []
-    for version in ledger.versions(source.name):
-        key = (version.name, version.size, version.mtime)
-        record = records.get(key)
-        if (key in listed or version.archived or record is None
-                or not version.has_local_copy or record.download_path is None):
+    for key, version in records.items():
+        if (key in listed or version.archived or not version.has_local_copy
+                or version.download_path is None):
             continue
-        if _local_copy_matches(Path(record.download_path),
-                               RemoteFile(version.name, version.size, float(version.mtime))):
-            jobs.append(_FileJob(RemoteFile(version.name, version.size, float(version.mtime)),
-                                 version.file_id, record))
+        remote = RemoteFile(version.name, version.size, float(version.mtime))
+        if _local_copy_matches(Path(version.download_path), remote):
+            jobs.append(_FileJob(remote, version.file_id, version))
     return jobs
 
 
@@ -327,7 +324,7 @@ def _remove_leftovers(source: SourceConfig, candidates: list[RemoteFile]) -> Non
 
 
 def _dry_run_plan(candidates: list[RemoteFile],
-                  records: dict[tuple[str, int, int], FileRecord]) -> list[FileOutcome]:
+                  records: dict[tuple[str, int, int], VersionState]) -> list[FileOutcome]:
     outcomes = []
     for remote in candidates:
         record = records.get((remote.name, remote.size, int(remote.mtime)))
@@ -344,7 +341,7 @@ def _dry_run_plan(candidates: list[RemoteFile],
 class _FileJob:
     remote: RemoteFile
     file_id: int
-    record: FileRecord | None
+    record: VersionState | None
 
 
 @dataclass

@@ -116,25 +116,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
-class FileRecord:
-    """What the ledger knows of one remote file version."""
-
-    id: int
-    source: str
-    name: str
-    size: int
-    mtime: int
-    download_path: str | None
-    download_sha256: str | None
-    output_path: str | None
-    output_sha256: str | None
-
-    @property
-    def archived(self) -> bool:
-        return self.output_path is not None
-
-
-@dataclass(frozen=True)
 class VersionState:
     """One remote file version with its local copies and what retention already did to it."""
 
@@ -285,22 +266,6 @@ class Ledger:
                        "AND last_seen != ?", (now, source, now))
         return ids
 
-    def file_records(self, source: str) -> dict[tuple[str, int, int], FileRecord]:
-        """Every version of this source the ledger knows, keyed by (name, size, mtime)."""
-        rows = self._db.execute(
-            "SELECT f.id, f.source, f.name, f.size, f.mtime, d.local_path, d.sha256, "
-            "a.output_path, a.sha256 AS output_sha256 FROM remote_files f "
-            "LEFT JOIN downloads d ON d.file_id = f.id LEFT JOIN archived a ON a.file_id = f.id "
-            "WHERE f.source = ?", (source,)).fetchall()
-        return {
-            (row["name"], row["size"], row["mtime"]): FileRecord(
-                id=row["id"], source=row["source"], name=row["name"], size=row["size"],
-                mtime=row["mtime"], download_path=row["local_path"], download_sha256=row[6],
-                output_path=row["output_path"], output_sha256=row["output_sha256"],
-            )
-            for row in rows
-        }
-
     def record_download(self, file_id: int, run_id: int, path: Path, size: int, sha256: str) -> None:
         with self._transaction() as db:
             db.execute(
@@ -404,6 +369,11 @@ class Ledger:
         result = dict(row)
         result["counts"] = json.loads(row["counts"] or "{}")
         return result
+
+    def versions_by_key(self, source: str) -> dict[tuple[str, int, int], VersionState]:
+        """``versions`` keyed by (name, size, mtime), the identity of a remote file version."""
+        return {(version.name, version.size, version.mtime): version
+                for version in self.versions(source)}
 
     def versions(self, source: str) -> list[VersionState]:
         """Everything retention and status need to know of each version of this source."""

@@ -73,7 +73,7 @@ def test_ledger_schema_unique_versions_and_failures(tmp_path: Path) -> None:
                                decrypted=True, signer=None)
         assert ledger.count("downloads") == 1 and ledger.count("archived") == 1
         assert ledger.open_failures("s") == [], "archiving resolves the file's failures"
-        records = ledger.file_records("s")
+        records = ledger.versions_by_key("s")
         assert records[("a.pgp", 10, 100)].archived
         assert not records[("b.pgp", 20, 200)].archived
         ledger.finish_run(run, 0, {"archived": 1})
