@@ -10,7 +10,6 @@ import contextlib
 import fnmatch
 import os
 import re
-import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import platformdirs
 
 from reportsync.errors import ConfigError
+from reportsync.fsutil import too_open
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -350,13 +350,6 @@ def _did_you_mean(name: str, candidates: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _file_is_private(path: Path) -> bool:
-    if os.name != "posix":
-        return True  # NTFS ACLs are not mode bits; the user profile is private by default
-    mode = path.stat().st_mode
-    return not mode & (stat.S_IRWXG | stat.S_IRWXO)
-
-
 def load_config(path: Path | None = None) -> Config:
     """Read and validate the config file; ConfigError lists every problem with file and key."""
     config_path = path if path is not None else default_config_path()
@@ -377,7 +370,7 @@ def load_config(path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], path=str(config_path)) from None
     return parse_config(
-        document, config_path=config_path, file_is_private=_file_is_private(config_path)
+        document, config_path=config_path, file_is_private=too_open(config_path) is None
     )
 
 
@@ -494,14 +487,15 @@ def _parse_source(
         if protocol == "ftp" and "ca_file" in table:
             problems.add(f"{where}.ca_file", "applies to ftps only")
     if values["password"] is not None and not file_is_private:
-        too_open = ""
+        prefix = ""
         if config_path is not None:  # OpenSSH's words, as for a private key left open
             with contextlib.suppress(OSError):
-                mode = stat.S_IMODE(config_path.stat().st_mode)
-                too_open = f"Permissions {mode:04o} for '{config_path}' are too open. "
+                mode = too_open(config_path)
+                if mode is not None:
+                    prefix = f"Permissions {mode:04o} for '{config_path}' are too open. "
         problems.add(
             f"{where}.password",
-            f"{too_open}An inline password is accepted only if the config file is not readable "
+            f"{prefix}An inline password is accepted only if the config file is not readable "
             "by group or others (chmod 600); better use password_env or password_file",
         )
     if values["certificate_file"] and not values["key_file"]:

@@ -53,7 +53,7 @@ from reportsync.errors import (
     NetworkError,
     ReportsyncError,
 )
-from reportsync.fsutil import write_atomically
+from reportsync.fsutil import too_open, write_atomically
 from reportsync.ledger import LEDGER_FILE, Ledger
 from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
 from reportsync.pgp import Gpg
@@ -139,10 +139,6 @@ def _one_line(text: str) -> str:
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def _open_to_others(path: Path) -> bool:
-    return os.name == "posix" and bool(_mode(path) & 0o077)
 
 
 def _names(names: Iterable[str]) -> str:
@@ -265,7 +261,7 @@ def _check_secret(ref: SecretRef, what: str, out: _Findings) -> str | None:
     """A finding for one configured secret; returns a problem text when it cannot be read."""
     if not ref.configured:
         return None
-    if ref.file is not None and ref.file.exists() and _open_to_others(ref.file):
+    if ref.file is not None and ref.file.exists() and too_open(ref.file) is not None:
         out.add("secret", "config", FAIL,
                 f"{ref.config_key}_file: {ref.file} (the {what}) is readable by group or others "
                 f"(mode {_mode(ref.file):04o})", f"chmod 600 {ref.file}")
@@ -359,7 +355,7 @@ def _check_key_file(source: SourceConfig, out: _Findings) -> tuple[paramiko.PKey
                 f"Create a key (`reportsync keys ssh generate --out {path}`) and register "
                 f"{path}.pub with the provider, or correct key_file.")
         return None, problem
-    if _open_to_others(path):
+    if too_open(path) is not None:
         out.add("key file", "config", FAIL,
                 f"{where}: {path} has mode {_mode(path):04o}: other users can read your "
                 "private SSH key (ssh refuses such a key)",
@@ -374,7 +370,7 @@ def _check_key_file(source: SourceConfig, out: _Findings) -> tuple[paramiko.PKey
         problem = f"{where}: {path}: {exc}"
         out.add("key file", "config", FAIL, problem, _BUG_REMEDY)
         return None, problem
-    if not _open_to_others(path):
+    if too_open(path) is None:
         certificate = f" with certificate {source.certificate_file}" if source.certificate_file \
             else ""
         out.add("key file", "config", PASS,
@@ -473,7 +469,7 @@ def _check_gnupg_home(home: Path, out: _Findings) -> bool:
         out.add("gnupg home", "local", FAIL, f"the GnuPG home {home} is not a folder",
                 "Point settings.gnupg_home at the folder that holds your keys.")
         return False
-    if _open_to_others(home):
+    if too_open(home) is not None:
         out.add("gnupg home", "local", FAIL,
                 f"the GnuPG home {home} has mode {_mode(home):04o}: others can reach your keys, "
                 "and gpg warns about unsafe permissions", f"chmod 700 {home}")

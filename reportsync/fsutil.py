@@ -43,13 +43,6 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def is_private(path: Path) -> bool:
-    """No group/other access (always true where the OS has no POSIX modes)."""
-    if not IS_POSIX:
-        return True
-    return not stat.S_IMODE(path.stat().st_mode) & 0o077
-
-
 def storage_error(exc: OSError, path: Path) -> StorageError:
     """An OSError on a local path, in words that say what to do."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
