@@ -22,7 +22,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +233,31 @@ def _handler_class(*, home: Path, password: str, tls: bool, mlsd: bool, list_sty
 # --- the launcher --------------------------------------------------------------------------------
 
 
+def serve_in_thread(handler: type[Any], name: str) -> tuple[int, Callable[[], None]]:
+    """Serve ``handler`` on 127.0.0.1 and a free port from a thread with its own IOLoop;
+    returns the port and the function that stops it."""
+    ioloop = IOLoop()
+    server = FTPServer((HOST, 0), handler, ioloop=ioloop)
+    port = int(server.address[1])
+    stopping = threading.Event()
+
+    def serve() -> None:
+        try:
+            while not stopping.is_set():
+                ioloop.loop(timeout=0.05, blocking=False)  # serve_forever() logs every call
+        finally:
+            server.close_all()
+
+    thread = threading.Thread(target=serve, name=f"{name}-{port}", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        stopping.set()
+        thread.join(timeout=10)
+
+    return port, stop
+
+
 def start_ftpd(workdir: Path, *, tls: bool = False, mlsd: bool = True,
                list_style: str = "unix") -> LocalServer:
     """Start a pyftpdlib server on 127.0.0.1 in a thread; ``stop()`` closes it and joins."""
@@ -255,25 +280,7 @@ def start_ftpd(workdir: Path, *, tls: bool = False, mlsd: bool = True,
     if tls:
         # A session id context lets OpenSSL resume sessions from its cache (TLS 1.2 and 1.3).
         handler.get_ssl_context().set_session_id(b"reportsync-test")
-    ioloop = IOLoop()
-    server = FTPServer((HOST, 0), handler, ioloop=ioloop)
-    port = int(server.address[1])
-    stopping = threading.Event()
-
-    def serve() -> None:
-        try:
-            while not stopping.is_set():
-                ioloop.loop(timeout=0.05, blocking=False)  # serve_forever() logs every call
-        finally:
-            server.close_all()
-
-    thread = threading.Thread(target=serve, name=f"ftpd-{port}", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        stopping.set()
-        thread.join(timeout=10)
-
+    port, stop = serve_in_thread(handler, "ftpd")
     protocol = "ftps" if tls else "ftp"
     source: dict[str, Any] = {
         "protocol": protocol,

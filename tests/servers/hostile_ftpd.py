@@ -12,7 +12,6 @@ Plain Python, no pytest. 127.0.0.1 only, like every test server.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from pyftpdlib.handlers import FTPHandler
-from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.servers import FTPServer
 
 from tests.servers import LocalServer
-from tests.servers.ftpd import HOST, USERNAME, _free_port_block, _write_private
+from tests.servers.ftpd import HOST, USERNAME, _free_port_block, _write_private, serve_in_thread
 
 
 @dataclass
@@ -178,25 +175,7 @@ def start_hostile_ftpd(workdir: Path, script: Script, *, mlsd: bool = True) -> L
         attributes["proto_cmds"] = {cmd: info for cmd, info in FTPHandler.proto_cmds.items()
                                     if cmd not in ("MLSD", "MLST")}
     handler = type("ScriptedHostileHandler", (HostileHandler,), attributes)
-    ioloop = IOLoop()
-    server = FTPServer((HOST, 0), handler, ioloop=ioloop)
-    port = int(server.address[1])
-    stopping = threading.Event()
-
-    def serve() -> None:
-        try:
-            while not stopping.is_set():
-                ioloop.loop(timeout=0.05, blocking=False)
-        finally:
-            server.close_all()
-
-    thread = threading.Thread(target=serve, name=f"hostile-ftpd-{port}", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        stopping.set()
-        thread.join(timeout=10)
-
+    port, stop = serve_in_thread(handler, "hostile-ftpd")
     source: dict[str, Any] = {"protocol": "ftp", "host": HOST, "port": port, "username": USERNAME,
                               "password_file": str(password_file), "passive": True,
                               "remote_dir": "outgoing"}
