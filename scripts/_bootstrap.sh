@@ -5,11 +5,23 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${REPORTSYNC_VENV:-$REPO_ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
+# PostgreSQL's initdb/pg_ctl/postgres, where tests/servers/postgres.py looks for them (Debian keeps
+# them out of PATH, in /usr/lib/postgresql/<version>/bin).
+have_postgres_server() {
+    local dir
+    dir="$(pg_config --bindir 2>/dev/null || true)"
+    for dir in "$dir" /usr/lib/postgresql/*/bin "$(dirname "$(command -v initdb 2>/dev/null || echo /x/y)")"; do
+        [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && [ -x "$dir/postgres" ] && return 0
+    done
+    return 1
+}
+
 need_system_packages() {
     local missing=()
     command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
     [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || missing+=(openssh-server)
     command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+    have_postgres_server || missing+=(postgresql)
     if [ ${#missing[@]} -eq 0 ]; then return 0; fi
     if command -v apt-get >/dev/null 2>&1; then
         local sudo=""
@@ -23,6 +35,7 @@ need_system_packages() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     elif command -v brew >/dev/null 2>&1; then
         [[ " ${missing[*]} " == *" gnupg "* ]] && brew install gnupg
+        [[ " ${missing[*]} " == *" postgresql "* ]] && brew install postgresql
         echo "note: macOS ships sshd at /usr/sbin/sshd; missing: ${missing[*]}" >&2
     else
         echo "missing: ${missing[*]}; install them with your package manager" >&2

@@ -8,7 +8,8 @@ import pytest
 
 from tests.support import PgpIdentity, copy_identity, make_identity
 
-pytest_plugins = ["tests.fixtures_sftp", "tests.fixtures_ftp"]
+pytest_plugins = ["tests.fixtures_sftp", "tests.fixtures_ftp", "tests.fixtures_postgres",
+                  "tests.fixtures_receivers"]
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,20 @@
 """Real servers for the tests and the demo, on 127.0.0.1 and free ports.
 
-Plain Python (no pytest here), so ``scripts/demo.py`` starts the same servers the tests use.
-Every launcher returns a ``LocalServer``: tests put files into ``remote_root`` (setting their
-mtimes with ``os.utime``) and write ``source`` as a ``[sources.NAME]`` table of the config.
+Plain Python (no pytest here), so ``scripts/demo.py`` and the benchmarks start the same servers
+the tests use (their pytest fixtures are in ``tests/fixtures_*.py``):
+
+- ``sshd.py``: OpenSSH ``sshd`` (key and certificate login, ``internal-sftp``);
+- ``ftpd.py``: pyftpdlib FTP / FTPS; ``hostile_ftpd.py``: one that lies; ``proxy.py``: a TCP proxy
+  that cuts or slows connections;
+- ``postgres.py``: a PostgreSQL cluster (``initdb``/``pg_ctl``, scram passwords, a fresh database
+  and role per test, ``terminate_connections``) for the shared ledger;
+- ``http_receiver.py``: an HTTP server recording healthchecks pings and Apprise ``json://``
+  webhooks, failing on demand (status, delay, dropped connection);
+- ``smtp_receiver.py``: an aiosmtpd server recording mail (Apprise ``mailto://``).
+
+The transport servers return a ``LocalServer``: tests put files into ``remote_root`` (setting their
+mtimes with ``os.utime``) and write ``source`` as a ``[sources.NAME]`` table of the config. The
+others return objects of their own (``PostgresServer``, ``HttpReceiver``, ``SmtpReceiver``).
 """
 
 from __future__ import annotations
