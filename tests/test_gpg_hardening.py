@@ -445,3 +445,22 @@ def test_no_secret_reaches_gpg_gpgconf_or_the_agent(
             assert secret not in environ, secret[:4]
         for name in MARKERS:
             assert f"{name}=" not in environ
+
+
+def test_only_pgp_py_starts_gpg() -> None:
+    # Line of defence: one module owns gpg, gpgconf and their environment: no other module
+    # imports python-gnupg, and the only other child (schedule's Python probe) uses
+    # pgp.child_environment as well.
+    importers: dict[str, set[str]] = {"gnupg": set(), "subprocess": set()}
+    for path in sorted((REPO_ROOT / "reportsync").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                if name in importers:
+                    importers[name].add(path.name)
+    assert importers == {"gnupg": {"pgp.py"}, "subprocess": {"pgp.py", "schedule.py"}}
+    schedule = (REPO_ROOT / "reportsync" / "schedule.py").read_text()
+    assert schedule.count("subprocess.run(") == 1 and "env=environment" in schedule
+    assert "environment = child_environment()" in schedule
