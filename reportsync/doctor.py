@@ -477,7 +477,7 @@ def _check_gnupg_home(home: Path, out: _Findings) -> bool:
 def _check_secret_keys(gpg_path: str, home: Path, out: _Findings) -> list[str]:
     """Fingerprints of secret keys that can decrypt now; a finding either way."""
     try:
-        keys = pgp.Gpg(binary=gpg_path, home=home, passphrase=None).secret_keys()
+        keys = pgp.Gpg(binary=gpg_path, home=home, passphrase=None, create_home=False).secret_keys()
     except Exception as exc:
         out.add("secret key", "local", FAIL, f"gpg could not list the keys in {home}: {exc}",
                 f"Run `gpg --homedir {home} --list-secret-keys` to see what gpg says.")
@@ -527,7 +527,7 @@ def _check_passphrase(config: Config, gpg_path: str, fingerprints: list[str], ou
     passphrase = ref.resolve()
     try:
         gpg = pgp.Gpg(binary=gpg_path, home=settings.gnupg_home, passphrase=passphrase,
-                      hide_env=(ref.env,) if ref.env else ())
+                      hide_env=(ref.env,) if ref.env else (), create_home=False)
         probe = pgp.probe_passphrase(gpg, fingerprints)
     except ReportsyncError as exc:
         probe = pgp.PassphraseProbe((), (f"the probe could not run: {exc}",), 0.0)

@@ -333,7 +333,8 @@ class Gpg:
     def __init__(self, *, binary: str, home: Path, passphrase: Secret | None,
                  max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT,
                  passphrase_source: str = "the configured passphrase",
-                 hide_env: tuple[str, ...] = ()) -> None:
+                 hide_env: tuple[str, ...] = (), create_home: bool = True) -> None:
+        """``create_home=False``: use the home as it is (doctor looks, it never repairs)."""
         check_passphrase(passphrase, passphrase_source)
         resolved = shutil.which(binary)
         if resolved is None:
@@ -348,7 +349,8 @@ class Gpg:
         self._passphrase = passphrase
         self._passphrase_source = passphrase_source
         self._hidden = hide_env
-        ensure_private_dir(home)
+        if create_home:
+            ensure_private_dir(home)
         try:
             import gnupg  # here, not at the top: `reportsync --help` should not pay for it
 

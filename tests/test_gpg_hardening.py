@@ -464,3 +464,21 @@ def test_only_pgp_py_starts_gpg() -> None:
     schedule = (REPO_ROOT / "reportsync" / "schedule.py").read_text()
     assert schedule.count("subprocess.run(") == 1 and "env=environment" in schedule
     assert "environment = child_environment()" in schedule
+
+
+def test_doctor_looks_at_the_gnupg_home_through_pgp_py_without_changing_it(
+    pgp_identity: PgpIdentity,
+) -> None:
+    # Line of defence: doctor reaches gpg only through pgp.Gpg (create_home=False), which never
+    # creates or re-modes the home it is pointed at: doctor repairs nothing.
+    from reportsync import doctor
+
+    home = pgp_identity.home
+    home.chmod(0o755)
+    try:
+        findings = doctor._Findings()
+        usable = doctor._check_secret_keys("gpg", home, findings)
+        assert usable == [pgp_identity.fingerprint]
+        assert home.stat().st_mode & 0o777 == 0o755, "the home's mode is left as found"
+    finally:
+        home.chmod(0o700)
