@@ -16,7 +16,6 @@ import io
 import json
 import os
 import socket
-import subprocess
 import sys
 import tarfile
 import time
@@ -173,15 +172,6 @@ def unseal(sealed: bytes, passphrase: Secret, origin: Path) -> bytes:
 # --- creating a backup -------------------------------------------------------------------------
 
 
-def _run_gpg(gpg: Gpg, *args: str, stdin: bytes = b"") -> bytes:
-    completed = subprocess.run([gpg.binary, "--homedir", str(gpg.home), "--batch", *args],
-                               input=stdin, capture_output=True, check=False)
-    if completed.returncode != 0:
-        detail = completed.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-        raise KeyProblemError(f"gpg {args[0]} failed: {detail[0]}")
-    return completed.stdout
-
-
 def _ssh_fingerprints(path: Path) -> tuple[str, ...]:
     from reportsync.sshkeys import inspect_ssh_file
 
@@ -226,7 +216,7 @@ def collect_members(config: Config, gpg: Gpg) -> tuple[list[tuple[Member, bytes]
     public = str(gpg.raw.export_keys([key.fingerprint for key in list_pgp_keys(gpg)], armor=True))
     add("pgp/public-keys.asc", "pgp-public-keys", public.encode(),
         fingerprints=tuple(key.fingerprint for key in list_pgp_keys(gpg)))
-    add("pgp/ownertrust.txt", "pgp-ownertrust", _run_gpg(gpg, "--export-ownertrust"))
+    add("pgp/ownertrust.txt", "pgp-ownertrust", gpg.run("--export-ownertrust"))
     for fingerprint in fingerprints:
         revocation = gpg.home / "openpgp-revocs.d" / f"{fingerprint}.rev"
         if revocation.is_file():
@@ -405,7 +395,7 @@ def restore_backup(
         fingerprints.extend(report.fingerprints)
         written.append(f"{member.kind}: {', '.join(report.fingerprints)} → {gpg.home}")
     for member in by_kind.get("pgp-ownertrust", []):
-        _run_gpg(gpg, "--import-ownertrust", stdin=contents.data[member.name])
+        gpg.run("--import-ownertrust", stdin=contents.data[member.name])
         written.append(f"ownertrust → {gpg.home}")
     for member in by_kind.get("pgp-revocation", []):
         folder = ensure_private_dir(gpg.home / "openpgp-revocs.d")

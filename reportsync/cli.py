@@ -11,8 +11,6 @@ import logging
 import logging.handlers
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from reportsync.config import (
 )
 from reportsync.errors import ExitCode, ReportsyncError, UsageError
 from reportsync.fsutil import ensure_private_dir, make_private, write_atomically
-from reportsync.pgp import Gpg
+from reportsync.pgp import Gpg, gpg_version_line
 from reportsync.render import Rendered, error_lines, fetch_json, fetch_text
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -111,20 +109,6 @@ def _add_log_file(state_dir: Path) -> None:
     root.addHandler(handler)
 
 
-def _gpg_version_line(binary: str = "gpg") -> str:
-    """The first line of ``gpg --version`` and where gpg is, or "not found"."""
-    path = shutil.which(binary)
-    if path is None:
-        return "not found"
-    try:
-        completed = subprocess.run([path, "--version"], capture_output=True, text=True,
-                                   stdin=subprocess.DEVNULL, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"{path}: cannot run it: {exc}"
-    first = completed.stdout.splitlines()[0] if completed.stdout else "no version output"
-    return f"{first} ({path})"
-
-
 def version_lines() -> list[str]:
     """reportsync's version and those of the libraries and the gpg it relies on (read from the
     installed metadata, without importing the libraries: fast)."""
@@ -138,7 +122,7 @@ def version_lines() -> list[str]:
 
     rows = [("reportsync", __version__), ("python", platform.python_version())]
     rows += [(name, installed(name)) for name in ("paramiko", "cryptography", "python-gnupg")]
-    rows.append(("gpg", _gpg_version_line()))
+    rows.append(("gpg", gpg_version_line()))
     return [f"{name:<13} {version}" for name, version in rows]
 
 

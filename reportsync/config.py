@@ -507,6 +507,9 @@ def _parse_source(
     if values["require_signature"] and not re.fullmatch(r"[0-9A-Fa-f]{16,40}",
                                                        values["require_signature"]):
         problems.add(f"{where}.require_signature", "must be a key fingerprint (hex)")
+    if values["require_signature"] and not values["decrypt"]:
+        problems.add(f"{where}.require_signature", "needs decrypt = true: a file archived as "
+                     "delivered is never decrypted, so its signature is never checked")
     if values["download_dir"] and values["output_dir"] and \
             values["download_dir"] == values["output_dir"] and values["decrypt"]:
         problems.add(f"{where}.output_dir", "must differ from download_dir")

@@ -27,7 +27,6 @@ import socket
 import sqlite3
 import ssl
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,21 +41,18 @@ from typing import Any, TypeVar
 import filelock
 import paramiko
 
-from reportsync import __version__
+from reportsync import __version__, pgp
 from reportsync.config import Config, SecretRef, SourceConfig, load_config
 from reportsync.errors import (
     ConfigError,
-    DecryptionError,
     ExitCode,
     HostKeyError,
-    KeyProblemError,
     NetworkError,
     ReportsyncError,
 )
 from reportsync.fsutil import too_open, write_atomically
 from reportsync.ledger import LEDGER_FILE, Ledger
 from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
-from reportsync.pgp import Gpg
 from reportsync.sshkeys import (
     STATUS_EXPIRED,
     STATUS_NOT_YET_VALID,
@@ -79,7 +75,6 @@ DAY = 86400.0
 EXPIRY_WARN_DAYS = 30  # PGP keys and SSH certificates: WARN when they end sooner than this
 DISK_FAIL_BYTES = 100 * 1024 * 1024
 DISK_WARN_BYTES = 1024 * 1024 * 1024
-GPG_TIMEOUT = 30.0  # gpg --version and the probe; gpg has no network step
 SHOWN_NAMES = 5  # how many remote names a finding quotes
 BUNDLE_LOG_LINES = 200
 REDACTED = "<redacted>"
@@ -429,24 +424,21 @@ def _guarded(out: _Findings, check: str, run: Callable[[], T], default: T, *,
 
 
 def _check_gpg(binary: str, out: _Findings) -> tuple[str | None, str | None]:
-    path = shutil.which(binary)
-    if path is None:
+    found = pgp.inspect_gpg(binary)
+    if found.path is None:
         out.add("gpg", "local", FAIL, f"gpg not found: {binary!r} is not on PATH",
                 "Install GnuPG (Debian/Ubuntu: apt install gnupg; macOS: brew install gnupg; "
                 "Windows: Gpg4win) or set settings.gpg_binary to its full path.")
         return None, None
-    try:
-        completed = subprocess.run([path, "--version"], capture_output=True, text=True,
-                                   timeout=GPG_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        out.add("gpg", "local", FAIL, f"{path} does not run: {exc}",
+    path = found.path
+    if found.error is not None:
+        out.add("gpg", "local", FAIL, f"{path} does not run: {found.error}",
                 "Reinstall GnuPG or set settings.gpg_binary to a working gpg.")
         return None, None
-    first = (completed.stdout or "").splitlines()[:1]
-    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", first[0] if first else "")
-    if completed.returncode != 0 or match is None:
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", found.first_line)
+    if found.returncode != 0 or match is None:
         out.add("gpg", "local", FAIL, f"{path} is not GnuPG: `{binary} --version` said "
-                f"{(first[0] if first else completed.stderr.strip())[:80]!r}",
+                f"{found.first_line[:80]!r}",
                 "Set settings.gpg_binary to GnuPG's gpg.")
         return None, None
     version = match.group(0)
@@ -482,18 +474,10 @@ def _check_gnupg_home(home: Path, out: _Findings) -> bool:
     return True
 
 
-def _gpg_timestamp(raw: object) -> float | None:
-    text = str(raw or "").strip()
-    return float(text) if text.isdigit() and int(text) > 0 else None
-
-
 def _check_secret_keys(gpg_path: str, home: Path, out: _Findings) -> list[str]:
     """Fingerprints of secret keys that can decrypt now; a finding either way."""
-    import gnupg
-
     try:
-        raw = gnupg.GPG(gpgbinary=gpg_path, gnupghome=str(home))
-        keys = list(raw.list_keys(secret=True))
+        keys = pgp.Gpg(binary=gpg_path, home=home, passphrase=None, create_home=False).secret_keys()
     except Exception as exc:
         out.add("secret key", "local", FAIL, f"gpg could not list the keys in {home}: {exc}",
                 f"Run `gpg --homedir {home} --list-secret-keys` to see what gpg says.")
@@ -505,36 +489,19 @@ def _check_secret_keys(gpg_path: str, home: Path, out: _Findings) -> list[str]:
                 "generate`) and send the provider the new public key.")
         return []
     now = time.time()
-    usable: list[tuple[str, float | None, str]] = []
-    unusable: list[str] = []
-    for key in keys:
-        fingerprint = str(key.get("fingerprint", ""))
-        caps = str(key.get("cap", ""))
-        validity = str(key.get("trust", ""))
-        expiries = [_gpg_timestamp(key.get("expires"))]
-        for info in (key.get("subkey_info") or {}).values():
-            if "e" in str(info.get("cap", "")):
-                expiries.append(_gpg_timestamp(info.get("expires")))
-        known = [value for value in expiries if value is not None]
-        expires = min(known) if known else None
-        uid = (key.get("uids") or [""])[0]
-        if "E" not in caps or validity in ("e", "r", "d", "i") or \
-                (expires is not None and expires <= now):
-            reason = "expired" if validity == "e" or (expires is not None and expires <= now) \
-                else "revoked" if validity == "r" else "has no usable encryption subkey"
-            unusable.append(f"{fingerprint} ({reason})")
-        else:
-            usable.append((fingerprint, expires, uid))
+    usable = [key for key in keys if key.problem is None]
     if not usable:
+        unusable = ", ".join(f"{key.fingerprint} ({key.problem})" for key in keys)
         out.add("secret key", "local", FAIL,
-                f"no secret key in {home} can decrypt: {', '.join(unusable)}",
+                f"no secret key in {home} can decrypt: {unusable}",
                 f"Extend an expired key (`gpg --homedir {home} --quick-set-expire FINGERPRINT 2y` "
                 "and for its subkeys `... FINGERPRINT 2y '*'`), then send the provider the updated "
                 "public key (`reportsync keys pgp export-public`); or import a current key.")
         return []
-    soonest = min(usable, key=lambda item: item[1] if item[1] is not None else float("inf"))
-    fingerprint, expires, uid = soonest
-    described = ", ".join(f"{fpr} ({who})" if who else fpr for fpr, _, who in usable)
+    soonest = min(usable, key=lambda key: key.expires if key.expires is not None else float("inf"))
+    fingerprint, expires = soonest.fingerprint, soonest.expires
+    described = ", ".join(f"{key.fingerprint} ({key.uid})" if key.uid else key.fingerprint
+                          for key in usable)
     if expires is not None and expires - now < EXPIRY_WARN_DAYS * DAY:
         days = int((expires - now) // DAY)
         day = datetime.fromtimestamp(expires, tz=timezone.utc).strftime("%Y-%m-%d")
@@ -548,62 +515,25 @@ def _check_secret_keys(gpg_path: str, home: Path, out: _Findings) -> list[str]:
         until = "never expires" if expires is None else \
             f"valid until {datetime.fromtimestamp(expires, tz=timezone.utc):%Y-%m-%d}"
         out.add("secret key", "local", PASS, f"secret key able to decrypt: {described}; {until}")
-    return [fpr for fpr, _, _ in usable]
-
-
-def _gpgconf(gpg_path: str) -> str | None:
-    sibling = Path(gpg_path).with_name("gpgconf")
-    return str(sibling) if sibling.exists() else shutil.which("gpgconf")
+    return [key.fingerprint for key in usable]
 
 
 def _check_passphrase(config: Config, gpg_path: str, fingerprints: list[str], out: _Findings) -> None:
-    """Encrypt a probe to each usable key and decrypt it with the configured passphrase.
-
-    The probe runs on a throwaway copy of the GnuPG home with its own gpg-agent, so a passphrase
-    the running agent has cached cannot make a wrong one look right, and a fetch running now is
-    not disturbed. The copy is removed and its agent stopped at the end.
-    """
+    """Encrypt a probe to each usable key and decrypt it with the configured passphrase: the
+    check fetch makes once per run (``pgp.probe_passphrase``, on a throwaway copy of the GnuPG
+    home with its own gpg-agent, so a cached passphrase cannot make a wrong one look right)."""
     settings = config.settings
     ref = settings.gpg_passphrase
     passphrase = ref.resolve()
-    started = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix="rs-doctor-"))
-    probe_home = scratch / "g"
-    failures: list[str] = []
     try:
-        shutil.copytree(settings.gnupg_home, probe_home,
-                        ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*"))
-        probe_home.chmod(0o700)
-        gpg = Gpg(binary=gpg_path, home=probe_home, passphrase=passphrase)
-        for fingerprint in fingerprints:
-            encrypted = scratch / "probe.gpg"
-            result = gpg.raw.encrypt(b"reportsync doctor probe\n", fingerprint, always_trust=True,
-                                     armor=False, output=str(encrypted))
-            if not result.ok:
-                failures.append(f"gpg could not encrypt a probe to {fingerprint} "
-                                f"({result.status or 'no status'})")
-                continue
-            try:
-                gpg.decrypt(encrypted, scratch / "probe.out")
-            except KeyProblemError:
-                failures.append(f"wrong:{fingerprint}")
-            except DecryptionError as error:
-                failures.append(f"the probe encrypted to {fingerprint} did not decrypt: "
-                                f"{error.message}")
-    except (OSError, ReportsyncError) as exc:
-        failures.append(f"the probe could not run: {exc}")
-    finally:
-        gpgconf = _gpgconf(gpg_path)
-        if gpgconf is not None and probe_home.exists():
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                subprocess.run([gpgconf, "--homedir", str(probe_home), "--kill", "gpg-agent"],
-                               capture_output=True, timeout=GPG_TIMEOUT, check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
-    seconds = time.monotonic() - started
-    wrong = [item[len("wrong:"):] for item in failures if item.startswith("wrong:")]
-    other = [item for item in failures if not item.startswith("wrong:")]
-    if wrong:
-        keys = ", ".join(wrong)
+        gpg = pgp.Gpg(binary=gpg_path, home=settings.gnupg_home, passphrase=passphrase,
+                      hide_env=(ref.env,) if ref.env else (), create_home=False)
+        probe = pgp.probe_passphrase(gpg, fingerprints)
+    except ReportsyncError as exc:
+        probe = pgp.PassphraseProbe((), (f"the probe could not run: {exc}",), 0.0)
+    seconds = probe.seconds
+    if probe.refused:
+        keys = ", ".join(probe.refused)
         if passphrase is None:
             out.add("passphrase", "local", FAIL,
                     f"the secret key {keys} is protected by a passphrase, and none is configured",
@@ -616,8 +546,8 @@ def _check_passphrase(config: Config, gpg_path: str, fingerprints: list[str], ou
                     f"the passphrase from {where} does not unlock the secret key {keys}",
                     f"Put the right passphrase into the {where} ({setting}); under cron or "
                     "systemd it must be set there too.", seconds)
-    elif other:
-        out.add("passphrase", "local", FAIL, "; ".join(other),
+    elif probe.problems:
+        out.add("passphrase", "local", FAIL, "; ".join(probe.problems),
                 f"Run `gpg --homedir {settings.gnupg_home} --list-secret-keys` and check the "
                 "key; re-import it from a backup if it is damaged.", seconds)
     else:

@@ -170,9 +170,11 @@ class DecryptionError(ReportsyncError):
     """gpg could not turn this one file into a verified plaintext (the others may be fine)."""
 
     exit_code = ExitCode.PARTIAL
+    # every DecryptionError reportsync raises names its own remedy (tests check the source);
+    # this one only says what is true of them all
     default_remedy = (
-        "Check that the file was encrypted to your key (`reportsync keys pgp list`); "
-        "the encrypted copy is kept and the next run tries again."
+        "The encrypted copy is kept in download_dir and the next run tries again; "
+        "`reportsync doctor` checks gpg and your keys."
     )
 
 

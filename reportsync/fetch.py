@@ -52,7 +52,7 @@ from reportsync.fsutil import (
 )
 from reportsync.ledger import Ledger, VersionState
 from reportsync.lock import RunLock
-from reportsync.pgp import Decrypted, Gpg, looks_like_pgp, plaintext_name
+from reportsync.pgp import Decrypted, Gpg, needs_decryption, plaintext_name
 from reportsync.retention import DeletionOutcome, Notice
 from reportsync.transports import RemoteFile, Transport, open_transport
 
@@ -705,9 +705,11 @@ def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bo
     source, remote = context.source, job.remote
     folder = source.output_dir
     ensure_private_dir(folder)
-    decrypt = source.decrypt and looks_like_pgp(local, remote.name)
+    decrypt = needs_decryption(local, remote.name, decrypt=source.decrypt,
+                               require_signer=source.require_signature)
     name = plaintext_name(remote.name) if decrypt else remote.name
     contained_path(folder, name)
+    signature: str | None = None  # not a PGP message: no signature to speak of
     signer: str | None = None
     with private_temp(folder, f"{remote.name}\0{job.file_id}") as temp:
         remove_quietly(temp)
@@ -715,7 +717,7 @@ def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bo
             if decrypt:
                 gpg = context.decryptor.get()
                 decrypted = gpg.decrypt(local, temp, require_signer=source.require_signature)
-                signer = decrypted.signer_fingerprint
+                signature, signer = decrypted.signature, decrypted.signer
                 sha256 = decrypted.sha256 or _finish_plaintext(temp)
             else:
                 sha256 = _copy_private(local, temp)
@@ -725,7 +727,7 @@ def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bo
     crash_point("after-rename")
     size = final.stat().st_size
     context.ledger.record_archived(job.file_id, context.run_id, final, size, sha256,
-                                   decrypted=decrypt, signer=signer)
+                                   decrypted=decrypt, signer=signer, signature=signature)
     log.info("source %s: archived %s as %s", source.name, printable(remote.name), final.name)
     return final, decrypt
 
@@ -831,7 +833,12 @@ class Retrier:
 
 class LazyGpg:
     """gpg is started only when a file needs decrypting; a key problem is remembered, so the
-    remaining files fail fast with the same reason instead of asking gpg again."""
+    remaining files fail fast with the same reason instead of asking gpg again.
+
+    Before the first decryption of the run the configured passphrase is checked once
+    (``Gpg.require_working_passphrase``): a wrong one fails the run's decryptions with exit 6
+    before any report is handed to gpg, even while gpg-agent still caches the right one.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -845,7 +852,9 @@ class LazyGpg:
                 raise self._error
             if self._gpg is None:
                 try:
-                    self._gpg = Gpg.from_settings(self._settings)
+                    gpg = Gpg.from_settings(self._settings)
+                    gpg.require_working_passphrase()
+                    self._gpg = gpg
                 except ReportsyncError as error:
                     self._error = error if isinstance(error, KeyProblemError) else \
                         KeyProblemError(error.message, remedy=error.remedy)

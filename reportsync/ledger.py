@@ -110,6 +110,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deletions_by_file ON deletions (file_id);
     CREATE INDEX failures_by_name ON failures (source, name);
     """,
+    # 3 → 4: how each decrypted report was signed (pgp.SIGNATURE_STATES; NULL: not a PGP
+    # message). Schema 3 kept a signer only for a good signature; other rows stay unknown.
+    """
+    ALTER TABLE archived ADD COLUMN signature TEXT;
+    UPDATE archived SET signature = 'good' WHERE signer IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -287,12 +293,17 @@ class Ledger:
         *,
         decrypted: bool,
         signer: str | None,
+        signature: str | None = None,
     ) -> None:
+        """``signature``: how a decrypted report was signed (good, unsigned, no-public-key, ...),
+        ``signer`` the signing key's fingerprint or key ID; both None for a file that is not PGP."""
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO archived (file_id, run_id, output_path, bytes, sha256, decrypted, "
-                "signer, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id) DO NOTHING",
-                (file_id, run_id, str(path), size, sha256, int(decrypted), signer, time.time()),
+                "signer, signature, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (file_id) DO NOTHING",
+                (file_id, run_id, str(path), size, sha256, int(decrypted), signer, signature,
+                 time.time()),
             )
             self._resolve_failures(db, file_id, None)
 

@@ -10,6 +10,10 @@ name gpg chooses: gpg writes to a pipe (``--output -``, ``--no-use-embedded-file
 reportsync streams it into a temp file it created itself (exclusively, never through a symlink),
 counting the bytes: past the plaintext size cap (a compression bomb) gpg is killed. Memory stays
 flat whatever the size. The status lines are read by python-gnupg's own ``Crypt`` handler.
+
+This module is the only one that starts gpg or gpgconf (and so, through gpg, the gpg-agent that
+outlives the run): every such child gets ``child_environment()``, an allowlist, never the caller's
+secrets.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from reportsync.config import Secret, Settings
-from reportsync.errors import DecryptionError, KeyProblemError
+from reportsync.errors import DecryptionError, KeyProblemError, ReportsyncError
 from reportsync.fsutil import (
     crash_point,
     ensure_private_dir,
@@ -54,12 +61,113 @@ DECRYPT_ARGS = ("--no-use-embedded-filename", "--no-auto-key-retrieve", "--outpu
                 "--decrypt")
 
 
+GPG_TIMEOUT = 30.0  # gpg --version, gpgconf, ownertrust: local steps, no network
+
+# --- the environment of every child --------------------------------------------------------------
+
+# What gpg, gpgconf and gpg-agent need to start and to find their files and locale; nothing else
+# of the caller's environment is passed on (an allowlist: a secret in a variable of any name, such
+# as an FTP password or a backup passphrase, cannot reach a child, nor the gpg-agent daemon that
+# outlives the run). GNUPGHOME is left out because every gpg gets --homedir; GPG_TTY, TERM and
+# DISPLAY are left out because gpg runs in batch mode with loopback pinentry and must never open a
+# pinentry window or prompt under cron. The library paths serve a gpg installed under a private
+# prefix; the Windows names are what a program and Gpg4win need to start.
+CHILD_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "USERNAME", "LANG", "LANGUAGE", "TZ",
+    "TMPDIR", "TMP", "TEMP",
+    "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "DYLD_FALLBACK_LIBRARY_PATH",
+    "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "USERPROFILE", "HOMEDRIVE",
+    "HOMEPATH", "APPDATA", "LOCALAPPDATA", "PROGRAMDATA", "PROGRAMFILES", "PROGRAMFILES(X86)",
+    "PROGRAMW6432", "COMMONPROGRAMFILES", "COMMONPROGRAMFILES(X86)", "NUMBER_OF_PROCESSORS",
+    "PROCESSOR_ARCHITECTURE", "OS",
+})
+CHILD_ENV_PREFIXES = ("LC_",)  # LC_ALL, LC_CTYPE, LC_MESSAGES, ...
+
+
+def child_environment(hidden: Iterable[str] = ()) -> dict[str, str]:
+    """The environment for a child process: the allowlisted variables of ours, minus ``hidden``
+    (the names the config reads secrets from, in case one of them is also an allowlisted name)."""
+    refused = {name.upper() for name in hidden}
+    return {name: value for name, value in os.environ.items()
+            if name.upper() not in refused
+            and (name.upper() in CHILD_ENV_NAMES or name.upper().startswith(CHILD_ENV_PREFIXES))}
+
+
+def _run_child(argv: list[str], *, stdin: bytes = b"", hidden: Iterable[str] = (),
+               timeout: float = GPG_TIMEOUT) -> subprocess.CompletedProcess[bytes]:
+    """A short gpg/gpgconf run with the allowlisted environment; OSError/SubprocessError pass up."""
+    return subprocess.run(argv, input=stdin, capture_output=True, check=False, timeout=timeout,
+                          env=child_environment(hidden), creationflags=_NO_WINDOW)
+
+
+@dataclass(frozen=True)
+class GpgBinary:
+    """What ``gpg --version`` says about the configured gpg binary."""
+
+    binary: str
+    path: str | None  # None: not found on PATH
+    first_line: str = ""  # of --version (or of stderr when it printed nothing)
+    returncode: int | None = None
+    error: str | None = None  # it could not be started at all
+
+
+def inspect_gpg(binary: str) -> GpgBinary:
+    path = shutil.which(binary)
+    if path is None:
+        return GpgBinary(binary, None)
+    try:
+        completed = _run_child([path, "--version"])
+    except (OSError, subprocess.SubprocessError) as exc:
+        return GpgBinary(binary, path, error=str(exc))
+    out = completed.stdout.decode("utf-8", "replace").splitlines()[:1]
+    err = completed.stderr.decode("utf-8", "replace").strip().splitlines()[:1]
+    return GpgBinary(binary, path, (out or err or [""])[0], completed.returncode)
+
+
+def gpg_version_line(binary: str = "gpg") -> str:
+    """The first line of ``gpg --version`` and where gpg is, or "not found"."""
+    found = inspect_gpg(binary)
+    if found.path is None:
+        return "not found"
+    if found.error is not None:
+        return f"{found.path}: cannot run it: {found.error}"
+    return f"{found.first_line or 'no version output'} ({found.path})"
+
+
+def gpgconf_for(gpg_path: str) -> str | None:
+    """The gpgconf that belongs to this gpg (its sibling), else the one on PATH."""
+    sibling = Path(gpg_path).with_name("gpgconf")
+    return str(sibling) if sibling.exists() else shutil.which("gpgconf")
+
+
+def kill_agent(gpg_path: str, home: Path) -> None:
+    """Stop the gpg-agent of ``home`` (quietly: there may be none)."""
+    gpgconf = gpgconf_for(gpg_path)
+    if gpgconf is None:
+        return
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        _run_child([gpgconf, "--homedir", str(home), "--kill", "gpg-agent"])
+
+
+# --- decryption results --------------------------------------------------------------------------
+
+# How a decrypted report was signed, as the ledger keeps it (archived.signature).
+SIGNATURE_STATES = ("good", "unsigned", "no-public-key", "expired-key", "revoked-key",
+                    "expired-signature", "unverifiable")
+
+
 @dataclass(frozen=True)
 class Decrypted:
     path: Path
     size: int
-    signer_fingerprint: str | None
+    signature: str = "unsigned"  # one of SIGNATURE_STATES
+    signer: str | None = None  # the signing key's fingerprint (or key ID when gpg gave only that)
     sha256: str = ""
+
+    @property
+    def signer_fingerprint(self) -> str | None:
+        """The signer of a good signature, else None."""
+        return self.signer if self.signature == "good" else None
 
 
 def plaintext_name(name: str) -> str:
@@ -92,6 +200,29 @@ def looks_like_pgp(path: Path, name: str) -> bool:
     tag = first & 0x3F if first & 0x40 else (first >> 2) & 0x0F
     # 1: public-key encrypted session key, 3: symmetric session key (the start of a message)
     return tag in (1, 3)
+
+
+def needs_decryption(path: Path, name: str, *, decrypt: bool, require_signer: str) -> bool:
+    """The one decision of how a fetched file is archived: True to decrypt it (it is PGP and the
+    source decrypts), False to archive it as delivered.
+
+    With ``require_signature`` set, every archived file needs a good signature, and a file that is
+    not a PGP message cannot carry one: it fails as unsigned (DecryptionError) instead of being
+    archived as it is.
+    """
+    if decrypt and looks_like_pgp(path, name):
+        return True
+    if require_signer:
+        what = "not a PGP message, so it is unsigned" if decrypt else \
+            "archived as delivered (decrypt = false), so its signature is unchecked (unsigned)"
+        raise DecryptionError(
+            f"{what}; require_signature is {require_signer}, so every archived file needs a good "
+            "signature by that key",
+            remedy="Ask the provider why this file is delivered unencrypted and unsigned; if such "
+            "files are expected, narrow the source's include patterns so they are not fetched, or "
+            "clear require_signature. The delivered copy is kept in download_dir.",
+        )
+    return False
 
 
 def status_lines(stderr: str) -> dict[str, list[str]]:
@@ -202,7 +333,8 @@ class Gpg:
     def __init__(self, *, binary: str, home: Path, passphrase: Secret | None,
                  max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT,
                  passphrase_source: str = "the configured passphrase",
-                 hide_env: tuple[str, ...] = ()) -> None:
+                 hide_env: tuple[str, ...] = (), create_home: bool = True) -> None:
+        """``create_home=False``: use the home as it is (doctor looks, it never repairs)."""
         check_passphrase(passphrase, passphrase_source)
         resolved = shutil.which(binary)
         if resolved is None:
@@ -215,14 +347,15 @@ class Gpg:
         self.home = home
         self.max_plaintext_bytes = max_plaintext_bytes
         self._passphrase = passphrase
-        ensure_private_dir(home)
-        # gpg's children never inherit the variable that holds the passphrase
-        child_env = {key: value for key, value in os.environ.items() if key not in hide_env} \
-            if hide_env else None
+        self._passphrase_source = passphrase_source
+        self._hidden = hide_env
+        if create_home:
+            ensure_private_dir(home)
         try:
             import gnupg  # here, not at the top: `reportsync --help` should not pay for it
 
-            self._gpg = gnupg.GPG(gpgbinary=resolved, gnupghome=str(home), env=child_env)
+            self._gpg = gnupg.GPG(gpgbinary=resolved, gnupghome=str(home),
+                                  env=child_environment(hide_env))
         except (OSError, ValueError) as exc:
             raise KeyProblemError(f"cannot run gpg ({resolved}): {exc}") from None
         self._gpg.encoding = "utf-8"
@@ -242,6 +375,80 @@ class Gpg:
             passphrase_source=where,
             hide_env=(ref.env,) if ref.env else (),
         )
+
+    def sibling(self, home: Path) -> Gpg:
+        """The same gpg and passphrase on another GnuPG home (the passphrase probe's copy)."""
+        return Gpg(binary=self.binary, home=home, passphrase=self._passphrase,
+                   max_plaintext_bytes=self.max_plaintext_bytes,
+                   passphrase_source=self._passphrase_source, hide_env=self._hidden)
+
+    @property
+    def has_passphrase(self) -> bool:
+        return self._passphrase is not None
+
+    def run(self, *args: str, stdin: bytes = b"") -> bytes:
+        """``gpg --homedir HOME --batch ARGS`` (for what python-gnupg lacks, such as ownertrust);
+        its stdout, or KeyProblemError with gpg's last words."""
+        try:
+            completed = _run_child([self.binary, "--homedir", str(self.home), "--batch", *args],
+                                   stdin=stdin, hidden=self._hidden)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise KeyProblemError(f"gpg {args[0] if args else ''} could not be run: {exc}") \
+                from None
+        if completed.returncode != 0:
+            detail = completed.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+            raise KeyProblemError(f"gpg {args[0] if args else ''} failed: {detail[0]}")
+        return completed.stdout
+
+    def secret_keys(self, now: float | None = None) -> list[SecretKey]:
+        """The secret keys of this home, each with why it cannot decrypt (None: it can)."""
+        now = time.time() if now is None else now
+        keys = []
+        for key in self._gpg.list_keys(secret=True):
+            caps = str(key.get("cap", ""))
+            validity = str(key.get("trust", ""))
+            expiries = [_gpg_timestamp(key.get("expires"))]
+            for info in (key.get("subkey_info") or {}).values():
+                if "e" in str(info.get("cap", "")):
+                    expiries.append(_gpg_timestamp(info.get("expires")))
+            known = [value for value in expiries if value is not None]
+            expires = min(known) if known else None
+            expired = validity == "e" or (expires is not None and expires <= now)
+            problem = ("expired" if expired else "revoked" if validity == "r"
+                       else "has no usable encryption subkey"
+                       if "E" not in caps or validity in ("d", "i") else None)
+            keys.append(SecretKey(fingerprint=str(key.get("fingerprint", "")),
+                                  uid=str((key.get("uids") or [""])[0]), expires=expires,
+                                  problem=problem))
+        return keys
+
+    def require_working_passphrase(self) -> None:
+        """Once per run, before the first decryption: the configured passphrase must unlock every
+        secret key that can decrypt, tried where no gpg-agent cache can stand in for it.
+
+        A gpg-agent caches a passphrase once it worked, and in loopback mode it then never looks
+        at the one it is given: a wrong configured passphrase would go unnoticed until the cache
+        expires (or the machine restarts), then every run would fail. So the check runs on a copy
+        of the GnuPG home with an agent of its own (``probe_passphrase``). Without a configured
+        passphrase there is nothing to check (``reportsync doctor`` says whether one is needed).
+        """
+        if self._passphrase is None:
+            return
+        usable = [key.fingerprint for key in self.secret_keys() if key.problem is None]
+        if not usable:
+            return  # each file then fails on its own, naming the key it was encrypted to
+        probe = probe_passphrase(self, usable)
+        log.debug("passphrase probe of %s took %.2fs", ", ".join(usable), probe.seconds)
+        if probe.refused:
+            raise KeyProblemError(
+                f"the PGP passphrase from {self._passphrase_source} does not unlock the secret "
+                f"key {', '.join(probe.refused)}: no report was decrypted",
+                remedy=f"Put the key's passphrase into {self._passphrase_source} "
+                "(settings.gpg_passphrase_env or gpg_passphrase_file; under cron or systemd it "
+                "must be set there too), then run `reportsync doctor`.",
+            )
+        for problem in probe.problems:
+            log.warning("the passphrase check could not run (%s); decrypting anyway", problem)
 
     @property
     def version(self) -> str:
@@ -294,8 +501,11 @@ class Gpg:
             sink.discard()
             raise
         fsync_dir(output.parent)
-        signer = result.fingerprint if result.valid else None
-        return Decrypted(path=output, size=sink.size, signer_fingerprint=signer,
+        signature, signer = signature_status(status)
+        if signature != "good" and signature != "unsigned":
+            log.info("decrypted %s; its signature is %s (key %s) and was not required",
+                     encrypted.name, signature, signer or "?")
+        return Decrypted(path=output, size=sink.size, signature=signature, signer=signer,
                          sha256=sink.digest.hexdigest())
 
     def _run(self, argv: list[str], encrypted: Path, passphrase: str | None,
@@ -377,6 +587,8 @@ class Gpg:
         stderr: str,
         require_signer: str,
     ) -> None:
+        """Raise unless gpg reports a good, integrity-protected decryption; every refusal says
+        what happened and what to do (never DecryptionError's generic remedy)."""
         if _passphrase_refused(status, passphrase_given=self._passphrase is not None):
             raise KeyProblemError(
                 "the PGP secret key's passphrase is wrong or missing",
@@ -419,32 +631,103 @@ class Gpg:
                 remedy="The provider delivered a file that is not encrypted (or not a file at "
                 "all); ask them. The file is kept in download_dir.",
             )
-        integrity_protected = "GOODMDC" in status or any(
-            len(args.split()) >= 3 and args.split()[2] != "0"  # an AEAD mode
-            for args in status.get("DECRYPTION_INFO", [])
-        )
-        good = (
+        if _lacks_integrity_protection(status):
+            # gpg 2.2 itself refuses most such messages ("decryption forced to fail"); with
+            # ignore-mdc-error in gpg.conf it decrypts them: refused here either way
+            raise DecryptionError(
+                "the message has no integrity protection (no MDC): refused, it could have "
+                "been altered",
+                remedy="Ask the provider to encrypt with a current OpenPGP implementation "
+                "(integrity protection, MDC or AEAD, has been the default since 2003); do not "
+                "trust this file's contents.",
+            )
+        decrypted = (
             result.ok
-            and result.returncode == 0
             and "DECRYPTION_OKAY" in status
             and "DECRYPTION_FAILED" not in status
             and "BADMDC" not in status
         )
-        if "DECRYPTION_OKAY" in status and not integrity_protected:
-            raise DecryptionError(
-                "the message has no integrity protection (no MDC): refused, it could have "
-                "been altered",
-                remedy="Ask the provider to encrypt with a current OpenPGP implementation.",
-            )
-        if not good:
+        # gpg exits 2 when it cannot check a signature (no public key): that is about the
+        # signature alone, judged below, never a reason to lose a good decryption
+        exit_ok = result.returncode == 0 or _only_the_signature_failed(status)
+        if not (decrypted and exit_ok):
             if "BEGIN_DECRYPTION" not in status:
                 detail = "; ".join(human[-2:]) or "it holds no complete encrypted message"
-                raise DecryptionError(f"not a complete PGP message (truncated or damaged): "
-                                      f"gpg: {detail}")
+                raise DecryptionError(
+                    f"not a complete PGP message (truncated or damaged): gpg: {detail}",
+                    remedy="Ask the provider to deliver the file again; the encrypted copy is "
+                    "kept and the next run tries again.")
             detail = "; ".join(human[-2:]) or (result.status or "unknown error")
-            raise DecryptionError(f"gpg could not decrypt the file: {detail}")
+            raise DecryptionError(
+                f"gpg could not decrypt the file: {detail}",
+                remedy="gpg's words above say why; `reportsync doctor` checks gpg and the keys. "
+                "The encrypted copy is kept and the next run tries again.")
         if require_signer:
             _judge_signature(result, status, require_signer)
+
+
+def _lacks_integrity_protection(status: dict[str, list[str]]) -> bool:
+    """Positive evidence of a message without MDC or AEAD: it decrypted without GOODMDC, or gpg
+    named its modes (DECRYPTION_INFO) and neither is there. A decryption that never got as far
+    as DECRYPTION_INFO is judged by its other status lines instead."""
+    if "DECRYPTION_OKAY" in status or "DECRYPTION_INFO" in status:
+        return not _integrity_protected(status)
+    return False
+
+
+def _integrity_protected(status: dict[str, list[str]]) -> bool:
+    """GOODMDC, or a DECRYPTION_INFO (``mdc_method sym_algo [aead_algo]``) naming an MDC or an
+    AEAD mode; gpg writes DECRYPTION_INFO before any plaintext, so it is there even when gpg
+    itself refused a message without integrity protection."""
+    if "GOODMDC" in status:
+        return True
+    for args in status.get("DECRYPTION_INFO", []):
+        fields = args.split()
+        if (fields[:1] and fields[0] != "0") or (len(fields) >= 3 and fields[2] != "0"):
+            return True
+    return False
+
+
+_SIGNATURE_TROUBLE = ("ERRSIG", "EXPKEYSIG", "REVKEYSIG", "EXPSIG")
+
+
+def _only_the_signature_failed(status: dict[str, list[str]]) -> bool:
+    """gpg's non-zero exit is explained by a signature it could not accept, and by nothing else:
+    the decryption itself ended (END_DECRYPTION), and gpg reported no other error."""
+    return (any(keyword in status for keyword in _SIGNATURE_TROUBLE)
+            and "END_DECRYPTION" in status
+            and "ERROR" not in status
+            and all(args.split()[:1] == ["gpg-exit"] for args in status.get("FAILURE", [])))
+
+
+def signature_status(status: dict[str, list[str]]) -> tuple[str, str | None]:
+    """(one of SIGNATURE_STATES, the signing key's fingerprint or key ID) from gpg's status lines.
+
+    BADSIG never gets here (the file fails). ERRSIG's arguments are ``keyid pkalgo hashalgo class
+    time rc [fingerprint]``; rc 9 is "no public key".
+    """
+    def signer(keyword: str) -> str | None:
+        valid = status.get("VALIDSIG", [""])[0].split()
+        if valid:
+            return valid[0]
+        fields = status.get(keyword, [""])[0].split()
+        return fields[0] if fields else None
+
+    if "EXPKEYSIG" in status:
+        return "expired-key", signer("EXPKEYSIG")
+    if "REVKEYSIG" in status:
+        return "revoked-key", signer("REVKEYSIG")
+    if "EXPSIG" in status:
+        return "expired-signature", signer("EXPSIG")
+    if "GOODSIG" in status and "VALIDSIG" in status:
+        return "good", signer("GOODSIG")
+    if "ERRSIG" in status:
+        fields = status["ERRSIG"][0].split()
+        key = fields[6] if len(fields) >= 7 and fields[6] != "-" else \
+            (fields[0] if fields else None)
+        missing = "NO_PUBKEY" in status or (len(fields) >= 6 and fields[5] == "9")
+        return ("no-public-key" if missing else "unverifiable"), key
+    return "unsigned", None
 
 
 def _judge_signature(result: gnupg.Crypt, status: dict[str, list[str]],
@@ -466,10 +749,18 @@ def _judge_signature(result: gnupg.Crypt, status: dict[str, list[str]],
         raise DecryptionError(f"the signature has expired; {wanted}",
                               remedy="Ask the provider to deliver the file again.")
     if "ERRSIG" in status or "NO_PUBKEY" in status:
+        state, signer_key = signature_status(status)
+        if state == "no-public-key":
+            raise DecryptionError(
+                f"signed by a key this GnuPG home does not have ({signer_key or '?'}), so the signature "
+                f"cannot be checked; {wanted}",
+                remedy="Import the provider's public signing key (`reportsync keys pgp import`).",
+            )
         raise DecryptionError(
-            f"signed by a key this GnuPG home does not have, so the signature cannot be checked; "
-            f"{wanted}",
-            remedy="Import the provider's public signing key (`reportsync keys pgp import`).",
+            f"gpg could not check the signature (key {signer_key or '?'}: an algorithm it does not "
+            f"support, or a damaged signature); {wanted}",
+            remedy="Ask the provider which key and algorithm they sign with; a current GnuPG may "
+            "be needed.",
         )
     if not any(key in status for key in ("GOODSIG", "VALIDSIG", "NEWSIG")):
         raise DecryptionError(
@@ -488,3 +779,78 @@ def _judge_signature(result: gnupg.Crypt, status: dict[str, list[str]],
             f"signed by {primary or signing}, not by the required {require_signer}",
             remedy="Check require_signature against the provider's published key.",
         )
+
+
+# --- secret keys and the passphrase probe --------------------------------------------------------
+
+
+def _gpg_timestamp(raw: object) -> float | None:
+    text = str(raw or "").strip()
+    return float(text) if text.isdigit() and int(text) > 0 else None
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    fingerprint: str
+    uid: str
+    expires: float | None  # the soonest expiry of the key and its encryption subkeys
+    problem: str | None  # why it cannot decrypt now (expired, revoked, ...); None: it can
+
+
+@dataclass(frozen=True)
+class PassphraseProbe:
+    refused: tuple[str, ...]  # fingerprints the configured passphrase (or none) does not unlock
+    problems: tuple[str, ...]  # probes that could not run, or did not decrypt for another reason
+    seconds: float
+
+
+PROBE_TEXT = b"reportsync passphrase probe\n"
+
+
+def probe_passphrase(gpg: Gpg, fingerprints: Sequence[str]) -> PassphraseProbe:
+    """Encrypt a probe to each key and decrypt it with ``gpg``'s passphrase, on a throwaway copy
+    of its GnuPG home with a gpg-agent of its own.
+
+    A fresh agent has nothing cached, so only the passphrase given can unlock the key; and the
+    agent of the real home (perhaps serving a fetch right now) is neither used nor disturbed.
+    The copy is removed and its agent stopped at the end. ``reportsync doctor`` and
+    ``fetch`` (``Gpg.require_working_passphrase``) share this check.
+    """
+    started = time.monotonic()
+    refused: list[str] = []
+    problems: list[str] = []
+    scratch = Path(tempfile.mkdtemp(prefix="rs-pp-"))  # 0700; short, for the agent's sockets
+    probe_home = scratch / "g"
+    try:
+        shutil.copytree(gpg.home, probe_home,
+                        ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*", "random_seed"))
+        probe_home.chmod(0o700)
+        probe = gpg.sibling(probe_home)
+        for fingerprint in fingerprints:
+            encrypted = scratch / "probe.gpg"
+            result = probe.raw.encrypt(PROBE_TEXT, fingerprint, always_trust=True, armor=False,
+                                       output=str(encrypted))
+            if not result.ok:
+                problems.append(f"gpg could not encrypt a probe to {fingerprint} "
+                                f"({result.status or 'no status'})")
+                continue
+            try:
+                decrypted = probe.decrypt(encrypted, scratch / "probe.out", max_bytes=1024)
+            except KeyProblemError:
+                refused.append(fingerprint)
+            except DecryptionError as error:
+                problems.append(f"the probe encrypted to {fingerprint} did not decrypt: "
+                                f"{error.message}")
+            else:
+                if decrypted.path.read_bytes() != PROBE_TEXT:
+                    problems.append(f"the probe encrypted to {fingerprint} decrypted to "
+                                    "something else")
+            remove_quietly(scratch / "probe.out")
+            remove_quietly(encrypted)
+    except (OSError, ReportsyncError) as exc:
+        problems.append(f"the probe could not run: {exc}")
+    finally:
+        if probe_home.exists():
+            kill_agent(gpg.binary, probe_home)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return PassphraseProbe(tuple(refused), tuple(problems), time.monotonic() - started)

@@ -29,6 +29,7 @@ from typing import Any
 from reportsync.config import Config
 from reportsync.errors import UsageError
 from reportsync.fsutil import write_atomically
+from reportsync.pgp import child_environment
 
 DEFAULT_TIME = time(7, 15)
 UNIT_NAME = "reportsync"
@@ -110,7 +111,8 @@ def _uninstalled_checkout(executable: str) -> str | None:
     """The folder holding the ``reportsync`` package if ``executable`` cannot import it from
     elsewhere (a source checkout found only through the working directory or $PYTHONPATH)."""
     root = str(Path(__file__).resolve().parent.parent)
-    environment = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    # the allowlisted environment every child gets (no secret, and no PYTHONPATH: cron has none)
+    environment = child_environment()
     try:
         probe = subprocess.run([executable, "-c", "import reportsync"], cwd=os.path.abspath(os.sep),
                                env=environment, stdin=subprocess.DEVNULL, capture_output=True,
