@@ -12,8 +12,8 @@ counting the bytes: past the plaintext size cap (a compression bomb) gpg is kill
 flat whatever the size. The status lines are read by python-gnupg's own ``Crypt`` handler.
 
 This module is the only one that starts gpg or gpgconf (and so, through gpg, the gpg-agent that
-outlives the run): every such child gets ``child_environment()``, an allowlist, never the caller's
-secrets.
+outlives the run), through ``reportsync.process``: every such child gets
+``process.child_environment()``, an allowlist, never the caller's secrets.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from reportsync import process
 from reportsync.config import Secret, Settings
 from reportsync.errors import DecryptionError, KeyProblemError, ReportsyncError
 from reportsync.fsutil import (
@@ -53,7 +53,6 @@ PGP_SUFFIXES = (".pgp", ".gpg", ".asc")
 _ARMOR_HEADER = b"-----BEGIN PGP MESSAGE-----"
 DEFAULT_MAX_PLAINTEXT = 2 * 1024**3  # settings.max_plaintext_bytes
 PIPE_CHUNK = 256 * 1024
-_NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows: no console flashes up
 
 # Always on a decryption's command line: the output goes to our pipe, never to a file name the
 # message suggests, and verifying a signature never reaches out to a key server.
@@ -62,43 +61,6 @@ DECRYPT_ARGS = ("--no-use-embedded-filename", "--no-auto-key-retrieve", "--outpu
 
 
 GPG_TIMEOUT = 30.0  # gpg --version, gpgconf, ownertrust: local steps, no network
-
-# --- the environment of every child --------------------------------------------------------------
-
-# What gpg, gpgconf and gpg-agent need to start and to find their files and locale; nothing else
-# of the caller's environment is passed on (an allowlist: a secret in a variable of any name, such
-# as an FTP password or a backup passphrase, cannot reach a child, nor the gpg-agent daemon that
-# outlives the run). GNUPGHOME is left out because every gpg gets --homedir; GPG_TTY, TERM and
-# DISPLAY are left out because gpg runs in batch mode with loopback pinentry and must never open a
-# pinentry window or prompt under cron. The library paths serve a gpg installed under a private
-# prefix; the Windows names are what a program and Gpg4win need to start.
-CHILD_ENV_NAMES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "USERNAME", "LANG", "LANGUAGE", "TZ",
-    "TMPDIR", "TMP", "TEMP",
-    "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "DYLD_FALLBACK_LIBRARY_PATH",
-    "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "USERPROFILE", "HOMEDRIVE",
-    "HOMEPATH", "APPDATA", "LOCALAPPDATA", "PROGRAMDATA", "PROGRAMFILES", "PROGRAMFILES(X86)",
-    "PROGRAMW6432", "COMMONPROGRAMFILES", "COMMONPROGRAMFILES(X86)", "NUMBER_OF_PROCESSORS",
-    "PROCESSOR_ARCHITECTURE", "OS",
-})
-CHILD_ENV_PREFIXES = ("LC_",)  # LC_ALL, LC_CTYPE, LC_MESSAGES, ...
-
-
-def child_environment(hidden: Iterable[str] = ()) -> dict[str, str]:
-    """The environment for a child process: the allowlisted variables of ours, minus ``hidden``
-    (the names the config reads secrets from, in case one of them is also an allowlisted name)."""
-    refused = {name.upper() for name in hidden}
-    return {name: value for name, value in os.environ.items()
-            if name.upper() not in refused
-            and (name.upper() in CHILD_ENV_NAMES or name.upper().startswith(CHILD_ENV_PREFIXES))}
-
-
-def _run_child(argv: list[str], *, stdin: bytes = b"", hidden: Iterable[str] = (),
-               timeout: float = GPG_TIMEOUT) -> subprocess.CompletedProcess[bytes]:
-    """A short gpg/gpgconf run with the allowlisted environment; OSError/SubprocessError pass up."""
-    return subprocess.run(argv, input=stdin, capture_output=True, check=False, timeout=timeout,
-                          env=child_environment(hidden), creationflags=_NO_WINDOW)
-
 
 @dataclass(frozen=True)
 class GpgBinary:
@@ -116,8 +78,8 @@ def inspect_gpg(binary: str) -> GpgBinary:
     if path is None:
         return GpgBinary(binary, None)
     try:
-        completed = _run_child([path, "--version"])
-    except (OSError, subprocess.SubprocessError) as exc:
+        completed = process.run([path, "--version"], timeout=GPG_TIMEOUT)
+    except process.ChildError as exc:
         return GpgBinary(binary, path, error=str(exc))
     out = completed.stdout.decode("utf-8", "replace").splitlines()[:1]
     err = completed.stderr.decode("utf-8", "replace").strip().splitlines()[:1]
@@ -145,8 +107,8 @@ def kill_agent(gpg_path: str, home: Path) -> None:
     gpgconf = gpgconf_for(gpg_path)
     if gpgconf is None:
         return
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        _run_child([gpgconf, "--homedir", str(home), "--kill", "gpg-agent"])
+    with contextlib.suppress(*process.ChildError):
+        process.run([gpgconf, "--homedir", str(home), "--kill", "gpg-agent"], timeout=GPG_TIMEOUT)
 
 
 # --- decryption results --------------------------------------------------------------------------
@@ -355,7 +317,7 @@ class Gpg:
             import gnupg  # here, not at the top: `reportsync --help` should not pay for it
 
             self._gpg = gnupg.GPG(gpgbinary=resolved, gnupghome=str(home),
-                                  env=child_environment(hide_env))
+                                  env=process.child_environment(hide_env))
         except (OSError, ValueError) as exc:
             raise KeyProblemError(f"cannot run gpg ({resolved}): {exc}") from None
         self._gpg.encoding = "utf-8"
@@ -390,9 +352,9 @@ class Gpg:
         """``gpg --homedir HOME --batch ARGS`` (for what python-gnupg lacks, such as ownertrust);
         its stdout, or KeyProblemError with gpg's last words."""
         try:
-            completed = _run_child([self.binary, "--homedir", str(self.home), "--batch", *args],
-                                   stdin=stdin, hidden=self._hidden)
-        except (OSError, subprocess.SubprocessError) as exc:
+            completed = process.run([self.binary, "--homedir", str(self.home), "--batch", *args],
+                                   stdin=stdin, hidden=self._hidden, timeout=GPG_TIMEOUT)
+        except process.ChildError as exc:
             raise KeyProblemError(f"gpg {args[0] if args else ''} could not be run: {exc}") \
                 from None
         if completed.returncode != 0:
@@ -517,15 +479,13 @@ class Gpg:
         except OSError as exc:
             raise storage_error(exc, encrypted) from None
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, env=self._gpg.env,
-                                       creationflags=_NO_WINDOW)
+            child = process.popen_pipes(argv, env=self._gpg.env)
         except OSError as exc:
             source.close()
             raise KeyProblemError(f"gpg could not be run: {exc.strerror or exc}") from None
-        assert process.stdin is not None and process.stdout is not None
-        assert process.stderr is not None
-        stdin, stdout, errors = process.stdin, process.stdout, process.stderr
+        assert child.stdin is not None and child.stdout is not None
+        assert child.stderr is not None
+        stdin, stdout, errors = child.stdin, child.stdout, child.stderr
         collected: list[bytes] = []
 
         def feed() -> None:
@@ -557,10 +517,10 @@ class Gpg:
                 finished = True
             sink.finish()
         finally:
-            if not finished and process.poll() is None:
-                process.kill()  # stopped early (cap, disk, interrupt): gpg must not go on
+            if not finished and child.poll() is None:
+                child.kill()  # stopped early (cap, disk, interrupt): gpg must not go on
             stdout.close()
-            process.wait()
+            child.wait()
             for thread in threads:
                 thread.join()
             errors.close()
@@ -577,7 +537,7 @@ class Gpg:
                 except Exception as exc:  # a status python-gnupg cannot parse: judged below
                     log.debug("gpg status %s not understood by python-gnupg: %s", keyword, exc)
         result.stderr = stderr
-        result.returncode = process.returncode
+        result.returncode = child.returncode
         return result, stderr
 
     def _judge(

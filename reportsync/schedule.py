@@ -18,7 +18,6 @@ import pwd
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,10 +25,10 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 
+from reportsync import process
 from reportsync.config import Config
 from reportsync.errors import UsageError
 from reportsync.fsutil import write_atomically
-from reportsync.pgp import child_environment
 
 DEFAULT_TIME = time(7, 15)
 UNIT_NAME = "reportsync"
@@ -112,12 +111,10 @@ def _uninstalled_checkout(executable: str) -> str | None:
     elsewhere (a source checkout found only through the working directory or $PYTHONPATH)."""
     root = str(Path(__file__).resolve().parent.parent)
     # the allowlisted environment every child gets (no secret, and no PYTHONPATH: cron has none)
-    environment = child_environment()
     try:
-        probe = subprocess.run([executable, "-c", "import reportsync"], cwd=os.path.abspath(os.sep),
-                               env=environment, stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=60, check=False)
-    except (OSError, subprocess.SubprocessError):
+        probe = process.run([executable, "-c", "import reportsync"], cwd=os.path.abspath(os.sep),
+                            timeout=60)
+    except process.ChildError:
         return root
     return None if probe.returncode == 0 else root
 

@@ -398,7 +398,7 @@ def agent_environments(home: Path) -> list[str]:
 def test_no_secret_reaches_gpg_gpgconf_or_the_agent(
     tmp_path: Path, ftp_server: LocalServer, protected_identity: PgpIdentity,
 ) -> None:
-    # Line of defence: pgp.child_environment (an allowlist), used for every child reportsync
+    # Line of defence: process.child_environment (an allowlist), used for every child reportsync
     # starts: gpg through python-gnupg and pgp.Gpg, gpg --version, gpgconf --kill, and so the
     # gpg-agent gpg starts, which outlives the run.
     ws = Workspace(tmp_path, protected_identity, ftp_server)
@@ -448,9 +448,9 @@ def test_no_secret_reaches_gpg_gpgconf_or_the_agent(
 
 
 def test_only_pgp_py_starts_gpg() -> None:
-    # Line of defence: one module owns gpg, gpgconf and their environment: no other module
-    # imports python-gnupg, and the only other child (schedule's Python probe) uses
-    # pgp.child_environment as well.
+    # Line of defence: one module owns gpg, gpgconf and their environment (no other module
+    # imports python-gnupg), and one module starts every child, with the allowlisted environment:
+    # process.py (schedule's Python probe goes through it too).
     importers: dict[str, set[str]] = {"gnupg": set(), "subprocess": set()}
     for path in sorted((REPO_ROOT / "reportsync").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
@@ -460,10 +460,12 @@ def test_only_pgp_py_starts_gpg() -> None:
             for name in names:
                 if name in importers:
                     importers[name].add(path.name)
-    assert importers == {"gnupg": {"pgp.py"}, "subprocess": {"pgp.py", "schedule.py"}}
+    assert importers == {"gnupg": {"pgp.py"}, "subprocess": {"process.py"}}
+    runner = (REPO_ROOT / "reportsync" / "process.py").read_text()
+    assert runner.count("subprocess.run(") == 1 and "env=child_environment(hidden)" in runner
+    assert runner.count("subprocess.Popen(") == 1
     schedule = (REPO_ROOT / "reportsync" / "schedule.py").read_text()
-    assert schedule.count("subprocess.run(") == 1 and "env=environment" in schedule
-    assert "environment = child_environment()" in schedule
+    assert "process.run(" in schedule
 
 
 def test_doctor_looks_at_the_gnupg_home_through_pgp_py_without_changing_it(

@@ -1,0 +1,69 @@
+"""Child processes: the one module that starts them, and the one place that builds their environment.
+
+gpg, gpgconf and the gpg-agent they spawn (a daemon that outlives the run), schedule's Python probe
+and later the per-report hooks all start here. Each gets an environment built from an allowlist,
+never the caller's: a secret held in a variable of any name (an FTP password, a key or backup
+passphrase, a ledger password, a notification URL) cannot reach a child.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+# What gpg, gpgconf and gpg-agent need to start and to find their files and locale; nothing else
+# of the caller's environment is passed on. GNUPGHOME is left out because every gpg gets
+# --homedir; GPG_TTY, TERM and DISPLAY are left out because gpg runs in batch mode with loopback
+# pinentry and must never open a pinentry window or prompt under cron. The library paths serve a
+# gpg installed under a private prefix; the Windows names are what a program and Gpg4win need to
+# start.
+CHILD_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "USERNAME", "LANG", "LANGUAGE", "TZ",
+    "TMPDIR", "TMP", "TEMP",
+    "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "DYLD_FALLBACK_LIBRARY_PATH",
+    "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "USERPROFILE", "HOMEDRIVE",
+    "HOMEPATH", "APPDATA", "LOCALAPPDATA", "PROGRAMDATA", "PROGRAMFILES", "PROGRAMFILES(X86)",
+    "PROGRAMW6432", "COMMONPROGRAMFILES", "COMMONPROGRAMFILES(X86)", "NUMBER_OF_PROCESSORS",
+    "PROCESSOR_ARCHITECTURE", "OS",
+})
+CHILD_ENV_PREFIXES = ("LC_",)  # LC_ALL, LC_CTYPE, LC_MESSAGES, ...
+
+NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows: no console flashes up
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+ChildError = (OSError, subprocess.SubprocessError)
+"""What starting or waiting for a child can raise: callers turn it into their own error."""
+TimeoutExpired = subprocess.TimeoutExpired
+CompletedProcess = subprocess.CompletedProcess
+Popen = subprocess.Popen
+
+
+def child_environment(hidden: Iterable[str] = (), *, environ: Mapping[str, str] | None = None,
+                      extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: the allowlisted variables of ``environ`` (default:
+    ours), minus ``hidden`` (the names the config reads secrets from, in case one of them is also
+    an allowlisted name), plus ``extra`` (values reportsync itself hands the child)."""
+    source = os.environ if environ is None else environ
+    refused = {name.upper() for name in hidden}
+    allowed = {name: value for name, value in source.items()
+               if name.upper() not in refused
+               and (name.upper() in CHILD_ENV_NAMES or name.upper().startswith(CHILD_ENV_PREFIXES))}
+    allowed.update(extra or {})
+    return allowed
+
+
+def run(argv: Sequence[str], *, stdin: bytes = b"", hidden: Iterable[str] = (), timeout: float,
+        cwd: Path | str | None = None) -> subprocess.CompletedProcess[bytes]:
+    """A short child run with the allowlisted environment, output captured; ``ChildError`` passes
+    up (not found, not executable, timed out)."""
+    return subprocess.run(list(argv), input=stdin, capture_output=True, check=False,
+                          timeout=timeout, env=child_environment(hidden), cwd=cwd,
+                          creationflags=NO_WINDOW)
+
+
+def popen_pipes(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """A child with stdin, stdout and stderr on pipes, for streaming (gpg's decryption)."""
+    return subprocess.Popen(list(argv), stdin=PIPE, stdout=PIPE, stderr=PIPE, env=dict(env),
+                            creationflags=NO_WINDOW)
