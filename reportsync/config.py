@@ -350,8 +350,16 @@ def _did_you_mean(name: str, candidates: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def load_config(path: Path | None = None) -> Config:
-    """Read and validate the config file; ConfigError lists every problem with file and key."""
+NO_SOURCE = "no source is configured"
+NO_SOURCE_REMEDY = ("Add a [sources.NAME] table for the server to fetch from (docs/configuration.md "
+                    "lists its keys). Only `keys ...`, `init` and `schedule` work without one.")
+
+
+def load_config(path: Path | None = None, *, allow_no_sources: bool = False) -> Config:
+    """Read and validate the config file; ConfigError lists every problem with file and key.
+
+    ``allow_no_sources``: a config with only ``[settings]`` (and ``[retention]``) is valid, for
+    the commands that need no source (``keys ...``, ``schedule``)."""
     config_path = path if path is not None else default_config_path()
     try:
         raw_text = config_path.read_bytes()
@@ -370,7 +378,8 @@ def load_config(path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], path=str(config_path)) from None
     return parse_config(
-        document, config_path=config_path, file_is_private=too_open(config_path) is None
+        document, config_path=config_path, file_is_private=too_open(config_path) is None,
+        allow_no_sources=allow_no_sources,
     )
 
 
@@ -420,11 +429,13 @@ def parse_config(
         if source is not None:
             sources[name] = source
     if not raw_sources and not allow_no_sources:
-        problems.add("sources", "no [sources.NAME] table: nothing to fetch")
+        problems.add("sources", NO_SOURCE)
 
     if problems.items:
         where = str(config_path) if config_path else None
-        raise ConfigError(problems.items, path=where)
+        only_no_source = problems.items == [f"sources: {NO_SOURCE}"]
+        raise ConfigError(problems.items, path=where,
+                          remedy=NO_SOURCE_REMEDY if only_no_source else None)
     return Config(path=config_path, settings=settings, retention=retention, sources=sources)
 
 

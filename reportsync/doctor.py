@@ -43,7 +43,7 @@ import filelock
 import paramiko
 
 from reportsync import __version__
-from reportsync.config import Config, SecretRef, SourceConfig, load_config
+from reportsync.config import NO_SOURCE, NO_SOURCE_REMEDY, Config, SecretRef, SourceConfig, load_config
 from reportsync.errors import (
     ConfigError,
     DecryptionError,
@@ -217,7 +217,9 @@ _BUG_REMEDY = ("This is a bug in reportsync doctor: please report it with the bu
 
 def _check_config_file(path: Path, out: _Findings) -> Config | None:
     try:
-        config = load_config(path)
+        # without sources the local checks (gpg, keys, folders) still run; the missing source
+        # is its own finding below
+        config = load_config(path, allow_no_sources=True)
     except ConfigError as error:
         for problem in error.problems:
             remedy = error.remedy
@@ -232,7 +234,10 @@ def _check_config_file(path: Path, out: _Findings) -> Config | None:
         return None
     names = ", ".join(config.sources)
     out.add("parse", "config", PASS,
-            f"{path} is valid: {len(config.sources)} source(s) ({names})")
+            f"{path} is valid: {len(config.sources)} source(s)" + (f" ({names})" if names else ""))
+    if not config.sources:
+        out.add("source", "config", FAIL, f"{path}: {NO_SOURCE}: nothing to fetch or check "
+                "on a server", NO_SOURCE_REMEDY)
     return config
 
 
