@@ -106,7 +106,6 @@ class RetentionPolicy:
     archive_days: int = 0
     remote: str = "keep"
     max_deletions: int = 50
-    max_deletions_percent: int = 10
 
 
 @dataclass(frozen=True)
@@ -197,9 +196,18 @@ RETENTION_KEYS: tuple[Key, ...] = (
     Key("archive_days", "int", 0, "decrypted reports: 0 = keep forever (financial records)"),
     Key("remote", "choice", "keep", "what to do with files on the server",
         choices=("keep", "delete-expired", "delete-after-fetch")),
-    Key("max_deletions", "int", 50, "per run and source: at most this many deletions ..."),
-    Key("max_deletions_percent", "int", 10, "... and at most this % of the source's archive"),
+    Key("max_deletions", "int", 50, "per run and source: at most this many files lose copies; "
+        "the rest follow in later runs"),
 )
+
+# Keys of earlier versions: still an error (a key that does nothing must not look set), but one
+# that says what replaced it.
+REMOVED_KEYS: dict[str, str] = {
+    "retention.max_deletions_percent": (
+        "removed; the cap is max_deletions alone, and a source whose newest listed file is older "
+        "than retention.days gets no deletions at all (docs/retention.md#the-safety-caps): delete "
+        "this line"),
+}
 
 SOURCE_KEYS: tuple[Key, ...] = (
     Key("protocol", "choice", None, "sftp | ftp | ftps (explicit TLS)", choices=PROTOCOLS,
@@ -334,7 +342,8 @@ def _read_table(
     for name, raw in table.items():
         key = known.get(name)
         if key is None:
-            hint = _did_you_mean(name, list(known))
+            removed = REMOVED_KEYS.get(f"{where}.{name}")
+            hint = f": {removed}" if removed else _did_you_mean(name, list(known))
             problems.add(f"{where}.{name}", f"unknown key{hint}")
             continue
         coerced = _coerce(key, raw, f"{where}.{name}", problems, base)

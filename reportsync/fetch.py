@@ -33,7 +33,6 @@ from reportsync.errors import (
 )
 from reportsync.fsutil import (
     HASH_CHUNK,
-    check_remote_name,
     contained_path,
     crash_point,
     ensure_private_dir,
@@ -51,6 +50,7 @@ from reportsync.fsutil import (
     temp_name,
 )
 from reportsync.ledger import Ledger, VersionState
+from reportsync.listing import select as listing_select
 from reportsync.lock import RunLock
 from reportsync.pgp import Decrypted, Gpg, looks_like_pgp, plaintext_name
 from reportsync.retention import DeletionOutcome, Notice
@@ -119,9 +119,10 @@ class SourceResult:
     matched: int = 0
     files: list[FileOutcome] = field(default_factory=list)
     error: ReportsyncError | None = None
-    notices: list[Notice] = field(default_factory=list)  # at-risk, lost, stale
+    notices: list[Notice] = field(default_factory=list)  # at-risk, lost, stale, withheld
     deletions: list[DeletionOutcome] = field(default_factory=list)
     held_back: int = 0  # deletions over the per-run cap, left for later runs
+    deletion_cap: int = 0  # files that could lose copies this run (retention.max_deletions)
 
     @property
     def at_risk(self) -> list[AtRisk]:
@@ -131,6 +132,12 @@ class SourceResult:
     @property
     def lost(self) -> list[Notice]:
         return [notice for notice in self.notices if notice.kind == "lost"]
+
+    @property
+    def deletions_withheld(self) -> Notice | None:
+        """Why no deletion was done this run (the whole folder looks expired), or None."""
+        return next((notice for notice in self.notices if notice.kind == retention.WITHHELD),
+                    None)
 
     @property
     def stale_days(self) -> float | None:
@@ -187,7 +194,7 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None)
     started = time.monotonic()
     reporter = reporter or SilentReporter()
     with RunLock(config.settings.state_dir, "fetch"), Ledger.in_state_dir(
-        config.settings.state_dir
+        config.settings.state_dir, create=not options.dry_run
     ) as ledger:
         run_id = None if options.dry_run else ledger.start_run("fetch", os.getpid())
         decryptor = LazyGpg(config.settings)
@@ -256,8 +263,7 @@ def _fetch_source(
                 outcomes, source_error = _process_all(context, work, transport)
                 result.files.extend(outcomes)
                 result.error = source_error
-            _apply_retention(result, source, config, ledger, run_id, listing, candidates,
-                             options)
+            _apply_retention(result, source, config, ledger, run_id, candidates, options)
     except ReportsyncError as error:
         result.error = error.with_context(source=source.name)
     except OSError as exc:  # a local write outside the per-file steps
@@ -287,20 +293,9 @@ def _unlisted_retries(candidates: list[RemoteFile],
 def _select(source: SourceConfig, listing: list[RemoteFile]) -> tuple[list[RemoteFile],
                                                                      list[FileOutcome]]:
     """Files matching include/exclude, and outcomes for the names refused as unsafe."""
-    candidates: list[RemoteFile] = []
-    refused: list[FileOutcome] = []
-    for remote in sorted(listing, key=lambda item: item.name):
-        if not source.matches(remote.name):
-            continue
-        try:
-            check_remote_name(remote.name)
-        except ReportsyncError as error:
-            log.warning("source %s: %s", source.name, error.message)
-            refused.append(FileOutcome(printable(remote.name), remote.size, int(remote.mtime),
-                                       "refused", error=error))
-            continue
-        candidates.append(remote)
-    return candidates, refused
+    candidates, refused = listing_select(source, listing)
+    return candidates, [FileOutcome(printable(remote.name), remote.size, int(remote.mtime),
+                                    "refused", error=error) for remote, error in refused]
 
 
 def _part_name(remote: RemoteFile) -> str:
@@ -764,26 +759,18 @@ def _apply_retention(
     config: Config,
     ledger: Ledger,
     run_id: int | None,
-    listing: list[RemoteFile],
     candidates: list[RemoteFile],
     options: FetchOptions,
 ) -> None:
     """Warn about at-risk, lost and stale; delete what the policy allows (never in a dry run)."""
     now = options.now if options.now is not None else time.time()
-    versions = ledger.versions(source.name)
-    if options.dry_run:  # the ledger was not updated: count listed files it has never seen too
-        known = {(version.name, version.size, version.mtime) for version in versions}
-        versions += [VersionState(file_id=-1, source=source.name, name=remote.name,
-                                  size=remote.size, mtime=int(remote.mtime), gone_at=None,
-                                  lost_acked_at=None, download_path=None, download_sha256=None,
-                                  output_path=None, output_sha256=None, deleted=frozenset())
-                     for remote in candidates
-                     if (remote.name, remote.size, int(remote.mtime)) not in known]
-    retention_plan = retention.plan(source, config.retention, versions, listing, now)
+    retention_plan = retention.plan(source, config.retention, ledger.versions(source.name),
+                                    candidates, now)
     result.notices = retention_plan.notices
     if options.dry_run or result.error is not None:
         return  # a source that stopped early is not the moment to delete anything
     result.held_back = len(retention_plan.held_back)
+    result.deletion_cap = retention_plan.cap
     if not any(deletion.target == retention.REMOTE for deletion in retention_plan.deletions):
         result.deletions = retention.apply(retention_plan, ledger, run_id, None)
         return
