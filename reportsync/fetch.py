@@ -97,7 +97,8 @@ class FileOutcome:
     name: str
     size: int
     mtime: int
-    action: str  # archived | downloaded | skipped | would-fetch | failed | refused | pending
+    action: str  # archived | downloaded | skipped | acknowledged | would-fetch | failed | refused
+    # | pending
     local_path: str | None = None
     output_path: str | None = None
     transferred: int = 0
@@ -207,7 +208,8 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None)
         if run_id is not None:
             for source_result in results:
                 counts = {action: source_result.count(action) for action in
-                          ("archived", "downloaded", "skipped", "failed", "refused", "pending")}
+                          ("archived", "downloaded", "skipped", "acknowledged", "failed",
+                           "refused", "pending")}
                 error = source_result.error.describe() if source_result.error else None
                 ledger.record_source_run(run_id, source_result.name, "fetch",
                                          int(source_result.exit_code), counts, error)
@@ -253,12 +255,11 @@ def _fetch_source(
                         for remote in candidates]
                 if options.decrypt:
                     work += _unlisted_retries(candidates, records)
-                # what is archived already needs no worker, no connection, no queue
-                result.files.extend(FileOutcome(job.remote.name, job.remote.size,
-                                                int(job.remote.mtime), "skipped",
-                                                output_path=job.record.output_path)
-                                    for job in work if job.record is not None and job.record.archived)
-                work = [job for job in work if job.record is None or not job.record.archived]
+                # what is archived already, or acknowledged as failed (status --ack), needs no
+                # worker, no connection, no queue: it is not tried again
+                settled = [job for job in work if _settled(job.record) is not None]
+                result.files.extend(_settled_outcome(job.remote, job.record) for job in settled)
+                work = [job for job in work if _settled(job.record) is None]
                 context = _RunContext(source, ledger, run_id, decryptor, options, reporter, retry)
                 outcomes, source_error = _process_all(context, work, transport)
                 result.files.extend(outcomes)
@@ -274,15 +275,34 @@ def _fetch_source(
     return result
 
 
+def _settled(record: VersionState | None) -> str | None:
+    """The action of a version fetch does not try (again), or None: "skipped" when it is
+    archived, "acknowledged" when a person acknowledged its failure (``status --ack``)."""
+    if record is None:
+        return None
+    if record.archived:
+        return "skipped"
+    return "acknowledged" if record.acknowledged else None
+
+
+def _settled_outcome(remote: RemoteFile, record: VersionState | None) -> FileOutcome:
+    action = _settled(record)
+    assert record is not None and action is not None
+    return FileOutcome(remote.name, remote.size, int(remote.mtime), action,
+                       local_path=record.download_path if action == "acknowledged" else None,
+                       output_path=record.output_path)
+
+
 def _unlisted_retries(candidates: list[RemoteFile],
                       records: dict[tuple[str, int, int], VersionState]) -> list[_FileJob]:
     """Files downloaded but not archived (failed to decrypt, or fetched with --no-decrypt) that
-    are gone from the server: their kept encrypted copy is archived now, without a transfer."""
+    are gone from the server: their kept encrypted copy is archived now, without a transfer.
+    An acknowledged failure is not retried, not even from its kept copy."""
     listed = {(remote.name, remote.size, int(remote.mtime)) for remote in candidates}
     jobs = []
     for key, version in records.items():
-        if (key in listed or version.archived or not version.has_local_copy
-                or version.download_path is None):
+        if (key in listed or version.archived or version.acknowledged
+                or not version.has_local_copy or version.download_path is None):
             continue
         remote = RemoteFile(version.name, version.size, float(version.mtime))
         if _local_copy_matches(Path(version.download_path), remote):
@@ -323,9 +343,11 @@ def _dry_run_plan(candidates: list[RemoteFile],
     outcomes = []
     for remote in candidates:
         record = records.get((remote.name, remote.size, int(remote.mtime)))
-        action = "skipped" if record is not None and record.archived else "would-fetch"
-        outcomes.append(FileOutcome(remote.name, remote.size, int(remote.mtime), action,
-                                    output_path=record.output_path if record else None))
+        if _settled(record) is not None:
+            outcomes.append(_settled_outcome(remote, record))
+        else:
+            outcomes.append(FileOutcome(remote.name, remote.size, int(remote.mtime),
+                                        "would-fetch"))
     return outcomes
 
 

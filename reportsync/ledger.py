@@ -421,12 +421,16 @@ class Ledger:
                        (file_id, run_id, target, path, reason, time.time()))
 
     def acknowledge_lost(self, source: str, name: str) -> int:
-        """Mark every version of ``name`` acknowledged as lost, and close its open failures (a
-        person has dealt with it); returns how many versions the ledger knows by that name."""
+        """Mark every version of ``name`` the ledger knows acknowledged (fetch no longer retries
+        or reports them; a later version is not covered), and close its open failures (a person
+        has dealt with it); returns how many versions the ledger knows by that name (0: nothing
+        is changed)."""
         now = time.time()
         with self._transaction() as db:
             known = db.execute("SELECT COUNT(*) FROM remote_files WHERE source = ? AND name = ?",
                                (source, name)).fetchone()[0]
+            if not known:
+                return 0
             db.execute(
                 "UPDATE remote_files SET lost_acked_at = ? WHERE source = ? AND name = ? "
                 "AND lost_acked_at IS NULL", (now, source, name))

@@ -84,13 +84,17 @@ def _source_summary(source: SourceResult, dry_run: bool) -> str:
     if source.error is not None and not source.files:
         return f"{source.name}: FAILED ({type(source.error).__name__})"
     if dry_run:
+        acknowledged = (f"{source.count('acknowledged')} acknowledged, "
+                        if source.count("acknowledged") else "")
         return (f"{source.name}: {source.count('would-fetch')} to fetch, "
-                f"{source.count('skipped')} already archived, {source.matched} matching of "
-                f"{source.listed} listed (dry run: nothing written)")
+                f"{source.count('skipped')} already archived, {acknowledged}{source.matched} "
+                f"matching of {source.listed} listed (dry run: nothing written)")
     parts = [f"{source.count('archived')} archived"]
     if source.count("downloaded"):
         parts.append(f"{source.count('downloaded')} downloaded, not decrypted")
     parts.append(f"{source.count('skipped')} already archived")
+    if source.count("acknowledged"):
+        parts.append(f"{source.count('acknowledged')} acknowledged failure(s), not retried")
     if source.failed:
         parts.append(f"{len(source.failed)} failed")
     if source.count("pending"):
@@ -128,8 +132,8 @@ def fetch_json(result: FetchResult) -> dict[str, Any]:
                 "listed": source.listed,
                 "matched": source.matched,
                 "counts": {action: source.count(action) for action in
-                           ("archived", "downloaded", "skipped", "would-fetch", "failed", "refused",
-                            "pending")},
+                           ("archived", "downloaded", "skipped", "acknowledged", "would-fetch",
+                            "failed", "refused", "pending")},
                 "bytes_transferred": source.bytes_transferred,
                 "error": source.error.to_dict() if source.error else None,
                 "at_risk": [{"name": risk.name, "days_left": risk.days_left}

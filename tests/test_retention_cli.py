@@ -342,3 +342,67 @@ def test_retention_before_the_first_fetch_warns_from_the_listing(ws: Workspace,
             seen = {row[0] for row in db.execute("SELECT name FROM remote_files")}
         assert seen == {"risky.xml.pgp", "alsorisky.xml.pgp", "fresh.xml.pgp"}
     assert not ws.download_dir.exists() and not ws.output_dir.exists()
+
+
+def test_an_acknowledged_failure_is_not_retried_until_the_file_changes(
+    ws: Workspace, other_pgp_identity: PgpIdentity
+) -> None:
+    """Issue 11: after `status --ack NAME` the next fetch decrypted the kept copy again (and
+    retried a listed failing file) and exited 1, so cron mailed every night. An acknowledged
+    version is left alone; a new version of the same name is fetched as usual."""
+    ws.put("listed.xml.pgp", other_pgp_identity.encrypt(b"<not ours/>"), age_days=20)
+    ws.put("purged.xml.pgp", other_pgp_identity.encrypt(b"<not ours either/>"), age_days=30)
+    ws.put_report("fine.xml.pgp", b"<fine/>", age_days=2)
+    code, result, _ = cli(ws, "fetch")
+    assert code == 1
+    assert result["sources"][0]["counts"]["failed"] == 2
+    (ws.server.remote_root / "purged.xml.pgp").unlink()  # its kept copy is retried from now on
+    code, result, _ = cli(ws, "fetch")
+    assert code == 1 and result["sources"][0]["counts"]["failed"] == 2
+
+    with ws.ledger() as db:
+        failure_rows = db.execute("SELECT COUNT(*) FROM failures").fetchone()[0]
+    code, acked, _ = cli(ws, "status", "--ack", "listed.xml.pgp", "--ack", "purged.xml.pgp")
+    assert acked["acknowledged"] == 2 and acked["sources"][0]["failures"] == []
+
+    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    assert quiet.exit_code == 0, quiet.stderr
+    assert quiet.stdout == "" and quiet.stderr == "", "nothing for cron to mail"
+    code, result, stderr = cli(ws, "fetch")
+    assert code == 0, stderr
+    files = {f["name"]: f for f in result["sources"][0]["files"]}
+    assert files["listed.xml.pgp"]["action"] == "acknowledged"
+    assert files["listed.xml.pgp"]["error"] is None
+    assert "purged.xml.pgp" not in files, "not retried from its kept copy"
+    assert result["sources"][0]["counts"]["acknowledged"] == 1
+    assert result["sources"][0]["counts"]["failed"] == 0
+    assert result["sources"][0]["bytes_transferred"] == 0
+    with ws.ledger() as db:
+        assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == failure_rows
+        assert db.execute("SELECT COUNT(*) FROM failures WHERE resolved_at IS NULL"
+                          ).fetchone()[0] == 0, "no decryption was attempted"
+    assert (ws.download_dir / "listed.xml.pgp").exists(), "the kept copy stays"
+    dry = run_cli("--config", str(ws.config_path), "--json", "fetch", "--dry-run")
+    assert {f["name"]: f["action"] for f in dry.json()["sources"][0]["files"]}[
+        "listed.xml.pgp"] == "acknowledged"
+    assert cli(ws, "status")[0] == 0
+
+    # the provider re-delivers the report, now to the right key: a new version, fetched as usual
+    ws.put_report("listed.xml.pgp", b"<delivered again/>", age_days=0.5)
+    code, result, stderr = cli(ws, "fetch")
+    assert code == 0, stderr
+    files = {f["name"]: f for f in result["sources"][0]["files"]}
+    assert files["listed.xml.pgp"]["action"] == "archived"
+    assert ws.outputs()["listed.xml"] == b"<delivered again/>"
+
+
+def test_acknowledging_a_refused_name_says_why_it_cannot_be_and_changes_nothing(
+    ws: Workspace,
+) -> None:
+    ws.put(".hidden.xml.pgp", b"a name fetch refuses", age_days=3)
+    assert cli(ws, "fetch")[0] == 1
+    code, _, stderr = cli(ws, "status", "--ack", ".hidden.xml.pgp")
+    assert code == 2 and "refused as unsafe" in stderr and "rename or remove" in stderr
+    code, status, _ = cli(ws, "status")
+    assert [f["stage"] for f in status["sources"][0]["failures"]] == ["name"], \
+        "an acknowledgement that is refused closes nothing"
