@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import filelock
 import paramiko
 
-from reportsync import __version__
+from reportsync import __version__, pgpkeys
 from reportsync.config import NO_SOURCE, NO_SOURCE_REMEDY, Config, SecretRef, SourceConfig, load_config
 from reportsync.errors import (
     ConfigError,
@@ -61,6 +61,7 @@ from reportsync.sshkeys import (
     STATUS_EXPIRED,
     STATUS_NOT_YET_VALID,
     SshCertificateInfo,
+    certificate_expiry,
     inspect_ssh_file,
 )
 from reportsync.transports import RemoteFile, Transport
@@ -76,7 +77,6 @@ SKIPPED = "SKIPPED"
 STATUSES = (PASS, WARN, FAIL, SKIPPED)
 
 DAY = 86400.0
-EXPIRY_WARN_DAYS = 30  # PGP keys and SSH certificates: WARN when they end sooner than this
 DISK_FAIL_BYTES = 100 * 1024 * 1024
 DISK_WARN_BYTES = 1024 * 1024 * 1024
 GPG_TIMEOUT = 30.0  # gpg --version and the probe; gpg has no network step
@@ -487,73 +487,38 @@ def _check_gnupg_home(home: Path, out: _Findings) -> bool:
     return True
 
 
-def _gpg_timestamp(raw: object) -> float | None:
-    text = str(raw or "").strip()
-    return float(text) if text.isdigit() and int(text) > 0 else None
-
-
 def _check_secret_keys(gpg_path: str, home: Path, out: _Findings) -> list[str]:
     """Fingerprints of secret keys that can decrypt now; a finding either way."""
-    import gnupg
-
+    now = time.time()
     try:
-        raw = gnupg.GPG(gpgbinary=gpg_path, gnupghome=str(home))
-        keys = list(raw.list_keys(secret=True))
+        keys = pgpkeys.decryption_keys(Gpg(binary=gpg_path, home=home, passphrase=None), now)
     except Exception as exc:
         out.add("secret key", "local", FAIL, f"gpg could not list the keys in {home}: {exc}",
                 f"Run `gpg --homedir {home} --list-secret-keys` to see what gpg says.")
         return []
-    if not keys:
+    if not keys.usable and not keys.unusable:
         out.add("secret key", "local", FAIL, f"no secret key in {home}: no report can be decrypted",
                 "Import your secret key (`reportsync keys pgp import FILE`) or restore a backup "
                 "(`reportsync keys restore FILE`); without one, generate a key (`reportsync keys pgp "
                 "generate`) and send the provider the new public key.")
         return []
-    now = time.time()
-    usable: list[tuple[str, float | None, str]] = []
-    unusable: list[str] = []
-    for key in keys:
-        fingerprint = str(key.get("fingerprint", ""))
-        caps = str(key.get("cap", ""))
-        validity = str(key.get("trust", ""))
-        expiries = [_gpg_timestamp(key.get("expires"))]
-        for info in (key.get("subkey_info") or {}).values():
-            if "e" in str(info.get("cap", "")):
-                expiries.append(_gpg_timestamp(info.get("expires")))
-        known = [value for value in expiries if value is not None]
-        expires = min(known) if known else None
-        uid = (key.get("uids") or [""])[0]
-        if "E" not in caps or validity in ("e", "r", "d", "i") or \
-                (expires is not None and expires <= now):
-            reason = "expired" if validity == "e" or (expires is not None and expires <= now) \
-                else "revoked" if validity == "r" else "has no usable encryption subkey"
-            unusable.append(f"{fingerprint} ({reason})")
-        else:
-            usable.append((fingerprint, expires, uid))
-    if not usable:
+    if not keys.usable:
         out.add("secret key", "local", FAIL,
-                f"no secret key in {home} can decrypt: {', '.join(unusable)}",
+                f"no secret key in {home} can decrypt: {', '.join(keys.unusable)}",
                 f"Extend an expired key (`gpg --homedir {home} --quick-set-expire FINGERPRINT 2y` "
                 "and for its subkeys `... FINGERPRINT 2y '*'`), then send the provider the updated "
                 "public key (`reportsync keys pgp export-public`); or import a current key.")
         return []
-    soonest = min(usable, key=lambda item: item[1] if item[1] is not None else float("inf"))
-    fingerprint, expires, uid = soonest
-    described = ", ".join(f"{fpr} ({who})" if who else fpr for fpr, _, who in usable)
-    if expires is not None and expires - now < EXPIRY_WARN_DAYS * DAY:
-        days = int((expires - now) // DAY)
-        day = datetime.fromtimestamp(expires, tz=timezone.utc).strftime("%Y-%m-%d")
-        out.add("secret key", "local", WARN,
-                f"secret key {fingerprint} expires on {day}, in {days} days; after that the "
-                "provider cannot encrypt to it",
-                f"Extend it now: `gpg --homedir {home} --quick-set-expire {fingerprint} 2y` (and "
-                f"`... {fingerprint} 2y '*'` for the subkeys), then send the provider the updated "
-                "public key (`reportsync keys pgp export-public`).")
+    expiry = pgpkeys.decryption_key_expiry(keys, home, now)
+    if expiry is not None and expiry.soon:
+        out.add("secret key", "local", WARN, expiry.finding, expiry.remedy)
     else:
-        until = "never expires" if expires is None else \
-            f"valid until {datetime.fromtimestamp(expires, tz=timezone.utc):%Y-%m-%d}"
+        described = ", ".join(f"{key.fingerprint} ({key.uid})" if key.uid else key.fingerprint
+                              for key in keys.usable)
+        until = "never expires" if expiry is None else \
+            f"valid until {datetime.fromtimestamp(expiry.expires_at, tz=timezone.utc):%Y-%m-%d}"
         out.add("secret key", "local", PASS, f"secret key able to decrypt: {described}; {until}")
-    return [fpr for fpr, _, _ in usable]
+    return [key.fingerprint for key in keys.usable]
 
 
 def _gpgconf(gpg_path: str) -> str | None:
@@ -1132,11 +1097,10 @@ class _SourceChecks:
             if problems:
                 return _Step(WARN, f"logged in as {source.username!r}, although "
                              f"{'; '.join(problems)}", certificate_remedy)
-            if certificate.days_left is not None and certificate.days_left < EXPIRY_WARN_DAYS:
-                return _Step(WARN, f"logged in as {source.username!r}, but the certificate "
-                             f"expires in {certificate.days_left} days",
-                             f"Ask your provider for a renewed certificate before "
-                             f"{certificate.valid_to:%Y-%m-%d}.")
+            expiry = certificate_expiry(certificate)
+            if expiry is not None and expiry.soon:
+                return _Step(WARN, f"logged in as {source.username!r}, but {expiry.finding}",
+                             expiry.remedy)
         return _Step(PASS, f"logged in as {source.username!r} with the {credential}")
 
     def _old_rsa_server(self, key: paramiko.PKey | None, error: ReportsyncError) -> bool:

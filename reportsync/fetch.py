@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
-from reportsync import retention
+from reportsync import pgpkeys, retention
 from reportsync.config import Config, Settings, SourceConfig
 from reportsync.errors import (
     ExitCode,
@@ -31,6 +32,7 @@ from reportsync.errors import (
     TransferError,
     most_severe,
 )
+from reportsync.expiry import CredentialExpiry
 from reportsync.fsutil import (
     HASH_CHUNK,
     contained_path,
@@ -54,6 +56,7 @@ from reportsync.listing import select as listing_select
 from reportsync.lock import RunLock
 from reportsync.pgp import Decrypted, Gpg, looks_like_pgp, plaintext_name
 from reportsync.retention import DeletionOutcome, Notice
+from reportsync.sshkeys import SshCertificateInfo, certificate_expiry, inspect_ssh_file
 from reportsync.transports import RemoteFile, Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -176,6 +179,8 @@ class FetchResult:
     dry_run: bool
     run_id: int | None = None
     seconds: float = 0.0
+    # the PGP key reports are encrypted to, SSH certificates: ended, or ending within 30 days
+    expiring: list[CredentialExpiry] = field(default_factory=list)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -199,12 +204,13 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None)
     ) as ledger:
         run_id = None if options.dry_run else ledger.start_run("fetch", os.getpid())
         decryptor = LazyGpg(config.settings)
+        expiring = _expiring_credentials(config, sources, decryptor, options)
         results = [
             _fetch_source(source, config, ledger, run_id, decryptor, options, reporter)
             for source in sources
         ]
         result = FetchResult(sources=results, dry_run=options.dry_run, run_id=run_id,
-                             seconds=time.monotonic() - started)
+                             seconds=time.monotonic() - started, expiring=expiring)
         if run_id is not None:
             for source_result in results:
                 counts = {action: source_result.count(action) for action in
@@ -215,6 +221,42 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None)
                                          int(source_result.exit_code), counts, error)
             ledger.finish_run(run_id, int(result.exit_code), result.counts())
     return result
+
+
+def _expiring_credentials(config: Config, sources: list[SourceConfig], decryptor: LazyGpg,
+                          options: FetchOptions) -> list[CredentialExpiry]:
+    """The decryption key and the SSH certificates that end within 30 days (or have ended), so a
+    nightly run warns before deliveries or logins start failing. Local and cheap: one
+    ``gpg --list-secret-keys`` (only when this run may decrypt) and a read of each certificate.
+    Whatever cannot be read here is left to the step that needs it, which reports it."""
+    now = options.now if options.now is not None else time.time()
+    found: list[CredentialExpiry] = []
+    home = config.settings.gnupg_home
+    if options.decrypt and any(source.decrypt for source in sources) and home.is_dir():
+        try:
+            keys = pgpkeys.decryption_keys(decryptor.get().gpg, now)
+        except ReportsyncError as error:  # gpg missing, say: decrypting says so, with remedy
+            log.debug("key expiry not checked: %s", error.message)
+        else:
+            key_expiry = pgpkeys.decryption_key_expiry(keys, home, now)
+            if key_expiry is not None and key_expiry.soon:
+                found.append(key_expiry)
+    for source in sources:
+        if source.protocol != "sftp" or source.certificate_file is None:
+            continue
+        try:
+            info = inspect_ssh_file(source.certificate_file,
+                                    now=datetime.fromtimestamp(now, tz=timezone.utc))
+        except ReportsyncError as error:  # the login names the certificate problem
+            log.debug("source %s: certificate not checked: %s", source.name, error.message)
+            continue
+        if isinstance(info, SshCertificateInfo):
+            certificate = certificate_expiry(info, source.name)
+            if certificate is not None and certificate.soon:
+                found.append(certificate)
+    for expiry in found:
+        log.warning("%s", expiry.finding)
+    return found
 
 
 def _fetch_source(
@@ -870,6 +912,11 @@ class _CheckedGpg:
     def __init__(self, gpg: Gpg, owner: LazyGpg) -> None:
         self._gpg = gpg
         self._owner = owner
+
+    @property
+    def gpg(self) -> Gpg:
+        """The GnuPG home itself, for reading its keys."""
+        return self._gpg
 
     def decrypt(self, encrypted: Path, output: Path, *, require_signer: str = "") -> Decrypted:
         try:

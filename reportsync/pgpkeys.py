@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reportsync.config import Secret
 from reportsync.errors import KeyProblemError, UsageError
+from reportsync.expiry import PGP, CredentialExpiry
 from reportsync.pgp import Gpg
 
 ALGORITHMS: dict[str, dict[str, str | int]] = {
@@ -99,6 +100,109 @@ def list_pgp_keys(gpg: Gpg) -> list[PgpKeyInfo]:
             has_secret=key["fingerprint"] in secret_fingerprints,
         ))
     return keys
+
+
+@dataclass(frozen=True)
+class DecryptionKey:
+    fingerprint: str
+    uid: str
+    # when the provider can no longer encrypt to it: the primary key's expiry or its newest
+    # encryption subkey's, whichever comes first; None: never
+    expires: float | None
+
+
+@dataclass(frozen=True)
+class DecryptionKeys:
+    """The secret keys of a GnuPG home, as far as receiving reports goes."""
+
+    usable: tuple[DecryptionKey, ...]  # can be encrypted to now
+    unusable: tuple[str, ...]  # "FINGERPRINT (why not)"
+    expired: tuple[DecryptionKey, ...]  # the unusable ones that only expired (extending helps)
+
+
+def _gpg_timestamp(raw: object) -> float | None:
+    text = str(raw or "").strip()
+    return float(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _ends(primary_expires: float | None, encrypting: list[float | None]) -> float | None:
+    """When a key stops receiving reports: its primary key's expiry or the end of its
+    longest-lived encryption subkey, whichever comes first (None: never)."""
+    newest = None if any(value is None for value in encrypting) else \
+        max(value for value in encrypting if value is not None)
+    if primary_expires is None:
+        return newest
+    return primary_expires if newest is None else min(primary_expires, newest)
+
+
+def decryption_keys(gpg: Gpg, now: float | None = None) -> DecryptionKeys:
+    """Which secret keys can still receive reports: one ``gpg --list-secret-keys``."""
+    moment = now if now is not None else time.time()
+    usable: list[DecryptionKey] = []
+    unusable: list[str] = []
+    expired: list[DecryptionKey] = []
+    for key in gpg.raw.list_keys(secret=True):
+        fingerprint = str(key.get("fingerprint", ""))
+        validity = str(key.get("trust", ""))
+        uid = str((key.get("uids") or [""])[0])
+        primary_expires = _gpg_timestamp(key.get("expires"))
+        # the expiries of the key's encryption (sub)keys that are not revoked: gpg encrypts to the
+        # newest valid one, so the key receives reports while any of them is valid
+        encrypting = [_gpg_timestamp(info.get("expires"))
+                      for info in (key.get("subkey_info") or {}).values()
+                      if "e" in str(info.get("cap", ""))
+                      and str(info.get("trust", "")) not in ("r", "d", "i")]
+        if "e" in str(key.get("cap", "")).replace("E", ""):  # the primary key encrypts itself
+            encrypting.append(primary_expires)
+        if validity in ("r", "d", "i"):
+            unusable.append(f"{fingerprint} ({'revoked' if validity == 'r' else 'disabled'})")
+            continue
+        if not encrypting:
+            unusable.append(f"{fingerprint} (has no usable encryption subkey)")
+            continue
+        ends = _ends(primary_expires, encrypting)
+        if validity == "e" or (ends is not None and ends <= moment):
+            unusable.append(f"{fingerprint} (expired)")
+            expired.append(DecryptionKey(fingerprint, uid, ends))
+            continue
+        live = [value for value in encrypting if value is None or value > moment]
+        usable.append(DecryptionKey(fingerprint, uid, _ends(primary_expires, live)))
+    return DecryptionKeys(tuple(usable), tuple(unusable), tuple(expired))
+
+
+def decryption_key_expiry(keys: DecryptionKeys, home: Path, now: float | None = None
+                          ) -> CredentialExpiry | None:
+    """When the next usable key ends (None: it never does); with no usable key, when the last
+    expired one ended. Its ``soon`` says whether doctor and fetch must warn."""
+    moment = now if now is not None else time.time()
+    extend = (f"`gpg --homedir {home} --quick-set-expire FINGERPRINT 2y` (and `... FINGERPRINT "
+              "2y '*'` for the subkeys), then send the provider the updated public key "
+              "(`reportsync keys pgp export-public`)")
+    if keys.usable:
+        soonest = min(keys.usable, key=lambda key: key.expires if key.expires is not None
+                      else float("inf"))
+        if soonest.expires is None:
+            return None
+        days = int((soonest.expires - moment) // DAY)
+        day = datetime.fromtimestamp(soonest.expires, tz=timezone.utc).strftime("%Y-%m-%d")
+        return CredentialExpiry(
+            kind=PGP, subject=soonest.fingerprint, expires_at=soonest.expires, days_left=days,
+            finding=f"PGP secret key {soonest.fingerprint} expires on {day}, in {days} days; "
+            "after that the provider cannot encrypt reports to it",
+            remedy="Extend it now: " + extend.replace("FINGERPRINT", soonest.fingerprint) + ".")
+    ended = [key for key in keys.expired if key.expires is not None]
+    if not ended:
+        return None
+    last = max(ended, key=lambda key: key.expires or 0.0)
+    assert last.expires is not None
+    days = int((last.expires - moment) // DAY)
+    day = datetime.fromtimestamp(last.expires, tz=timezone.utc).strftime("%Y-%m-%d")
+    return CredentialExpiry(
+        kind=PGP, subject=last.fingerprint, expires_at=last.expires, days_left=days,
+        finding=f"PGP secret key {last.fingerprint} expired on {day} ({-days} days ago): the "
+        "provider cannot encrypt new reports to it, and no other key in the GnuPG home can "
+        "receive them",
+        remedy="Extend it: " + extend.replace("FINGERPRINT", last.fingerprint) + ".")
 
 
 def find_key(gpg: Gpg, selector: str | None, *, secret: bool = False) -> PgpKeyInfo:

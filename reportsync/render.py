@@ -77,6 +77,9 @@ def fetch_text(result: FetchResult) -> Rendered:
             since = ("no file has ever arrived" if math.isinf(source.stale_days)
                      else f"the newest file is {source.stale_days:.0f} days old")
             rendered.stderr.append(f"warning: source {source.name!r}: feed looks stale: {since}")
+    for expiry in result.expiring:
+        rendered.stderr.append(f"warning: {expiry.finding}")
+        rendered.stderr.append(f"  what to do: {expiry.remedy}")
     return rendered
 
 
@@ -124,6 +127,7 @@ def fetch_json(result: FetchResult) -> dict[str, Any]:
         "dry_run": result.dry_run,
         "run_id": result.run_id,
         "seconds": round(result.seconds, 3),
+        "expiring": [expiry.to_dict() for expiry in result.expiring],
         "sources": [
             {
                 "name": source.name,
