@@ -227,12 +227,14 @@ def _expiring_credentials(config: Config, sources: list[SourceConfig], decryptor
                           options: FetchOptions) -> list[CredentialExpiry]:
     """The decryption key and the SSH certificates that end within 30 days (or have ended), so a
     nightly run warns before deliveries or logins start failing. Local and cheap: one
-    ``gpg --list-secret-keys`` (only when this run may decrypt) and a read of each certificate.
-    Whatever cannot be read here is left to the step that needs it, which reports it."""
+    ``gpg --list-secret-keys`` (only when this run may decrypt; not in a dry run, as gpg may
+    update its trust database) and a read of each certificate. Whatever cannot be read here is
+    left to the step that needs it, which reports it."""
     now = options.now if options.now is not None else time.time()
     found: list[CredentialExpiry] = []
     home = config.settings.gnupg_home
-    if options.decrypt and any(source.decrypt for source in sources) and home.is_dir():
+    may_decrypt = options.decrypt and not options.dry_run and any(s.decrypt for s in sources)
+    if may_decrypt and home.is_dir():
         try:
             keys = pgpkeys.decryption_keys(decryptor.get().gpg, now)
         except ReportsyncError as error:  # gpg missing, say: decrypting says so, with remedy

@@ -58,6 +58,8 @@ def test_fetch_warns_under_quiet_when_the_decryption_key_expires_within_30_days(
     no_decrypt = run_cli("--config", str(ws.config_path), "-q", "fetch", "--no-decrypt")
     assert no_decrypt.exit_code == 0 and "expires" not in no_decrypt.stderr, \
         "a run that decrypts nothing does not ask gpg"
+    dry = run_cli("--config", str(ws.config_path), "fetch", "--dry-run")
+    assert dry.exit_code == 0 and "expires" not in dry.stderr, "nor does a dry run"
 
 
 def test_a_newer_encryption_subkey_keeps_the_key_receiving_reports(tmp_path: Path) -> None:
