@@ -354,7 +354,7 @@ def restore_backup(
     config_bytes = contents.data[config_members[0].name]
     try:
         document = tomllib.loads(config_bytes.decode("utf-8"))
-        config = parse_config(document, config_path=config_path)
+        config = parse_config(document, config_path=config_path, allow_no_sources=True)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BackupError(f"{path}: the backed-up config is not valid TOML ({exc})") from None
     except ConfigError as error:

@@ -49,8 +49,11 @@ class App:
     as_json: bool
     traceback: bool
 
-    def load_config(self) -> Config:
-        config = load_config(self.config_path or default_config_path())
+    def load_config(self, *, need_sources: bool = True) -> Config:
+        """The config; without ``need_sources`` one with only ``[settings]`` is valid too (for the
+        commands that work on this machine's keys and schedule, not on a server)."""
+        config = load_config(self.config_path or default_config_path(),
+                             allow_no_sources=not need_sources)
         _add_log_file(config.settings.state_dir)
         return config
 
@@ -60,7 +63,7 @@ class App:
         path = self.config_path or default_config_path()
         if self.config_path is None and not path.exists():
             return parse_config({"sources": {}}, allow_no_sources=True).settings
-        return self.load_config().settings
+        return self.load_config(need_sources=False).settings
 
     def gpg(self) -> Gpg:
         """gpg for key management: listing, exporting and importing need no passphrase."""
@@ -208,7 +211,7 @@ def schedule(app: App, kind: str, at_text: str, out_dir: Path | None) -> None:
     from reportsync import schedule as schedule_core
 
     at = schedule_core.parse_time(at_text)
-    config = app.load_config()
+    config = app.load_config(need_sources=False)
     config_path = app.config_path or default_config_path()
     if kind == "systemd":
         result = schedule_core.systemd_schedule(config, config_path, at=at)
@@ -263,7 +266,8 @@ def doctor(app: App, sources: tuple[str, ...], bundle: Path | None, quiet_here: 
 
     path = app.config_path or default_config_path()
     try:
-        app.load_config()  # only to log to state_dir/logs; a broken config is a finding below
+        app.load_config(need_sources=False)  # only to log to state_dir/logs; a broken config is
+        # a finding below
     except ReportsyncError as error:
         logging.getLogger("reportsync").debug("doctor: the config does not load: %s", error)
     report = doctor_core.run_doctor(path, sources)
@@ -486,7 +490,7 @@ def ssh_show(app: App, path: Path) -> None:
 @pass_app
 def keys_backup(app: App, out: Path, passphrase_env: str | None) -> None:
     """One encrypted file with everything needed to decrypt and log in again."""
-    config = app.load_config()
+    config = app.load_config(need_sources=False)
     passphrase = _required_secret(passphrase_env, what="backup passphrase", confirm=True)
     manifest = backup.create_backup(config, Gpg.from_settings(config.settings), out, passphrase)
     lines = [f"wrote {out} ({len(manifest.members)} members, encrypted with AES-256-GCM)"]

@@ -106,7 +106,6 @@ class RetentionPolicy:
     archive_days: int = 0
     remote: str = "keep"
     max_deletions: int = 50
-    max_deletions_percent: int = 10
 
 
 @dataclass(frozen=True)
@@ -197,9 +196,18 @@ RETENTION_KEYS: tuple[Key, ...] = (
     Key("archive_days", "int", 0, "decrypted reports: 0 = keep forever (financial records)"),
     Key("remote", "choice", "keep", "what to do with files on the server",
         choices=("keep", "delete-expired", "delete-after-fetch")),
-    Key("max_deletions", "int", 50, "per run and source: at most this many deletions ..."),
-    Key("max_deletions_percent", "int", 10, "... and at most this % of the source's archive"),
+    Key("max_deletions", "int", 50, "per run and source: at most this many files lose copies; "
+        "the rest follow in later runs"),
 )
+
+# Keys of earlier versions: still an error (a key that does nothing must not look set), but one
+# that says what replaced it.
+REMOVED_KEYS: dict[str, str] = {
+    "retention.max_deletions_percent": (
+        "removed; the cap is max_deletions alone, and a source whose newest listed file is older "
+        "than retention.days gets no deletions at all (docs/retention.md#the-safety-caps): delete "
+        "this line"),
+}
 
 SOURCE_KEYS: tuple[Key, ...] = (
     Key("protocol", "choice", None, "sftp | ftp | ftps (explicit TLS)", choices=PROTOCOLS,
@@ -334,7 +342,8 @@ def _read_table(
     for name, raw in table.items():
         key = known.get(name)
         if key is None:
-            hint = _did_you_mean(name, list(known))
+            removed = REMOVED_KEYS.get(f"{where}.{name}")
+            hint = f": {removed}" if removed else _did_you_mean(name, list(known))
             problems.add(f"{where}.{name}", f"unknown key{hint}")
             continue
         coerced = _coerce(key, raw, f"{where}.{name}", problems, base)
@@ -350,8 +359,16 @@ def _did_you_mean(name: str, candidates: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def load_config(path: Path | None = None) -> Config:
-    """Read and validate the config file; ConfigError lists every problem with file and key."""
+NO_SOURCE = "no source is configured"
+NO_SOURCE_REMEDY = ("Add a [sources.NAME] table for the server to fetch from (docs/configuration.md "
+                    "lists its keys). Only `keys ...`, `init` and `schedule` work without one.")
+
+
+def load_config(path: Path | None = None, *, allow_no_sources: bool = False) -> Config:
+    """Read and validate the config file; ConfigError lists every problem with file and key.
+
+    ``allow_no_sources``: a config with only ``[settings]`` (and ``[retention]``) is valid, for
+    the commands that need no source (``keys ...``, ``schedule``)."""
     config_path = path if path is not None else default_config_path()
     try:
         raw_text = config_path.read_bytes()
@@ -370,7 +387,8 @@ def load_config(path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], path=str(config_path)) from None
     return parse_config(
-        document, config_path=config_path, file_is_private=too_open(config_path) is None
+        document, config_path=config_path, file_is_private=too_open(config_path) is None,
+        allow_no_sources=allow_no_sources,
     )
 
 
@@ -420,11 +438,13 @@ def parse_config(
         if source is not None:
             sources[name] = source
     if not raw_sources and not allow_no_sources:
-        problems.add("sources", "no [sources.NAME] table: nothing to fetch")
+        problems.add("sources", NO_SOURCE)
 
     if problems.items:
         where = str(config_path) if config_path else None
-        raise ConfigError(problems.items, path=where)
+        only_no_source = problems.items == [f"sources: {NO_SOURCE}"]
+        raise ConfigError(problems.items, path=where,
+                          remedy=NO_SOURCE_REMEDY if only_no_source else None)
     return Config(path=config_path, settings=settings, retention=retention, sources=sources)
 
 

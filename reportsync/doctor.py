@@ -41,8 +41,8 @@ from typing import Any, TypeVar
 import filelock
 import paramiko
 
-from reportsync import __version__, pgp
-from reportsync.config import Config, SecretRef, SourceConfig, load_config
+from reportsync import __version__, pgp, pgpkeys
+from reportsync.config import NO_SOURCE, NO_SOURCE_REMEDY, Config, SecretRef, SourceConfig, load_config
 from reportsync.errors import (
     ConfigError,
     ExitCode,
@@ -57,6 +57,7 @@ from reportsync.sshkeys import (
     STATUS_EXPIRED,
     STATUS_NOT_YET_VALID,
     SshCertificateInfo,
+    certificate_expiry,
     inspect_ssh_file,
 )
 from reportsync.transports import RemoteFile, Transport
@@ -72,7 +73,6 @@ SKIPPED = "SKIPPED"
 STATUSES = (PASS, WARN, FAIL, SKIPPED)
 
 DAY = 86400.0
-EXPIRY_WARN_DAYS = 30  # PGP keys and SSH certificates: WARN when they end sooner than this
 DISK_FAIL_BYTES = 100 * 1024 * 1024
 DISK_WARN_BYTES = 1024 * 1024 * 1024
 SHOWN_NAMES = 5  # how many remote names a finding quotes
@@ -212,7 +212,9 @@ _BUG_REMEDY = ("This is a bug in reportsync doctor: please report it with the bu
 
 def _check_config_file(path: Path, out: _Findings) -> Config | None:
     try:
-        config = load_config(path)
+        # without sources the local checks (gpg, keys, folders) still run; the missing source
+        # is its own finding below
+        config = load_config(path, allow_no_sources=True)
     except ConfigError as error:
         for problem in error.problems:
             remedy = error.remedy
@@ -227,7 +229,10 @@ def _check_config_file(path: Path, out: _Findings) -> Config | None:
         return None
     names = ", ".join(config.sources)
     out.add("parse", "config", PASS,
-            f"{path} is valid: {len(config.sources)} source(s) ({names})")
+            f"{path} is valid: {len(config.sources)} source(s)" + (f" ({names})" if names else ""))
+    if not config.sources:
+        out.add("source", "config", FAIL, f"{path}: {NO_SOURCE}: nothing to fetch or check "
+                "on a server", NO_SOURCE_REMEDY)
     return config
 
 
@@ -476,46 +481,37 @@ def _check_gnupg_home(home: Path, out: _Findings) -> bool:
 
 def _check_secret_keys(gpg_path: str, home: Path, out: _Findings) -> list[str]:
     """Fingerprints of secret keys that can decrypt now; a finding either way."""
+    now = time.time()
     try:
-        keys = pgp.Gpg(binary=gpg_path, home=home, passphrase=None, create_home=False).secret_keys()
+        keys = pgp.Gpg(binary=gpg_path, home=home, passphrase=None,
+                       create_home=False).decryption_keys(now)
     except Exception as exc:
         out.add("secret key", "local", FAIL, f"gpg could not list the keys in {home}: {exc}",
                 f"Run `gpg --homedir {home} --list-secret-keys` to see what gpg says.")
         return []
-    if not keys:
+    if not keys.usable and not keys.unusable:
         out.add("secret key", "local", FAIL, f"no secret key in {home}: no report can be decrypted",
                 "Import your secret key (`reportsync keys pgp import FILE`) or restore a backup "
                 "(`reportsync keys restore FILE`); without one, generate a key (`reportsync keys pgp "
                 "generate`) and send the provider the new public key.")
         return []
-    now = time.time()
-    usable = [key for key in keys if key.problem is None]
-    if not usable:
-        unusable = ", ".join(f"{key.fingerprint} ({key.problem})" for key in keys)
+    if not keys.usable:
         out.add("secret key", "local", FAIL,
-                f"no secret key in {home} can decrypt: {unusable}",
+                f"no secret key in {home} can decrypt: {', '.join(keys.unusable)}",
                 f"Extend an expired key (`gpg --homedir {home} --quick-set-expire FINGERPRINT 2y` "
                 "and for its subkeys `... FINGERPRINT 2y '*'`), then send the provider the updated "
                 "public key (`reportsync keys pgp export-public`); or import a current key.")
         return []
-    soonest = min(usable, key=lambda key: key.expires if key.expires is not None else float("inf"))
-    fingerprint, expires = soonest.fingerprint, soonest.expires
-    described = ", ".join(f"{key.fingerprint} ({key.uid})" if key.uid else key.fingerprint
-                          for key in usable)
-    if expires is not None and expires - now < EXPIRY_WARN_DAYS * DAY:
-        days = int((expires - now) // DAY)
-        day = datetime.fromtimestamp(expires, tz=timezone.utc).strftime("%Y-%m-%d")
-        out.add("secret key", "local", WARN,
-                f"secret key {fingerprint} expires on {day}, in {days} days; after that the "
-                "provider cannot encrypt to it",
-                f"Extend it now: `gpg --homedir {home} --quick-set-expire {fingerprint} 2y` (and "
-                f"`... {fingerprint} 2y '*'` for the subkeys), then send the provider the updated "
-                "public key (`reportsync keys pgp export-public`).")
+    expiry = pgpkeys.decryption_key_expiry(keys, home, now)
+    if expiry is not None and expiry.soon:
+        out.add("secret key", "local", WARN, expiry.finding, expiry.remedy)
     else:
-        until = "never expires" if expires is None else \
-            f"valid until {datetime.fromtimestamp(expires, tz=timezone.utc):%Y-%m-%d}"
+        described = ", ".join(f"{key.fingerprint} ({key.uid})" if key.uid else key.fingerprint
+                              for key in keys.usable)
+        until = "never expires" if expiry is None else \
+            f"valid until {datetime.fromtimestamp(expiry.expires_at, tz=timezone.utc):%Y-%m-%d}"
         out.add("secret key", "local", PASS, f"secret key able to decrypt: {described}; {until}")
-    return [key.fingerprint for key in usable]
+    return [key.fingerprint for key in keys.usable]
 
 
 def _check_passphrase(config: Config, gpg_path: str, fingerprints: list[str], out: _Findings) -> None:
@@ -1057,11 +1053,10 @@ class _SourceChecks:
             if problems:
                 return _Step(WARN, f"logged in as {source.username!r}, although "
                              f"{'; '.join(problems)}", certificate_remedy)
-            if certificate.days_left is not None and certificate.days_left < EXPIRY_WARN_DAYS:
-                return _Step(WARN, f"logged in as {source.username!r}, but the certificate "
-                             f"expires in {certificate.days_left} days",
-                             f"Ask your provider for a renewed certificate before "
-                             f"{certificate.valid_to:%Y-%m-%d}.")
+            expiry = certificate_expiry(certificate)
+            if expiry is not None and expiry.soon:
+                return _Step(WARN, f"logged in as {source.username!r}, but {expiry.finding}",
+                             expiry.remedy)
         return _Step(PASS, f"logged in as {source.username!r} with the {credential}")
 
     def _old_rsa_server(self, key: paramiko.PKey | None, error: ReportsyncError) -> bool:

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
-from reportsync import retention
+from reportsync import pgpkeys, retention
 from reportsync.config import Config, Settings, SourceConfig
 from reportsync.errors import (
     ExitCode,
@@ -31,9 +32,9 @@ from reportsync.errors import (
     TransferError,
     most_severe,
 )
+from reportsync.expiry import CredentialExpiry
 from reportsync.fsutil import (
     HASH_CHUNK,
-    check_remote_name,
     contained_path,
     crash_point,
     ensure_private_dir,
@@ -51,9 +52,11 @@ from reportsync.fsutil import (
     temp_name,
 )
 from reportsync.ledger import Ledger, VersionState
+from reportsync.listing import select as listing_select
 from reportsync.lock import RunLock
 from reportsync.pgp import Decrypted, Gpg, needs_decryption, plaintext_name
 from reportsync.retention import DeletionOutcome, Notice
+from reportsync.sshkeys import SshCertificateInfo, certificate_expiry, inspect_ssh_file
 from reportsync.transports import RemoteFile, Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -97,7 +100,8 @@ class FileOutcome:
     name: str
     size: int
     mtime: int
-    action: str  # archived | downloaded | skipped | would-fetch | failed | refused | pending
+    action: str  # archived | downloaded | skipped | acknowledged | would-fetch | failed | refused
+    # | pending
     local_path: str | None = None
     output_path: str | None = None
     transferred: int = 0
@@ -119,9 +123,10 @@ class SourceResult:
     matched: int = 0
     files: list[FileOutcome] = field(default_factory=list)
     error: ReportsyncError | None = None
-    notices: list[Notice] = field(default_factory=list)  # at-risk, lost, stale
+    notices: list[Notice] = field(default_factory=list)  # at-risk, lost, stale, withheld
     deletions: list[DeletionOutcome] = field(default_factory=list)
     held_back: int = 0  # deletions over the per-run cap, left for later runs
+    deletion_cap: int = 0  # files that could lose copies this run (retention.max_deletions)
 
     @property
     def at_risk(self) -> list[AtRisk]:
@@ -131,6 +136,12 @@ class SourceResult:
     @property
     def lost(self) -> list[Notice]:
         return [notice for notice in self.notices if notice.kind == "lost"]
+
+    @property
+    def deletions_withheld(self) -> Notice | None:
+        """Why no deletion was done this run (the whole folder looks expired), or None."""
+        return next((notice for notice in self.notices if notice.kind == retention.WITHHELD),
+                    None)
 
     @property
     def stale_days(self) -> float | None:
@@ -168,6 +179,8 @@ class FetchResult:
     dry_run: bool
     run_id: int | None = None
     seconds: float = 0.0
+    # the PGP key reports are encrypted to, SSH certificates: ended, or ending within 30 days
+    expiring: list[CredentialExpiry] = field(default_factory=list)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -187,25 +200,65 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None)
     started = time.monotonic()
     reporter = reporter or SilentReporter()
     with RunLock(config.settings.state_dir, "fetch"), Ledger.in_state_dir(
-        config.settings.state_dir
+        config.settings.state_dir, create=not options.dry_run
     ) as ledger:
         run_id = None if options.dry_run else ledger.start_run("fetch", os.getpid())
         decryptor = LazyGpg(config.settings)
+        expiring = _expiring_credentials(config, sources, decryptor, options)
         results = [
             _fetch_source(source, config, ledger, run_id, decryptor, options, reporter)
             for source in sources
         ]
         result = FetchResult(sources=results, dry_run=options.dry_run, run_id=run_id,
-                             seconds=time.monotonic() - started)
+                             seconds=time.monotonic() - started, expiring=expiring)
         if run_id is not None:
             for source_result in results:
                 counts = {action: source_result.count(action) for action in
-                          ("archived", "downloaded", "skipped", "failed", "refused", "pending")}
+                          ("archived", "downloaded", "skipped", "acknowledged", "failed",
+                           "refused", "pending")}
                 error = source_result.error.describe() if source_result.error else None
                 ledger.record_source_run(run_id, source_result.name, "fetch",
                                          int(source_result.exit_code), counts, error)
             ledger.finish_run(run_id, int(result.exit_code), result.counts())
     return result
+
+
+def _expiring_credentials(config: Config, sources: list[SourceConfig], decryptor: LazyGpg,
+                          options: FetchOptions) -> list[CredentialExpiry]:
+    """The decryption key and the SSH certificates that end within 30 days (or have ended), so a
+    nightly run warns before deliveries or logins start failing. Local and cheap: one
+    ``gpg --list-secret-keys`` (only when this run may decrypt; not in a dry run, as gpg may
+    update its trust database) and a read of each certificate. Whatever cannot be read here is
+    left to the step that needs it, which reports it."""
+    now = options.now if options.now is not None else time.time()
+    found: list[CredentialExpiry] = []
+    home = config.settings.gnupg_home
+    may_decrypt = options.decrypt and not options.dry_run and any(s.decrypt for s in sources)
+    if may_decrypt and home.is_dir():
+        try:
+            keys = decryptor.get().gpg.decryption_keys(now)
+        except ReportsyncError as error:  # gpg missing, say: decrypting says so, with remedy
+            log.debug("key expiry not checked: %s", error.message)
+        else:
+            key_expiry = pgpkeys.decryption_key_expiry(keys, home, now)
+            if key_expiry is not None and key_expiry.soon:
+                found.append(key_expiry)
+    for source in sources:
+        if source.protocol != "sftp" or source.certificate_file is None:
+            continue
+        try:
+            info = inspect_ssh_file(source.certificate_file,
+                                    now=datetime.fromtimestamp(now, tz=timezone.utc))
+        except ReportsyncError as error:  # the login names the certificate problem
+            log.debug("source %s: certificate not checked: %s", source.name, error.message)
+            continue
+        if isinstance(info, SshCertificateInfo):
+            certificate = certificate_expiry(info, source.name)
+            if certificate is not None and certificate.soon:
+                found.append(certificate)
+    for expiry in found:
+        log.warning("%s", expiry.finding)
+    return found
 
 
 def _fetch_source(
@@ -246,18 +299,16 @@ def _fetch_source(
                         for remote in candidates]
                 if options.decrypt:
                     work += _unlisted_retries(candidates, records)
-                # what is archived already needs no worker, no connection, no queue
-                result.files.extend(FileOutcome(job.remote.name, job.remote.size,
-                                                int(job.remote.mtime), "skipped",
-                                                output_path=job.record.output_path)
-                                    for job in work if job.record is not None and job.record.archived)
-                work = [job for job in work if job.record is None or not job.record.archived]
+                # what is archived already, or acknowledged as failed (status --ack), needs no
+                # worker, no connection, no queue: it is not tried again
+                settled = [job for job in work if _settled(job.record) is not None]
+                result.files.extend(_settled_outcome(job.remote, job.record) for job in settled)
+                work = [job for job in work if _settled(job.record) is None]
                 context = _RunContext(source, ledger, run_id, decryptor, options, reporter, retry)
                 outcomes, source_error = _process_all(context, work, transport)
                 result.files.extend(outcomes)
                 result.error = source_error
-            _apply_retention(result, source, config, ledger, run_id, listing, candidates,
-                             options)
+            _apply_retention(result, source, config, ledger, run_id, candidates, options)
     except ReportsyncError as error:
         result.error = error.with_context(source=source.name)
     except OSError as exc:  # a local write outside the per-file steps
@@ -268,15 +319,34 @@ def _fetch_source(
     return result
 
 
+def _settled(record: VersionState | None) -> str | None:
+    """The action of a version fetch does not try (again), or None: "skipped" when it is
+    archived, "acknowledged" when a person acknowledged its failure (``status --ack``)."""
+    if record is None:
+        return None
+    if record.archived:
+        return "skipped"
+    return "acknowledged" if record.acknowledged else None
+
+
+def _settled_outcome(remote: RemoteFile, record: VersionState | None) -> FileOutcome:
+    action = _settled(record)
+    assert record is not None and action is not None
+    return FileOutcome(remote.name, remote.size, int(remote.mtime), action,
+                       local_path=record.download_path if action == "acknowledged" else None,
+                       output_path=record.output_path)
+
+
 def _unlisted_retries(candidates: list[RemoteFile],
                       records: dict[tuple[str, int, int], VersionState]) -> list[_FileJob]:
     """Files downloaded but not archived (failed to decrypt, or fetched with --no-decrypt) that
-    are gone from the server: their kept encrypted copy is archived now, without a transfer."""
+    are gone from the server: their kept encrypted copy is archived now, without a transfer.
+    An acknowledged failure is not retried, not even from its kept copy."""
     listed = {(remote.name, remote.size, int(remote.mtime)) for remote in candidates}
     jobs = []
     for key, version in records.items():
-        if (key in listed or version.archived or not version.has_local_copy
-                or version.download_path is None):
+        if (key in listed or version.archived or version.acknowledged
+                or not version.has_local_copy or version.download_path is None):
             continue
         remote = RemoteFile(version.name, version.size, float(version.mtime))
         if _local_copy_matches(Path(version.download_path), remote):
@@ -287,20 +357,9 @@ def _unlisted_retries(candidates: list[RemoteFile],
 def _select(source: SourceConfig, listing: list[RemoteFile]) -> tuple[list[RemoteFile],
                                                                      list[FileOutcome]]:
     """Files matching include/exclude, and outcomes for the names refused as unsafe."""
-    candidates: list[RemoteFile] = []
-    refused: list[FileOutcome] = []
-    for remote in sorted(listing, key=lambda item: item.name):
-        if not source.matches(remote.name):
-            continue
-        try:
-            check_remote_name(remote.name)
-        except ReportsyncError as error:
-            log.warning("source %s: %s", source.name, error.message)
-            refused.append(FileOutcome(printable(remote.name), remote.size, int(remote.mtime),
-                                       "refused", error=error))
-            continue
-        candidates.append(remote)
-    return candidates, refused
+    candidates, refused = listing_select(source, listing)
+    return candidates, [FileOutcome(printable(remote.name), remote.size, int(remote.mtime),
+                                    "refused", error=error) for remote, error in refused]
 
 
 def _part_name(remote: RemoteFile) -> str:
@@ -328,9 +387,11 @@ def _dry_run_plan(candidates: list[RemoteFile],
     outcomes = []
     for remote in candidates:
         record = records.get((remote.name, remote.size, int(remote.mtime)))
-        action = "skipped" if record is not None and record.archived else "would-fetch"
-        outcomes.append(FileOutcome(remote.name, remote.size, int(remote.mtime), action,
-                                    output_path=record.output_path if record else None))
+        if _settled(record) is not None:
+            outcomes.append(_settled_outcome(remote, record))
+        else:
+            outcomes.append(FileOutcome(remote.name, remote.size, int(remote.mtime),
+                                        "would-fetch"))
     return outcomes
 
 
@@ -766,26 +827,18 @@ def _apply_retention(
     config: Config,
     ledger: Ledger,
     run_id: int | None,
-    listing: list[RemoteFile],
     candidates: list[RemoteFile],
     options: FetchOptions,
 ) -> None:
     """Warn about at-risk, lost and stale; delete what the policy allows (never in a dry run)."""
     now = options.now if options.now is not None else time.time()
-    versions = ledger.versions(source.name)
-    if options.dry_run:  # the ledger was not updated: count listed files it has never seen too
-        known = {(version.name, version.size, version.mtime) for version in versions}
-        versions += [VersionState(file_id=-1, source=source.name, name=remote.name,
-                                  size=remote.size, mtime=int(remote.mtime), gone_at=None,
-                                  lost_acked_at=None, download_path=None, download_sha256=None,
-                                  output_path=None, output_sha256=None, deleted=frozenset())
-                     for remote in candidates
-                     if (remote.name, remote.size, int(remote.mtime)) not in known]
-    retention_plan = retention.plan(source, config.retention, versions, listing, now)
+    retention_plan = retention.plan(source, config.retention, ledger.versions(source.name),
+                                    candidates, now)
     result.notices = retention_plan.notices
     if options.dry_run or result.error is not None:
         return  # a source that stopped early is not the moment to delete anything
     result.held_back = len(retention_plan.held_back)
+    result.deletion_cap = retention_plan.cap
     if not any(deletion.target == retention.REMOTE for deletion in retention_plan.deletions):
         result.deletions = retention.apply(retention_plan, ledger, run_id, None)
         return
@@ -870,6 +923,11 @@ class _CheckedGpg:
     def __init__(self, gpg: Gpg, owner: LazyGpg) -> None:
         self._gpg = gpg
         self._owner = owner
+
+    @property
+    def gpg(self) -> Gpg:
+        """The GnuPG home itself, for reading its keys."""
+        return self._gpg
 
     def decrypt(self, encrypted: Path, output: Path, *, require_signer: str = "") -> Decrypted:
         try:

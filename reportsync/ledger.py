@@ -21,6 +21,7 @@ from reportsync.errors import StorageError
 from reportsync.fsutil import ensure_private_dir, make_private
 
 LEDGER_FILE = "ledger.sqlite3"
+IN_MEMORY = ":memory:"
 
 MIGRATIONS: tuple[str, ...] = (
     # 0 → 1
@@ -144,6 +145,12 @@ class VersionState:
         return self.output_path is not None
 
     @property
+    def acknowledged(self) -> bool:
+        """A person acknowledged this version's failure or loss (``status --ack``): fetch does
+        not retry it and it is no longer reported; a new version of the name is not covered."""
+        return self.lost_acked_at is not None
+
+    @property
     def has_local_copy(self) -> bool:
         """An encrypted copy was downloaded and not deleted: the purge cannot take it from us."""
         return self.download_path is not None and "local_encrypted" not in self.deleted
@@ -152,15 +159,18 @@ class VersionState:
 class Ledger:
     """A connection to the ledger; safe to share between the threads of one run."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        ensure_private_dir(path.parent)
+    def __init__(self, path: Path | None) -> None:
+        """The ledger at ``path``, created if missing; None: an empty one in memory."""
+        self.path = path if path is not None else Path(IN_MEMORY)
+        if path is not None:
+            ensure_private_dir(path.parent)
         try:
-            self._db = sqlite3.connect(path, timeout=30, check_same_thread=False,
-                                       isolation_level=None)
+            self._db = sqlite3.connect(path if path is not None else IN_MEMORY, timeout=30,
+                                       check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the ledger {path}: {exc}", path=str(path)) from None
-        make_private(path)
+        if path is not None:
+            make_private(path)
         self._lock = threading.RLock()
         self._db.row_factory = sqlite3.Row
         try:
@@ -178,8 +188,13 @@ class Ledger:
             ) from None
 
     @classmethod
-    def in_state_dir(cls, state_dir: Path) -> Ledger:
-        return cls(state_dir / LEDGER_FILE)
+    def in_state_dir(cls, state_dir: Path, *, create: bool = True) -> Ledger:
+        """The state dir's ledger. ``create`` False (a dry run, which changes nothing anywhere):
+        a missing ledger is not created, an empty one in memory stands in for it."""
+        path = state_dir / LEDGER_FILE
+        if not create and not path.exists():
+            return cls(None)
+        return cls(path)
 
     def close(self) -> None:
         with self._lock:
@@ -417,12 +432,16 @@ class Ledger:
                        (file_id, run_id, target, path, reason, time.time()))
 
     def acknowledge_lost(self, source: str, name: str) -> int:
-        """Mark every version of ``name`` acknowledged as lost, and close its open failures (a
-        person has dealt with it); returns how many versions the ledger knows by that name."""
+        """Mark every version of ``name`` the ledger knows acknowledged (fetch no longer retries
+        or reports them; a later version is not covered), and close its open failures (a person
+        has dealt with it); returns how many versions the ledger knows by that name (0: nothing
+        is changed)."""
         now = time.time()
         with self._transaction() as db:
             known = db.execute("SELECT COUNT(*) FROM remote_files WHERE source = ? AND name = ?",
                                (source, name)).fetchone()[0]
+            if not known:
+                return 0
             db.execute(
                 "UPDATE remote_files SET lost_acked_at = ? WHERE source = ? AND name = ? "
                 "AND lost_acked_at IS NULL", (now, source, name))

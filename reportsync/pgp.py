@@ -362,27 +362,39 @@ class Gpg:
             raise KeyProblemError(f"gpg {args[0] if args else ''} failed: {detail[0]}")
         return completed.stdout
 
-    def secret_keys(self, now: float | None = None) -> list[SecretKey]:
-        """The secret keys of this home, each with why it cannot decrypt (None: it can)."""
-        now = time.time() if now is None else now
-        keys = []
+    def decryption_keys(self, now: float | None = None) -> DecryptionKeys:
+        """Which secret keys of this home can still receive reports: one ``--list-secret-keys``."""
+        moment = now if now is not None else time.time()
+        usable: list[DecryptionKey] = []
+        unusable: list[str] = []
+        expired: list[DecryptionKey] = []
         for key in self._gpg.list_keys(secret=True):
-            caps = str(key.get("cap", ""))
+            fingerprint = str(key.get("fingerprint", ""))
             validity = str(key.get("trust", ""))
-            expiries = [_gpg_timestamp(key.get("expires"))]
-            for info in (key.get("subkey_info") or {}).values():
-                if "e" in str(info.get("cap", "")):
-                    expiries.append(_gpg_timestamp(info.get("expires")))
-            known = [value for value in expiries if value is not None]
-            expires = min(known) if known else None
-            expired = validity == "e" or (expires is not None and expires <= now)
-            problem = ("expired" if expired else "revoked" if validity == "r"
-                       else "has no usable encryption subkey"
-                       if "E" not in caps or validity in ("d", "i") else None)
-            keys.append(SecretKey(fingerprint=str(key.get("fingerprint", "")),
-                                  uid=str((key.get("uids") or [""])[0]), expires=expires,
-                                  problem=problem))
-        return keys
+            uid = str((key.get("uids") or [""])[0])
+            primary_expires = _gpg_timestamp(key.get("expires"))
+            # the expiries of the key's encryption (sub)keys that are not revoked: gpg encrypts to
+            # the newest valid one, so the key receives reports while any of them is valid
+            encrypting = [_gpg_timestamp(info.get("expires"))
+                          for info in (key.get("subkey_info") or {}).values()
+                          if "e" in str(info.get("cap", ""))
+                          and str(info.get("trust", "")) not in ("r", "d", "i")]
+            if "e" in str(key.get("cap", "")).replace("E", ""):  # the primary key encrypts itself
+                encrypting.append(primary_expires)
+            if validity in ("r", "d", "i"):
+                unusable.append(f"{fingerprint} ({'revoked' if validity == 'r' else 'disabled'})")
+                continue
+            if not encrypting:
+                unusable.append(f"{fingerprint} (has no usable encryption subkey)")
+                continue
+            ends = _key_ends(primary_expires, encrypting)
+            if validity == "e" or (ends is not None and ends <= moment):
+                unusable.append(f"{fingerprint} (expired)")
+                expired.append(DecryptionKey(fingerprint, uid, ends))
+                continue
+            live = [value for value in encrypting if value is None or value > moment]
+            usable.append(DecryptionKey(fingerprint, uid, _key_ends(primary_expires, live)))
+        return DecryptionKeys(tuple(usable), tuple(unusable), tuple(expired))
 
     def require_working_passphrase(self) -> None:
         """Once per run, before the first decryption: the configured passphrase must unlock every
@@ -396,7 +408,7 @@ class Gpg:
         """
         if self._passphrase is None:
             return
-        usable = [key.fingerprint for key in self.secret_keys() if key.problem is None]
+        usable = [key.fingerprint for key in self.decryption_keys().usable]
         if not usable:
             return  # each file then fails on its own, naming the key it was encrypted to
         probe = probe_passphrase(self, usable)
@@ -750,11 +762,31 @@ def _gpg_timestamp(raw: object) -> float | None:
 
 
 @dataclass(frozen=True)
-class SecretKey:
+class DecryptionKey:
     fingerprint: str
     uid: str
-    expires: float | None  # the soonest expiry of the key and its encryption subkeys
-    problem: str | None  # why it cannot decrypt now (expired, revoked, ...); None: it can
+    # when the provider can no longer encrypt to it: the primary key's expiry or its newest
+    # encryption subkey's, whichever comes first; None: never
+    expires: float | None
+
+
+@dataclass(frozen=True)
+class DecryptionKeys:
+    """The secret keys of a GnuPG home, as far as receiving reports goes."""
+
+    usable: tuple[DecryptionKey, ...]  # can be encrypted to now
+    unusable: tuple[str, ...]  # "FINGERPRINT (why not)"
+    expired: tuple[DecryptionKey, ...]  # the unusable ones that only expired (extending helps)
+
+
+def _key_ends(primary_expires: float | None, encrypting: list[float | None]) -> float | None:
+    """When a key stops receiving reports: its primary key's expiry or the end of its
+    longest-lived encryption subkey, whichever comes first (None: never)."""
+    newest = None if any(value is None for value in encrypting) else \
+        max(value for value in encrypting if value is not None)
+    if primary_expires is None:
+        return newest
+    return primary_expires if newest is None else min(primary_expires, newest)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from reportsync.config import Secret
 from reportsync.errors import KeyProblemError, UsageError
-from reportsync.pgp import Gpg
+from reportsync.expiry import PGP, CredentialExpiry
+from reportsync.pgp import DecryptionKeys, Gpg
 
 ALGORITHMS: dict[str, dict[str, str | int]] = {
     "rsa2048": {"key_type": "RSA", "key_length": 2048, "subkey_type": "RSA", "subkey_length": 2048},
@@ -99,6 +100,41 @@ def list_pgp_keys(gpg: Gpg) -> list[PgpKeyInfo]:
             has_secret=key["fingerprint"] in secret_fingerprints,
         ))
     return keys
+
+
+def decryption_key_expiry(keys: DecryptionKeys, home: Path, now: float | None = None
+                          ) -> CredentialExpiry | None:
+    """When the next usable key ends (None: it never does); with no usable key, when the last
+    expired one ended. Its ``soon`` says whether doctor and fetch must warn."""
+    moment = now if now is not None else time.time()
+    extend = (f"`gpg --homedir {home} --quick-set-expire FINGERPRINT 2y` (and `... FINGERPRINT "
+              "2y '*'` for the subkeys), then send the provider the updated public key "
+              "(`reportsync keys pgp export-public`)")
+    if keys.usable:
+        soonest = min(keys.usable, key=lambda key: key.expires if key.expires is not None
+                      else float("inf"))
+        if soonest.expires is None:
+            return None
+        days = int((soonest.expires - moment) // DAY)
+        day = datetime.fromtimestamp(soonest.expires, tz=timezone.utc).strftime("%Y-%m-%d")
+        return CredentialExpiry(
+            kind=PGP, subject=soonest.fingerprint, expires_at=soonest.expires, days_left=days,
+            finding=f"PGP secret key {soonest.fingerprint} expires on {day}, in {days} days; "
+            "after that the provider cannot encrypt reports to it",
+            remedy="Extend it now: " + extend.replace("FINGERPRINT", soonest.fingerprint) + ".")
+    ended = [key for key in keys.expired if key.expires is not None]
+    if not ended:
+        return None
+    last = max(ended, key=lambda key: key.expires or 0.0)
+    assert last.expires is not None
+    days = int((last.expires - moment) // DAY)
+    day = datetime.fromtimestamp(last.expires, tz=timezone.utc).strftime("%Y-%m-%d")
+    return CredentialExpiry(
+        kind=PGP, subject=last.fingerprint, expires_at=last.expires, days_left=days,
+        finding=f"PGP secret key {last.fingerprint} expired on {day} ({-days} days ago): the "
+        "provider cannot encrypt new reports to it, and no other key in the GnuPG home can "
+        "receive them",
+        remedy="Extend it: " + extend.replace("FINGERPRINT", last.fingerprint) + ".")
 
 
 def find_key(gpg: Gpg, selector: str | None, *, secret: bool = False) -> PgpKeyInfo:

@@ -69,11 +69,17 @@ def fetch_text(result: FetchResult) -> Rendered:
         rendered.stderr.extend(f"warning: source {source.name!r}:{line}"
                                for line in deletion_lines(source.refused_deletions))
         if source.held_back:
-            rendered.stderr.append(held_back_line(source.name, source.held_back))
+            rendered.stderr.append(held_back_line(source.name, source.held_back,
+                                                  source.deletion_cap))
+        if source.deletions_withheld is not None:
+            rendered.stderr.append(notice_line(source.deletions_withheld))
         if source.stale_days is not None:
             since = ("no file has ever arrived" if math.isinf(source.stale_days)
                      else f"the newest file is {source.stale_days:.0f} days old")
             rendered.stderr.append(f"warning: source {source.name!r}: feed looks stale: {since}")
+    for expiry in result.expiring:
+        rendered.stderr.append(f"warning: {expiry.finding}")
+        rendered.stderr.append(f"  what to do: {expiry.remedy}")
     return rendered
 
 
@@ -81,13 +87,17 @@ def _source_summary(source: SourceResult, dry_run: bool) -> str:
     if source.error is not None and not source.files:
         return f"{source.name}: FAILED ({type(source.error).__name__})"
     if dry_run:
+        acknowledged = (f"{source.count('acknowledged')} acknowledged, "
+                        if source.count("acknowledged") else "")
         return (f"{source.name}: {source.count('would-fetch')} to fetch, "
-                f"{source.count('skipped')} already archived, {source.matched} matching of "
-                f"{source.listed} listed (dry run: nothing written)")
+                f"{source.count('skipped')} already archived, {acknowledged}{source.matched} "
+                f"matching of {source.listed} listed (dry run: nothing written)")
     parts = [f"{source.count('archived')} archived"]
     if source.count("downloaded"):
         parts.append(f"{source.count('downloaded')} downloaded, not decrypted")
     parts.append(f"{source.count('skipped')} already archived")
+    if source.count("acknowledged"):
+        parts.append(f"{source.count('acknowledged')} acknowledged failure(s), not retried")
     if source.failed:
         parts.append(f"{len(source.failed)} failed")
     if source.count("pending"):
@@ -117,6 +127,7 @@ def fetch_json(result: FetchResult) -> dict[str, Any]:
         "dry_run": result.dry_run,
         "run_id": result.run_id,
         "seconds": round(result.seconds, 3),
+        "expiring": [expiry.to_dict() for expiry in result.expiring],
         "sources": [
             {
                 "name": source.name,
@@ -125,8 +136,8 @@ def fetch_json(result: FetchResult) -> dict[str, Any]:
                 "listed": source.listed,
                 "matched": source.matched,
                 "counts": {action: source.count(action) for action in
-                           ("archived", "downloaded", "skipped", "would-fetch", "failed", "refused",
-                            "pending")},
+                           ("archived", "downloaded", "skipped", "acknowledged", "would-fetch",
+                            "failed", "refused", "pending")},
                 "bytes_transferred": source.bytes_transferred,
                 "error": source.error.to_dict() if source.error else None,
                 "at_risk": [{"name": risk.name, "days_left": risk.days_left}
@@ -137,6 +148,8 @@ def fetch_json(result: FetchResult) -> dict[str, Any]:
                 "lost": [notice_dict(notice) for notice in source.lost],
                 "deletions": [outcome_of_deletion(outcome) for outcome in source.deletions],
                 "deletions_held_back": source.held_back,
+                "deletions_withheld": (None if source.deletions_withheld is None
+                                       else notice_dict(source.deletions_withheld)),
                 "files": [outcome_dict(outcome) for outcome in source.files],
             }
             for source in result.sources
@@ -329,10 +342,9 @@ def deletion_lines(outcomes: list[DeletionOutcome]) -> list[str]:
     return lines
 
 
-def held_back_line(source: str, count: int) -> str:
+def held_back_line(source: str, count: int, cap: int) -> str:
     return (f"warning: source {source!r}: {count} more deletion(s) held back by the per-run cap "
-            "(retention.max_deletions / max_deletions_percent); they follow in later runs. "
-            "If that many is unexpected, check the clock and the ledger before the next run.")
+            f"(retention.max_deletions = {cap} files); they follow in the next runs")
 
 
 def outcome_of_deletion(outcome: DeletionOutcome) -> dict[str, Any]:
@@ -359,7 +371,7 @@ def retention_text(result: RetentionResult) -> Rendered:
                                    f"{len(source.outcomes) - done} kept")
             rendered.stdout.extend(deletion_lines(source.outcomes))
         if source.held_back:
-            rendered.stderr.append(held_back_line(source.name, source.held_back))
+            rendered.stderr.append(held_back_line(source.name, source.held_back, source.cap))
         rendered.stderr.extend(notice_line(notice) for notice in source.notices)
     return rendered
 
@@ -372,7 +384,7 @@ def retention_json(result: RetentionResult) -> dict[str, Any]:
             "planned": [{"target": d.target, "name": d.name, "path": d.path, "reason": d.reason}
                         for d in source.planned],
             "deletions": [outcome_of_deletion(outcome) for outcome in source.outcomes],
-            "held_back": source.held_back,
+            "held_back": source.held_back, "withheld": source.withheld,
             "notices": [notice_dict(notice) for notice in source.notices],
             "error": source.error.to_dict() if source.error else None,
         } for source in result.sources],

@@ -3,7 +3,9 @@
 ``plan`` is pure: ledger snapshot + listing + policy + now → warnings and candidate deletions, each
 with its reason. ``apply`` is the only code that deletes, and it re-checks, right before every
 deletion, that the report's archived copy exists, is a regular file (never a symlink) and still
-matches the ledger's hash. A cap per run and source stops a mass deletion after a clock jump or a bug.
+matches the ledger's hash. Two caps per run and source stop a mass deletion after a clock jump or
+a bug, never ordinary expiry: at most ``max_deletions`` files, and none at all while the newest
+listed file is itself older than ``days`` (the whole folder looks expired).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from reportsync.config import Config, RetentionPolicy, SourceConfig
 from reportsync.errors import ExitCode, ReportsyncError, most_severe
 from reportsync.fsutil import sha256_file
 from reportsync.ledger import Ledger, VersionState
+from reportsync.listing import select as select_listing
 from reportsync.lock import RunLock
 from reportsync.transports import RemoteFile, Transport, open_transport
 
@@ -29,14 +32,16 @@ DAY = 86400.0
 LOCAL_ENCRYPTED = "local_encrypted"
 ARCHIVE = "archive"
 REMOTE = "remote"
+WITHHELD = "deletions-withheld"  # the notice kind of the clock guard in ``plan``
 
 
 @dataclass(frozen=True)
 class Notice:
-    kind: str  # at-risk | lost | stale
+    kind: str  # at-risk | lost | stale | deletions-withheld
     source: str
-    name: str  # file name; for "stale", empty
-    days: float  # at-risk: days left before purge; lost: age in days; stale: days since newest
+    name: str  # file name; for "stale" and "deletions-withheld", empty
+    days: float  # at-risk: days left before purge; lost: age in days; stale: days since newest;
+    # deletions-withheld: age of the newest listed file
     reason: str
 
 
@@ -58,6 +63,7 @@ class RetentionPlan:
     notices: list[Notice] = field(default_factory=list)
     deletions: list[Deletion] = field(default_factory=list)  # within the cap
     held_back: list[Deletion] = field(default_factory=list)  # over the cap: not done this run
+    withheld: list[Deletion] = field(default_factory=list)  # the folder looks expired: none done
     cap: int = 0  # files (not copies) whose copies may be deleted this run
 
     def of_kind(self, kind: str) -> list[Notice]:
@@ -71,25 +77,23 @@ class DeletionOutcome:
     detail: str  # what happened, or why it was refused
 
 
-def deletion_cap(policy: RetentionPolicy, archived: int) -> int:
-    """At most ``max_deletions`` and at most ``max_deletions_percent`` of the archive (at least one
-    file when the archive is not empty, so a small archive can still expire its oldest copy)."""
-    by_percent = math.ceil(archived * policy.max_deletions_percent / 100) if archived else 0
-    return max(0, min(policy.max_deletions, by_percent))
-
-
 def plan(
     source: SourceConfig,
     policy: RetentionPolicy,
     versions: list[VersionState],
     listing: list[RemoteFile] | None,
     now: float,
-    *,
-    archived_total: int | None = None,
 ) -> RetentionPlan:
-    """What to warn about and what may be deleted. ``listing`` None: the server was not asked
-    (``status``): no remote deletions are planned, and "gone" comes from the ledger alone."""
+    """What to warn about and what may be deleted.
+
+    ``listing``: the source's files on the server now, as ``listing.select`` takes them. A listed
+    file the ledger has not seen yet (a dry run, or ``retention`` before the first fetch) counts as
+    a file not fetched yet, so it is at risk when it is old. None: the server was not asked
+    (``status``): "gone" comes from the ledger alone and no remote deletion is planned.
+    """
     result = RetentionPlan(source=source.name)
+    if listing is not None:
+        versions = versions + _unseen(source, versions, listing)
     listed = {(remote.name, remote.size, int(remote.mtime)) for remote in listing or []}
     archived_names = {version.name for version in versions if version.archived}
 
@@ -98,6 +102,8 @@ def plan(
         is_listed = (version.name, version.size, version.mtime) in listed if listing is not None \
             else version.gone_at is None
         if not version.archived:
+            if version.acknowledged:
+                continue  # a person dealt with it (status --ack): fetch leaves it alone too
             if version.name in archived_names and not is_listed:
                 continue  # an older version replaced by one we have: not a loss
             if version.has_local_copy and not version.failing:
@@ -113,12 +119,11 @@ def plan(
                         f"{max(left, 0):.0f} days"))
                 continue
             if age > policy.days or not is_listed:
-                if version.lost_acked_at is None:
-                    why = ("it was never archived and is past the provider's "
-                           f"{policy.days}-day purge" if age > policy.days else
-                           "it was never archived and is no longer on the server")
-                    result.notices.append(Notice("lost", source.name, version.name,
-                                                 round(age, 1), why))
+                why = ("it was never archived and is past the provider's "
+                       f"{policy.days}-day purge" if age > policy.days else
+                       "it was never archived and is no longer on the server")
+                result.notices.append(Notice("lost", source.name, version.name,
+                                             round(age, 1), why))
             elif age > policy.days - policy.warn_days:
                 left = round(policy.days - age, 1)
                 result.notices.append(Notice(
@@ -138,9 +143,22 @@ def plan(
                                          f"feed looks stale: {shown} (expect_every_days = "
                                          f"{source.expect_every_days})"))
 
-    archived = archived_total if archived_total is not None else \
-        sum(1 for version in versions if version.archived)
-    result.cap = deletion_cap(policy, archived)
+    if listing and result.deletions:
+        # The safety cap against a wrong clock: ordinary expiry always leaves a newer file on the
+        # server, so a folder whose newest file looks expired says the clock (or the feed) is wrong
+        newest_age = (now - max(remote.mtime for remote in listing)) / DAY
+        if newest_age > policy.days:
+            result.withheld, result.deletions = result.deletions, []
+            result.notices.append(Notice(
+                WITHHELD, source.name, "", round(newest_age, 1),
+                f"no deletions this run: the newest file on the server is {newest_age:.0f} days "
+                f"old, older than retention.days = {policy.days}, so the whole folder looks "
+                "expired (a wrong clock on this machine, or a feed that stopped delivering); "
+                f"{len(result.withheld)} deletion(s) wait until a newer file arrives. Check the "
+                "clock (`date`) and the provider's deliveries"))
+            return result
+
+    result.cap = max(0, policy.max_deletions)
     allowed: set[int] = set()  # the cap counts files; one file may lose several copies
     within, held_back = [], []
     for deletion in result.deletions:
@@ -151,6 +169,18 @@ def plan(
             held_back.append(deletion)
     result.deletions, result.held_back = within, held_back
     return result
+
+
+def _unseen(source: SourceConfig, versions: list[VersionState],
+            listing: list[RemoteFile]) -> list[VersionState]:
+    """Listed versions the ledger does not know yet, as versions never fetched (``file_id`` -1:
+    nothing is ever deleted of them, they are only warned about)."""
+    known = {(version.name, version.size, version.mtime) for version in versions}
+    return [VersionState(file_id=-1, source=source.name, name=remote.name, size=remote.size,
+                         mtime=int(remote.mtime), gone_at=None, lost_acked_at=None,
+                         download_path=None, download_sha256=None, output_path=None,
+                         output_sha256=None, deleted=frozenset())
+            for remote in listing if (remote.name, remote.size, int(remote.mtime)) not in known]
 
 
 def _deletions_for(source: SourceConfig, policy: RetentionPolicy, version: VersionState,
@@ -252,7 +282,8 @@ class SourceRetention:
     notices: list[Notice] = field(default_factory=list)
     planned: list[Deletion] = field(default_factory=list)  # within the cap
     outcomes: list[DeletionOutcome] = field(default_factory=list)  # empty in a dry run
-    held_back: int = 0
+    held_back: int = 0  # over the cap: they follow in later runs
+    withheld: int = 0  # none done: the whole folder looks expired (see the notice)
     cap: int = 0
     error: ReportsyncError | None = None
 
@@ -277,20 +308,20 @@ class RetentionResult:
 
 def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool = False,
                   now: float | None = None) -> RetentionResult:
-    """List each source, record what vanished (purged by the provider), warn, and delete what
-    the policy allows; a dry run lists and plans but changes nothing, not even the ledger."""
+    """List each source once, record what vanished (purged by the provider), warn, and delete what
+    the policy allows; a dry run lists and plans but changes nothing, not even the ledger (it
+    does not create one either)."""
     sources = config.select(names)
     results = []
     with RunLock(config.settings.state_dir, "retention"), Ledger.in_state_dir(
-        config.settings.state_dir
+        config.settings.state_dir, create=not dry_run
     ) as ledger:
         run_id = None if dry_run else ledger.start_run("retention", os.getpid())
         for source in sources:
             outcome = SourceRetention(name=source.name)
             try:
                 with open_transport(source) as transport:
-                    listing = [remote for remote in transport.list_files()
-                               if source.matches(remote.name)]
+                    listing, _ = select_listing(source, transport.list_files())
                     if not dry_run:
                         ledger.see_files(source.name, [(remote.name, remote.size,
                                                         int(remote.mtime)) for remote in listing])
@@ -299,6 +330,7 @@ def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool 
                     outcome.notices = retention_plan.notices
                     outcome.planned = retention_plan.deletions
                     outcome.held_back = len(retention_plan.held_back)
+                    outcome.withheld = len(retention_plan.withheld)
                     outcome.cap = retention_plan.cap
                     if not dry_run:
                         outcome.outcomes = apply(retention_plan, ledger, run_id, transport)
@@ -314,4 +346,3 @@ def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool 
             ledger.finish_run(run_id, int(result.exit_code),
                               {"deleted": sum(o.done for s in results for o in s.outcomes)})
     return result
-

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 from reportsync.errors import ConfigError, UsageError
+from reportsync.expiry import SSH_CERTIFICATE, CredentialExpiry
 from reportsync.fsutil import IS_POSIX, ensure_private_dir, fsync_dir, remove_quietly, storage_error
 
 KEY_TYPES = ("rsa", "ed25519")
@@ -641,6 +642,28 @@ def _certificate_info(path: Path, algorithm: str, certificate: serialization.SSH
         signature_valid=signature_valid,
         comment=comment,
     )
+
+
+def certificate_expiry(info: SshCertificateInfo, source: str | None = None
+                       ) -> CredentialExpiry | None:
+    """When the certificate ends (None: valid forever), for the ``now`` ``info`` was made for;
+    its ``soon`` says whether doctor and fetch must warn."""
+    if info.valid_to is None or info.days_left is None:
+        return None
+    until = f"{info.valid_to:%Y-%m-%d %H:%M} UTC"
+    if info.days_left >= 0:
+        finding = (f"the SSH certificate {info.path} expires on {until}, in {info.days_left} days; "
+                   "after that the server refuses the login")
+    else:
+        finding = (f"the SSH certificate {info.path} expired on {until} ({-info.days_left} days "
+                   "ago): the server refuses the login")
+    if source is not None:
+        finding = f"source {source!r}: {finding}"
+    return CredentialExpiry(
+        kind=SSH_CERTIFICATE, subject=str(info.path), expires_at=info.valid_to.timestamp(),
+        days_left=info.days_left, finding=finding, source=source,
+        remedy=f"Ask your provider (the certificate authority) for a renewed certificate for "
+        f"the same key and save it as {info.path}.")
 
 
 def inspect_ssh_file(path: Path, passphrase: str | None = None, *,

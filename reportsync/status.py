@@ -13,7 +13,7 @@ from pathlib import Path
 
 from reportsync.config import Config
 from reportsync.errors import ExitCode, UsageError
-from reportsync.fsutil import sha256_file
+from reportsync.fsutil import printable, sha256_file
 from reportsync.ledger import Ledger
 from reportsync.retention import ARCHIVE, LOCAL_ENCRYPTED, REMOTE, Notice, plan
 
@@ -54,6 +54,16 @@ def status(config: Config, ledger: Ledger, names: tuple[str, ...] = (), *,
     for name in acknowledge:
         marked = sum(ledger.acknowledge_lost(source.name, name) for source in sources)
         if not marked:
+            refused = [source.name for source in sources
+                       if any(failure["name"] in (name, printable(name))
+                              and failure["stage"] == "name"
+                              for failure in ledger.open_failures(source.name))]
+            if refused:
+                raise UsageError(
+                    f"{name} is a name refused as unsafe on {', '.join(refused)}: it was never "
+                    "fetched, so there is no file version to acknowledge",
+                    remedy="Ask the provider to rename or remove the file; the refusal is "
+                    "reported on every run until then.")
             raise UsageError(f"no file named {name!r} in the ledger of "
                              f"{', '.join(source.name for source in sources)}",
                              remedy="Use the name exactly as `reportsync status` shows it.")

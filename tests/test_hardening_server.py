@@ -19,7 +19,7 @@ from typing import Any
 import paramiko
 import pytest
 
-from reportsync import fetch, fsutil
+from reportsync import fetch, fsutil, listing
 from reportsync.config import load_config, parse_config
 from reportsync.errors import ConfigError, ExitCode, HostKeyError, UnsafeNameError
 from reportsync.fetch import FetchOptions
@@ -43,7 +43,7 @@ _HOSTILE_NAMES = ["../../x.pgp", "/etc/x.pgp", "..", ".", "a\\b.pgp", "nul\x00in
 def test_hostile_names_from_a_lying_ftp_server_are_refused_by_name_and_the_rest_fetched(
     tmp_path: Path, pgp_identity: PgpIdentity, listing: str,
 ) -> None:
-    # Line of defence: fsutil.check_remote_name in fetch._select (refused and reported, never
+    # Line of defence: fsutil.check_remote_name in listing.select (refused and reported, never
     # downloaded); the FTP transport keeps names as sent (NLST no longer shortens "a/b" to "b").
     names = list(_HOSTILE_NAMES)
     if listing == "mlsd":
@@ -84,8 +84,9 @@ def test_containment_is_checked_on_the_final_path_even_if_the_name_check_let_it_
 ) -> None:
     # Line of defence: fsutil.contained_path, applied where the download and the report get
     # their final paths (fetch._download/_archive, fsutil.place_file). The first line
-    # (check_remote_name in _select) is switched off here to prove the second one holds alone.
-    monkeypatch.setattr(fetch, "check_remote_name", lambda name: None)
+    # (check_remote_name in listing.select) is switched off here to prove the second one holds
+    # alone.
+    monkeypatch.setattr(listing, "check_remote_name", lambda name: None)
     folder = tmp_path / "inside"
     folder.mkdir()
     for name in ("../x", "/etc/passwd", "a/../../b", "sub/x"):

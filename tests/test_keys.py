@@ -414,3 +414,54 @@ def test_backup_refuses_rather_than_silently_dropping_a_key(tmp_path: Path,
         backup.create_backup(config, gpg, tmp_path / "b.rsbackup", Secret(BACKUP_PASSPHRASE))
     assert not (tmp_path / "b.rsbackup").exists()
     kill_agent(gnupg_home)
+
+
+def test_a_config_with_only_settings_serves_the_keys_commands_and_schedule(tmp_path: Path) -> None:
+    """The first steps (a key pair, a backup, the schedule) come before the provider has sent the
+    login details: a config without any [sources.NAME] is valid for them (SPEC: Configuration);
+    the commands that need a server say that no source is configured (exit 2)."""
+    gnupg_home = tmp_path / "g"
+    config_path = write_config(tmp_path / "config.toml", {
+        "settings": {"state_dir": str(tmp_path / "state"), "gnupg_home": str(gnupg_home)},
+        "retention": {"days": 100}})
+    config = ["--config", str(config_path), "--json"]
+    env = {"RS_BK": BACKUP_PASSPHRASE}
+
+    generated = run_cli(*config, "keys", "pgp", "generate", "--name", "Acme", "--email",
+                        "acme@example.com", "--algo", "ed25519", "--no-passphrase",
+                        "--export", str(tmp_path / "acme.asc"))
+    assert generated.exit_code == 0, generated.stderr
+    fingerprint = generated.json()["key"]["fingerprint"]
+    listed = run_cli(*config, "keys", "pgp", "list")
+    assert listed.exit_code == 0, listed.stderr
+    assert [key["fingerprint"] for key in listed.json()["keys"]] == [fingerprint]
+    exported = run_cli(*config, "keys", "pgp", "export-public", "--out", str(tmp_path / "p.asc"))
+    assert exported.exit_code == 0, exported.stderr
+    imported = run_cli(*config, "keys", "pgp", "import", str(tmp_path / "p.asc"))
+    assert imported.exit_code == 0, imported.stderr
+    made = run_cli(*config, "keys", "backup", "--out", str(tmp_path / "k.rsbak"),
+                   "--passphrase-env", "RS_BK", env=env)
+    assert made.exit_code == 0, made.stderr
+    checked = run_cli("--json", "keys", "verify-backup", str(tmp_path / "k.rsbak"),
+                      "--passphrase-env", "RS_BK", env=env)
+    assert checked.exit_code == 0, checked.stderr
+    restored_config = tmp_path / "new" / "config.toml"
+    restored = run_cli("--config", str(restored_config), "keys", "restore",
+                       str(tmp_path / "k.rsbak"), "--passphrase-env", "RS_BK", env=env)
+    assert restored.exit_code == 0, restored.stderr
+    assert restored_config.read_bytes() == config_path.read_bytes()
+    scheduled = run_cli(*config, "schedule")
+    assert scheduled.exit_code == 0, scheduled.stderr
+
+    for command in (["fetch"], ["retention", "--dry-run"], ["status"], ["verify"]):
+        refused = run_cli("--config", str(config_path), *command)
+        assert refused.exit_code == 2, (command, refused.stderr)
+        assert "no source is configured" in refused.stderr, command
+        assert "[sources.NAME]" in refused.stderr and "Traceback" not in refused.stderr
+    doctor = run_cli(*config, "doctor")
+    findings = {(f["scope"], f["check"]): f for f in doctor.json()["findings"]}
+    assert doctor.exit_code == 1
+    assert findings[("config", "source")]["status"] == "FAIL"
+    assert "no source is configured" in findings[("config", "source")]["finding"]
+    assert findings[("local", "secret key")]["status"] == "PASS", "the local checks still run"
+    kill_agent(gnupg_home)

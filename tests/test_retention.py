@@ -152,8 +152,8 @@ def test_nothing_is_deleted_when_the_archive_is_missing_altered_or_a_symlink(
     pairs[1][1].write_bytes(b"altered after archiving")
     pairs[2][1].unlink()
     pairs[2][1].symlink_to(pairs[1][1])
-    planned = archive.plan(RetentionPolicy(local_encrypted="expire", max_deletions_percent=100),
-                           files)
+    fresh = archive.remote("fresh.xml.pgp", 1)  # the folder is not wholly expired
+    planned = archive.plan(RetentionPolicy(local_encrypted="expire"), [*files, fresh])
     assert len(planned.deletions) == 3
     outcomes = retention.apply(planned, archive.ledger, 1, None)
     assert [outcome.done for outcome in outcomes] == [False, False, False]
@@ -163,20 +163,66 @@ def test_nothing_is_deleted_when_the_archive_is_missing_altered_or_a_symlink(
     assert archive.ledger.count("deletions") == 0
 
 
-def test_the_delete_cap_stops_a_mass_deletion_and_says_so(archive: Archive) -> None:
-    files = [archive.remote(f"f{i:03d}.xml.pgp", 200) for i in range(120)]
+def _archived_files(archive: Archive, count: int, age_days: float) -> list[RemoteFile]:
+    files = [archive.remote(f"f{i:03d}.xml.pgp", age_days + i / 10) for i in range(count)]
+    fresh = archive.remote("today.xml.pgp", 1)
+    ids = archive.seen(*files, fresh)
+    for remote in [*files, fresh]:
+        archive.fetched(remote, ids[remote.name])
+    return [*files, fresh]
+
+
+def test_ordinary_expiry_is_never_held_back_by_a_cap(archive: Archive) -> None:
+    """Issue 11: with a cap of 10 % of the archive, 13 archived files lost their copies two a
+    run, with a warning to check the clock. Ordinary expiry is done in one run."""
+    listing = _archived_files(archive, 13, age_days=101)
+    planned = archive.plan(RetentionPolicy(local_encrypted="expire", remote="delete-expired"),
+                           listing)
+    assert planned.held_back == [] and planned.withheld == []
+    assert {(d.target, d.name) for d in planned.deletions} == {
+        (target, f"f{i:03d}.xml.pgp") for i in range(13) for target in ("local_encrypted", "remote")}
+    assert planned.cap == 50 and planned.notices == []
+
+
+def test_the_cap_is_max_deletions_files_a_run_and_the_rest_follow(archive: Archive) -> None:
+    listing = _archived_files(archive, 60, age_days=150)
+    policy = RetentionPolicy(local_encrypted="expire")
+    first = archive.plan(policy, listing)
+    assert first.cap == 50
+    assert len(first.deletions) == 50 and len(first.held_back) == 10
+    assert all(outcome.done for outcome in retention.apply(first, archive.ledger, 1, None))
+    second = archive.plan(policy, listing)
+    assert [d.name for d in second.deletions] == [f"f{i:03d}.xml.pgp" for i in range(50, 60)]
+    assert second.held_back == []
+    assert sorted(p.name for p in archive.source.download_dir.iterdir()) == [
+        "f050.xml.pgp", "f051.xml.pgp", "f052.xml.pgp", "f053.xml.pgp", "f054.xml.pgp",
+        "f055.xml.pgp", "f056.xml.pgp", "f057.xml.pgp", "f058.xml.pgp", "f059.xml.pgp",
+        "today.xml.pgp"]
+    assert [d.name for d in archive.plan(RetentionPolicy(max_deletions=0), listing).held_back]
+
+
+def test_a_folder_whose_newest_file_looks_expired_gets_no_deletions_and_says_why(
+    archive: Archive,
+) -> None:
+    files = [archive.remote(f"f{i}.xml.pgp", 200 + i) for i in range(5)]
     ids = archive.seen(*files)
     for remote in files:
         archive.fetched(remote, ids[remote.name])
-    planned = archive.plan(RetentionPolicy(local_encrypted="expire"), files)
-    assert planned.cap == 12, "10 % of 120 archived reports, below the 50-file cap"
-    assert len(planned.deletions) == 12 and len(planned.held_back) == 108
-    retention.apply(planned, archive.ledger, 1, None)
-    remaining = list(archive.source.download_dir.iterdir())
-    assert len(remaining) == 108
-    assert retention.deletion_cap(RetentionPolicy(), 10_000) == 50
-    assert retention.deletion_cap(RetentionPolicy(), 5) == 1
-    assert retention.deletion_cap(RetentionPolicy(), 0) == 0
+    policy = RetentionPolicy(local_encrypted="expire", remote="delete-expired",
+                             archive_days=150)
+    planned = archive.plan(policy, files)
+    assert planned.deletions == [] and planned.held_back == []
+    assert len(planned.withheld) == 15, "every copy of every file waits"
+    [notice] = planned.of_kind(retention.WITHHELD)
+    assert "newest file on the server is 200 days old" in notice.reason
+    assert "clock" in notice.reason and "15 deletion(s)" in notice.reason
+    newer = archive.remote("new.xml.pgp", 99)
+    archive.seen(*files, newer)
+    assert len(archive.plan(policy, [*files, newer]).deletions) == 15, \
+        "one file younger than days is enough: the clock is believable again"
+    assert archive.plan(RetentionPolicy(local_encrypted="keep"), files).of_kind(
+        retention.WITHHELD) == [], \
+        "nothing due: nothing to warn about"
 
 
 def test_stale_feed(archive: Archive) -> None:
@@ -212,7 +258,7 @@ def test_remote_deletion_on_a_real_server_spares_what_is_not_archived(
                        by_name["archived-new.xml.pgp"])
         helper.fetched(next(f for f in listing if f.name == "failed-old.xml.pgp"),
                        by_name["failed-old.xml.pgp"], archived=False)
-        policy = RetentionPolicy(remote=mode, local_encrypted="keep", max_deletions_percent=100)
+        policy = RetentionPolicy(remote=mode, local_encrypted="keep")
         planned = retention.plan(source, policy, ledger.versions("s"), listing, now)
         retention.apply(planned, ledger, 1, transport)
         left = sorted(remote.name for remote in transport.list_files())

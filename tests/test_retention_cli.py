@@ -115,8 +115,8 @@ def test_retention_dry_run_changes_no_byte(ws: Workspace) -> None:
     assert run_cli("--config", str(ws.config_path), "fetch").exit_code == 0
     config_text = ws.config_path.read_text().replace("[settings]", "[retention]\n"
                                                       'remote = "delete-after-fetch"\n'
-                                                      'local_encrypted = "expire"\n'
-                                                      "max_deletions_percent = 100\n\n[settings]")
+                                                      'local_encrypted = "expire"\n\n'
+                                                      "[settings]")
     ws.config_path.write_text(config_text)
     ledger_file = ws.state_dir / "ledger.sqlite3"
     before = tree_hashes(ws.download_dir, ws.output_dir, ws.server.remote_root)
@@ -139,13 +139,13 @@ def test_delete_expired_keeps_what_failed_to_decrypt(ws: Workspace,
                                                      other_pgp_identity: PgpIdentity) -> None:
     ws.put_report("archived.xml.pgp", b"<a/>", age_days=120)
     ws.put("undecryptable.xml.pgp", other_pgp_identity.encrypt(b"<x/>"), age_days=120)
+    ws.put_report("recent.xml.pgp", b"<r/>", age_days=3)
     ws.config_path.write_text(ws.config_path.read_text().replace(
-        "[settings]", '[retention]\nremote = "delete-expired"\nmax_deletions_percent = 100\n\n'
-        "[settings]"))
+        "[settings]", '[retention]\nremote = "delete-expired"\n\n[settings]'))
     code, result, _ = cli(ws, "fetch")
     assert code == 1, result
     remote_left = sorted(p.name for p in ws.server.remote_root.iterdir())
-    assert remote_left == ["undecryptable.xml.pgp"]
+    assert remote_left == ["recent.xml.pgp", "undecryptable.xml.pgp"]
     assert (ws.download_dir / "undecryptable.xml.pgp").exists()
     done = [(d["target"], d["name"]) for d in result["sources"][0]["deletions"] if d["done"]]
     assert ("remote", "archived.xml.pgp") in done
@@ -210,6 +210,7 @@ def test_a_failed_file_gone_from_the_server_is_retried_from_its_kept_copy(
 
 def test_a_deletion_refused_by_the_safety_check_is_a_warning_and_exit_1(ws: Workspace) -> None:
     ws.put_report("old.xml.pgp", b"<old/>", age_days=120)
+    ws.put_report("recent.xml.pgp", b"<recent/>", age_days=3)
     keep = ws.config_path.read_text().replace("[settings]",
                                               '[retention]\nlocal_encrypted = "keep"\n\n[settings]')
     ws.config_path.write_text(keep)
@@ -238,3 +239,170 @@ def test_a_no_decrypt_download_gone_from_the_server_is_still_archived(ws: Worksp
     assert code == 0, stderr
     assert ws.outputs() == {"r.xml": b"<r/>"}
     assert result["sources"][0]["counts"]["archived"] == 1
+
+
+def _with_retention(ws: Workspace, text: str) -> None:
+    ws.config_path.write_text(ws.config_path.read_text().replace(
+        "[settings]", f"[retention]\n{text}\n\n[settings]"))
+
+
+def test_ordinary_expiry_of_a_small_archive_is_done_in_one_run(ws: Workspace) -> None:
+    """Issue 11: a cap of 10 % of the archive deleted two of 13 expired files a run and told the
+    user to check the clock; ordinary expiry is not what the caps are for."""
+    for day in range(13):
+        ws.put_report(f"U1.Activity.{day:02d}.xml.pgp", f"<r{day}/>".encode(), age_days=101 + day)
+    ws.put_report("U1.Activity.today.xml.pgp", b"<today/>", age_days=1)
+    _with_retention(ws, 'remote = "delete-expired"\nlocal_encrypted = "expire"')
+    code, result, stderr = cli(ws, "fetch")
+    assert code == 0, stderr
+    source = result["sources"][0]
+    assert source["counts"]["archived"] == 14
+    done = {(d["target"], d["name"]) for d in source["deletions"] if d["done"]}
+    assert done == {(target, f"U1.Activity.{day:02d}.xml.pgp") for day in range(13)
+                    for target in ("local_encrypted", "remote")}
+    assert source["deletions_held_back"] == 0 and source["deletions_withheld"] is None
+    assert "held back" not in stderr and "clock" not in stderr
+    assert sorted(p.name for p in ws.server.remote_root.iterdir()) == ["U1.Activity.today.xml.pgp"]
+    assert sorted(p.name for p in ws.download_dir.iterdir()) == ["U1.Activity.today.xml.pgp"]
+    assert len(ws.outputs()) == 14, "every report stays archived"
+
+
+def test_over_max_deletions_the_rest_follow_in_the_next_run_with_a_warning(ws: Workspace) -> None:
+    for index in range(60):  # not PGP: archived as delivered, no gpg needed
+        ws.put(f"U1.Notice.{index:02d}.xml", f"<n{index}/>".encode(), age_days=150)
+    ws.put("U1.Notice.today.xml", b"<today/>", age_days=1)
+    _with_retention(ws, 'remote = "delete-expired"\nlocal_encrypted = "keep"')
+    first = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    assert first.exit_code == 0, first.stderr
+    assert ("10 more deletion(s) held back by the per-run cap (retention.max_deletions = 50 "
+            "files)") in first.stderr
+    assert "max_deletions_percent" not in first.stderr
+    assert len(list(ws.server.remote_root.iterdir())) == 11
+    code, result, stderr = cli(ws, "retention")
+    assert code == 0, stderr
+    assert sum(d["done"] for d in result["sources"][0]["deletions"]) == 10
+    assert result["sources"][0]["held_back"] == 0 and "held back" not in stderr
+    assert [p.name for p in ws.server.remote_root.iterdir()] == ["U1.Notice.today.xml"]
+    assert len(ws.outputs()) == 61
+
+
+def test_a_folder_whose_newest_file_is_older_than_days_gets_no_deletion(ws: Workspace) -> None:
+    ws.put_report("a.xml.pgp", b"<a/>", age_days=130)
+    ws.put_report("b.xml.pgp", b"<b/>", age_days=120)
+    _with_retention(ws, 'remote = "delete-expired"')
+    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    assert quiet.exit_code == 0, quiet.stderr
+    assert "no deletions this run: the newest file on the server is 120 days old" in quiet.stderr
+    assert "whole folder looks expired" in quiet.stderr and "clock" in quiet.stderr
+    assert sorted(p.name for p in ws.server.remote_root.iterdir()) == ["a.xml.pgp", "b.xml.pgp"]
+    assert sorted(p.name for p in ws.download_dir.iterdir()) == ["a.xml.pgp", "b.xml.pgp"]
+    code, result, stderr = cli(ws, "retention")
+    assert code == 0 and result["sources"][0]["withheld"] == 4
+    assert [n["kind"] for n in result["sources"][0]["notices"]] == ["deletions-withheld"]
+    assert "whole folder looks expired" in stderr
+    ws.put_report("c.xml.pgp", b"<c/>", age_days=1)  # a new delivery: the clock is believable
+    code, result, stderr = cli(ws, "fetch")
+    assert code == 0, stderr
+    assert sorted(p.name for p in ws.server.remote_root.iterdir()) == ["c.xml.pgp"]
+
+
+def test_a_removed_cap_key_is_an_error_that_says_what_replaced_it(ws: Workspace) -> None:
+    _with_retention(ws, "max_deletions_percent = 10")
+    result = run_cli("--config", str(ws.config_path), "fetch")
+    assert result.exit_code == 2
+    assert "retention.max_deletions_percent: unknown key: removed" in result.stderr
+    assert "delete this line" in result.stderr
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_retention_before_the_first_fetch_warns_from_the_listing(ws: Workspace,
+                                                                 dry_run: bool) -> None:
+    """Issue 11: `retention` planned from the ledger only, so before the first fetch it saw no
+    file at risk (SPEC: it lists each source's server, so files at risk are reported even then)."""
+    ws.put_report("risky.xml.pgp", b"<r/>", age_days=95)
+    ws.put_report("alsorisky.xml.pgp", b"<a/>", age_days=93)
+    ws.put_report("fresh.xml.pgp", b"<f/>", age_days=2)
+    ws.put("unmatched.txt", b"not selected", age_days=95)
+    ledger_file = ws.state_dir / "ledger.sqlite3"
+    assert not ledger_file.exists()
+    args = ["retention", "--dry-run"] if dry_run else ["retention"]
+    quiet = run_cli("--config", str(ws.config_path), "-q", *args)
+    assert quiet.exit_code == 0, quiet.stderr
+    assert "risky.xml.pgp: not archived yet; the provider purges it in 5 days" in quiet.stderr
+    assert "alsorisky.xml.pgp: not archived yet; the provider purges it in 7 days" in quiet.stderr
+    assert "fresh.xml.pgp" not in quiet.stderr and "unmatched.txt" not in quiet.stderr
+    code, result, _ = cli(ws, *args)
+    assert code == 0
+    at_risk = sorted((n["kind"], n["name"]) for n in result["sources"][0]["notices"])
+    assert at_risk == [("at-risk", "alsorisky.xml.pgp"), ("at-risk", "risky.xml.pgp")]
+    if dry_run:
+        assert not ledger_file.exists(), "a dry run changes nothing anywhere: no ledger either"
+    else:
+        with ws.ledger() as db:
+            seen = {row[0] for row in db.execute("SELECT name FROM remote_files")}
+        assert seen == {"risky.xml.pgp", "alsorisky.xml.pgp", "fresh.xml.pgp"}
+    assert not ws.download_dir.exists() and not ws.output_dir.exists()
+
+
+def test_an_acknowledged_failure_is_not_retried_until_the_file_changes(
+    ws: Workspace, other_pgp_identity: PgpIdentity
+) -> None:
+    """Issue 11: after `status --ack NAME` the next fetch decrypted the kept copy again (and
+    retried a listed failing file) and exited 1, so cron mailed every night. An acknowledged
+    version is left alone; a new version of the same name is fetched as usual."""
+    ws.put("listed.xml.pgp", other_pgp_identity.encrypt(b"<not ours/>"), age_days=20)
+    ws.put("purged.xml.pgp", other_pgp_identity.encrypt(b"<not ours either/>"), age_days=30)
+    ws.put_report("fine.xml.pgp", b"<fine/>", age_days=2)
+    code, result, _ = cli(ws, "fetch")
+    assert code == 1
+    assert result["sources"][0]["counts"]["failed"] == 2
+    (ws.server.remote_root / "purged.xml.pgp").unlink()  # its kept copy is retried from now on
+    code, result, _ = cli(ws, "fetch")
+    assert code == 1 and result["sources"][0]["counts"]["failed"] == 2
+
+    with ws.ledger() as db:
+        failure_rows = db.execute("SELECT COUNT(*) FROM failures").fetchone()[0]
+    code, acked, _ = cli(ws, "status", "--ack", "listed.xml.pgp", "--ack", "purged.xml.pgp")
+    assert acked["acknowledged"] == 2 and acked["sources"][0]["failures"] == []
+
+    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    assert quiet.exit_code == 0, quiet.stderr
+    assert quiet.stdout == "" and quiet.stderr == "", "nothing for cron to mail"
+    code, result, stderr = cli(ws, "fetch")
+    assert code == 0, stderr
+    files = {f["name"]: f for f in result["sources"][0]["files"]}
+    assert files["listed.xml.pgp"]["action"] == "acknowledged"
+    assert files["listed.xml.pgp"]["error"] is None
+    assert "purged.xml.pgp" not in files, "not retried from its kept copy"
+    assert result["sources"][0]["counts"]["acknowledged"] == 1
+    assert result["sources"][0]["counts"]["failed"] == 0
+    assert result["sources"][0]["bytes_transferred"] == 0
+    with ws.ledger() as db:
+        assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == failure_rows
+        assert db.execute("SELECT COUNT(*) FROM failures WHERE resolved_at IS NULL"
+                          ).fetchone()[0] == 0, "no decryption was attempted"
+    assert (ws.download_dir / "listed.xml.pgp").exists(), "the kept copy stays"
+    dry = run_cli("--config", str(ws.config_path), "--json", "fetch", "--dry-run")
+    assert {f["name"]: f["action"] for f in dry.json()["sources"][0]["files"]}[
+        "listed.xml.pgp"] == "acknowledged"
+    assert cli(ws, "status")[0] == 0
+
+    # the provider re-delivers the report, now to the right key: a new version, fetched as usual
+    ws.put_report("listed.xml.pgp", b"<delivered again/>", age_days=0.5)
+    code, result, stderr = cli(ws, "fetch")
+    assert code == 0, stderr
+    files = {f["name"]: f for f in result["sources"][0]["files"]}
+    assert files["listed.xml.pgp"]["action"] == "archived"
+    assert ws.outputs()["listed.xml"] == b"<delivered again/>"
+
+
+def test_acknowledging_a_refused_name_says_why_it_cannot_be_and_changes_nothing(
+    ws: Workspace,
+) -> None:
+    ws.put(".hidden.xml.pgp", b"a name fetch refuses", age_days=3)
+    assert cli(ws, "fetch")[0] == 1
+    code, _, stderr = cli(ws, "status", "--ack", ".hidden.xml.pgp")
+    assert code == 2 and "refused as unsafe" in stderr and "rename or remove" in stderr
+    code, status, _ = cli(ws, "status")
+    assert [f["stage"] for f in status["sources"][0]["failures"]] == ["name"], \
+        "an acknowledgement that is refused closes nothing"

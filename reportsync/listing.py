@@ -1,0 +1,35 @@
+"""Which of the files a server lists a source takes: ``include``/``exclude``, then name safety.
+
+One owner, so ``fetch`` and ``retention`` see the same files: a name refused as unsafe is never
+recorded in the ledger, warned about as at risk or deleted, whichever command listed it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from reportsync.config import SourceConfig
+from reportsync.errors import ReportsyncError
+from reportsync.fsutil import check_remote_name
+from reportsync.transports import RemoteFile
+
+log = logging.getLogger(__name__)
+
+
+def select(source: SourceConfig, listing: list[RemoteFile]
+           ) -> tuple[list[RemoteFile], list[tuple[RemoteFile, ReportsyncError]]]:
+    """The matching files with safe names, in name order, and the matching ones refused (each with
+    the reason); files ``include``/``exclude`` do not select are in neither list."""
+    candidates: list[RemoteFile] = []
+    refused: list[tuple[RemoteFile, ReportsyncError]] = []
+    for remote in sorted(listing, key=lambda item: item.name):
+        if not source.matches(remote.name):
+            continue
+        try:
+            check_remote_name(remote.name)
+        except ReportsyncError as error:
+            log.warning("source %s: %s", source.name, error.message)
+            refused.append((remote, error))
+            continue
+        candidates.append(remote)
+    return candidates, refused
