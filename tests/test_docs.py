@@ -290,3 +290,10 @@ def test_readme_shows_the_set_up_commands_ci_runs_and_links_every_doc() -> None:
     linked = {link.partition("#")[0] for link in markdown_links(README)}
     for page in sorted(DOCS.glob("*.md")):
         assert f"docs/{page.name}" in linked, f"README does not link docs/{page.name}"
+
+
+def test_the_docs_stand_alone_without_the_steering_folder() -> None:
+    # A clone has no ../shared/: the README and docs/ must not send a reader there.
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text()
+        assert "../shared" not in text and "SPEC.md" not in text, page.name
