@@ -239,26 +239,75 @@ def versioned_name(name: str, number: int) -> str:
 
 
 def place_file(temp: Path, folder: Path, name: str, sha256: str) -> Path:
-    """Rename ``temp`` into ``folder`` as ``name``, never replacing different content.
+    """Move ``temp`` into ``folder`` as ``name``, never replacing different content.
 
-    If ``name`` already holds the same bytes the temp replaces it (idempotent after a crash);
-    if it holds other bytes, the new file gets the first free ``.vN`` name. Returns the final path.
+    Safe against concurrent placers (the ``--jobs`` workers): each final name is claimed
+    atomically (``claim_name``), so two files can never both be given one name. If ``name``
+    already holds the same bytes, the temp replaces it (idempotent after a crash: no ``.v2``
+    copy of identical content); if it holds other bytes, the new file gets the first free
+    ``.vN`` name. Returns the final path.
     """
     number = 1
     candidate = contained_path(folder, name)
-    while os.path.lexists(candidate):
-        # only a regular file with the same bytes is replaced; a symlink (wherever it points),
-        # a folder or anything else counts as taken and is never read or written through
-        if regular_file_info(candidate) is not None and sha256_file(candidate) == sha256:
-            break
-        number += 1
-        candidate = contained_path(folder, versioned_name(name, number))
     try:
-        os.replace(temp, candidate)
+        while not claim_name(temp, candidate):
+            # only a regular file with the same bytes is replaced; a symlink (wherever it
+            # points), a folder or anything else counts as taken and is never read or written
+            # through. Replacing is safe here: every placer that may race with this one only
+            # ever replaces a file by identical bytes.
+            if regular_file_info(candidate) is not None and sha256_file(candidate) == sha256:
+                os.replace(temp, candidate)
+                break
+            number += 1
+            candidate = contained_path(folder, versioned_name(name, number))
         fsync_dir(folder)
     except OSError as exc:
         raise storage_error(exc, candidate) from None
     return candidate
+
+
+def claim_name(temp: Path, target: Path) -> bool:
+    """Give ``temp`` the name ``target`` if nothing (not even a dangling symlink) has it yet.
+
+    True when the name is now ``temp``'s (and ``temp`` is gone), False when it was taken. The
+    check and the naming are one atomic step, so of two concurrent claims exactly one wins:
+    a hard link fails with EEXIST where a rename would silently replace. Where the file system
+    has no hard links (FAT, some network shares) the name is claimed by creating it with
+    O_EXCL, then the temp is renamed over that empty claim of its own.
+    """
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        return _claim_exclusively(temp, target)
+    remove_quietly(temp)
+    return True
+
+
+# errno values for "this file system (or platform) cannot make hard links"
+_NO_HARD_LINKS = frozenset(code for code in (
+    errno.EPERM, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.ENOSYS,
+    errno.EXDEV, errno.EMLINK, errno.EINVAL, errno.EACCES,
+))
+
+
+def _claim_exclusively(temp: Path, target: Path) -> bool:
+    """claim_name without hard links: an empty 0600 file created with O_EXCL holds the name
+    until the temp is renamed over it. A concurrent placer that looks meanwhile sees an empty
+    file, which differs from its content (unless it is empty too, when replacing is harmless)."""
+    try:
+        os.close(open_private_new(target))
+    except FileExistsError:
+        return False
+    try:
+        os.replace(temp, target)
+    except OSError:
+        remove_quietly(target)
+        raise
+    return True
 
 
 @contextmanager

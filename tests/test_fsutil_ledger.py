@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -37,8 +41,6 @@ def test_private_dir_is_0700_and_tightened(tmp_path: Path) -> None:
 
 
 def test_place_file_never_replaces_different_content(tmp_path: Path) -> None:
-    import hashlib
-
     def temp_with(data: bytes) -> tuple[Path, str]:
         temp = tmp_path / ".tmp"
         temp.write_bytes(data)
@@ -54,6 +56,55 @@ def test_place_file_never_replaces_different_content(tmp_path: Path) -> None:
     assert second == tmp_path / "r.v2.xml"
     assert first.read_bytes() == b"one" and second.read_bytes() == b"two"
     assert versioned_name("noext", 3) == "noext.v3"
+
+
+def _place_all_at_once(folder: Path, contents: list[bytes], name: str) -> dict[int, Path]:
+    """Every content placed as ``name`` by its own thread, all released at the same moment."""
+    temps = []
+    for index, data in enumerate(contents):
+        temp = folder / f".rs-{index}.tmp"
+        temp.write_bytes(data)
+        temps.append((temp, hashlib.sha256(data).hexdigest()))
+    start = threading.Barrier(len(contents))
+    placed: dict[int, Path] = {}
+
+    def place(index: int) -> None:
+        start.wait()
+        temp, digest = temps[index]
+        placed[index] = place_file(temp, folder, name, digest)
+
+    threads = [threading.Thread(target=place, args=(index,)) for index in range(len(contents))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return placed
+
+
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_concurrent_placers_of_different_content_each_keep_their_own_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard_links: bool,
+) -> None:
+    # issue 11.1: --jobs workers whose remote names decrypt to one name (X.xml.pgp, X.xml.gpg,
+    # X.xml.asc) placed their reports at the same moment; a check-then-rename let one replace
+    # the other. Every content must survive, each under a name of its own.
+    if not hard_links:  # as on FAT or some network shares: the O_EXCL claim takes over
+        def no_hard_links(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_hard_links)
+    placers = 8
+    for round_number in range(15):
+        folder = tmp_path / f"round{round_number}"
+        folder.mkdir()
+        contents = [f"report {round_number}.{index}".encode() * 100 for index in range(placers)]
+        placed = _place_all_at_once(folder, contents, "X.xml")
+        assert len(placed) == placers, "every placer finished"
+        assert len(set(placed.values())) == placers, f"two placers got one name: {placed}"
+        for index, path in placed.items():
+            assert path.read_bytes() == contents[index], f"{path.name} was replaced"
+        names = sorted(path.name for path in folder.iterdir())
+        assert names == sorted(path.name for path in placed.values()), "no temp left behind"
+        assert "X.xml" in names and "X.v2.xml" in names
 
 
 def test_ledger_schema_unique_versions_and_failures(tmp_path: Path) -> None:
