@@ -236,7 +236,7 @@ def _fetch_source(
                 result.files.extend(_dry_run_plan(candidates, records))
             else:
                 assert run_id is not None
-                ensure_private_dir(source.download_dir)
+                ensure_private_dir(source.download_dir, f"sources.{source.name}.download_dir")
                 _remove_leftovers(source, candidates)
                 ids = ledger.see_files(source.name, [(f.name, f.size, int(f.mtime))
                                                      for f in candidates])
@@ -704,7 +704,7 @@ def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bo
     """Place the report in ``output_dir``: decrypted if it is PGP, as delivered otherwise."""
     source, remote = context.source, job.remote
     folder = source.output_dir
-    ensure_private_dir(folder)
+    ensure_private_dir(folder, f"sources.{source.name}.output_dir")
     decrypt = source.decrypt and looks_like_pgp(local, remote.name)
     name = plaintext_name(remote.name) if decrypt else remote.name
     contained_path(folder, name)

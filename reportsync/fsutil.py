@@ -30,17 +30,76 @@ CRASH_ENV = "REPORTSYNC_TEST_CRASH_AT"
 """Test-only fault injector: the process SIGKILLs itself at the named point (see crash_point)."""
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it 0700; existing folders are tightened, not loosened."""
+def ensure_private_dir(path: Path, config_key: str | None = None) -> Path:
+    """Make sure the folder ``path`` exists and is safe to write into; returns it.
+
+    What is missing is created one folder at a time, each 0700 (the missing parents too). An
+    existing folder is never re-moded, not even one this user could tighten (``output_dir = "/"``
+    must not turn ``/`` into 0700). The folder written into, the one that existed or the one the
+    first missing folder is created in, is refused (StorageError) when everyone can write to it
+    without the sticky bit (``shared_folder_problem``). ``config_key`` names the setting in the
+    message.
+    """
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-        if IS_POSIX:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                path.chmod(mode & ~0o077)
+        missing: list[Path] = []
+        folder = path
+        while not folder.is_dir():  # follows a symlink to a folder, like every later write
+            if os.path.lexists(folder):
+                raise StorageError(
+                    f"{_setting(config_key)}{folder} is not a folder", path=str(folder),
+                    remedy=f"Move {folder} away, or change {config_key or 'the path'} in the "
+                    "config.")
+            missing.append(folder)
+            if folder.parent == folder:
+                break
+            folder = folder.parent
+        _refuse_shared(folder, config_key, creating=missing[-1] if missing else None)
+        for created in reversed(missing):
+            try:
+                created.mkdir(mode=PRIVATE_DIR_MODE)
+            except FileExistsError:  # made meanwhile by someone else: it existed, not ours
+                if not created.is_dir():
+                    raise
+                _refuse_shared(created, config_key, creating=None)
+                continue
+            if IS_POSIX:
+                created.chmod(PRIVATE_DIR_MODE)  # ours, just made: the umask may have narrowed it
     except OSError as exc:
         raise storage_error(exc, path) from None
     return path
+
+
+def shared_folder_problem(folder: Path, config_key: str | None = None, *,
+                          creating: Path | None = None) -> StorageError | None:
+    """Why reportsync must not write into ``folder``: everyone can write to it and it has no
+    sticky bit, so another user could rename, replace or delete what reportsync keeps there
+    (a folder with the sticky bit, like /tmp, is accepted). None when it is fine, or where
+    mode bits do not apply. ``creating`` is the folder reportsync was about to make in it.
+    """
+    if not mode_bits_apply():
+        return None
+    mode = folder.stat().st_mode
+    if not mode & stat.S_IWOTH or mode & stat.S_ISVTX:
+        return None
+    where = f" (reportsync would create {creating} in it)" if creating is not None else ""
+    setting = f"set {config_key} to" if config_key else "use"
+    return StorageError(
+        f"{_setting(config_key)}{folder} can be written to by anyone (mode "
+        f"{stat.S_IMODE(mode):04o}, no sticky bit){where}: another user could replace or delete "
+        "what reportsync keeps there; refused",
+        path=str(folder),
+        remedy=f"chmod o-w {folder}, or {setting} a folder of your own.",
+    )
+
+
+def _refuse_shared(folder: Path, config_key: str | None, *, creating: Path | None) -> None:
+    problem = shared_folder_problem(folder, config_key, creating=creating)
+    if problem is not None:
+        raise problem
+
+
+def _setting(config_key: str | None) -> str:
+    return f"{config_key}: " if config_key else ""
 
 
 def storage_error(exc: OSError, path: Path) -> StorageError:

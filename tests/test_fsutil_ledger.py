@@ -30,14 +30,59 @@ def test_ordinary_names_pass(name: str) -> None:
     check_remote_name(name)
 
 
-def test_private_dir_is_0700_and_tightened(tmp_path: Path) -> None:
-    loose = tmp_path / "loose"
-    loose.mkdir(mode=0o755)
-    loose.chmod(0o755)
-    ensure_private_dir(loose)
-    assert stat.S_IMODE(loose.stat().st_mode) == 0o700
-    nested = ensure_private_dir(tmp_path / "a" / "b")
-    assert stat.S_IMODE(nested.stat().st_mode) == 0o700
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_existing_folders_are_never_re_moded(tmp_path: Path) -> None:
+    # issue 11.3: the old code tightened every existing folder to 0700 (output_dir = "/" made
+    # / 0700; a 1777 folder became 1700)
+    for mode in (0o755, 0o750, 0o1777, 0o2775):
+        folder = tmp_path / f"existing-{mode:o}"
+        folder.mkdir()
+        folder.chmod(mode)
+        assert ensure_private_dir(folder, "sources.x.output_dir") == folder
+        assert mode_of(folder) == mode, f"{mode:04o} became {mode_of(folder):04o}"
+
+
+def test_created_folders_and_their_created_parents_are_0700(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    base.chmod(0o755)
+    old_umask = os.umask(0o002)  # a loose umask must not loosen them, nor re-mode ``base``
+    try:
+        nested = ensure_private_dir(base / "a" / "b" / "c")
+    finally:
+        os.umask(old_umask)
+    assert nested.is_dir()
+    for folder in (base / "a", base / "a" / "b", nested):
+        assert mode_of(folder) == 0o700, folder
+    assert mode_of(base) == 0o755, "the parent that existed keeps its mode"
+
+
+def test_a_folder_anyone_can_write_to_without_the_sticky_bit_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(StorageError) as refused:
+        ensure_private_dir(shared, "sources.broker.output_dir")
+    assert refused.value.exit_code == 7
+    assert f"sources.broker.output_dir: {shared} can be written to by anyone" in \
+        refused.value.message
+    assert f"chmod o-w {shared}" in refused.value.remedy
+    with pytest.raises(StorageError, match="would create"):
+        ensure_private_dir(shared / "new" / "deeper", "settings.state_dir")
+    assert list(shared.iterdir()) == [], "nothing is created in it"
+    assert mode_of(shared) == 0o777, "refused, not re-moded"
+    shared.chmod(0o1777)  # like /tmp: others cannot remove or rename what is ours
+    assert ensure_private_dir(shared / "mine").is_dir()
+    assert mode_of(shared) == 0o1777
+
+
+def test_a_file_in_the_way_is_not_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError, match=r"settings\.state_dir: .*file is not a folder"):
+        ensure_private_dir(tmp_path / "file" / "sub", "settings.state_dir")
 
 
 def test_place_file_never_replaces_different_content(tmp_path: Path) -> None:
