@@ -53,7 +53,7 @@ from reportsync.errors import (
     NetworkError,
     ReportsyncError,
 )
-from reportsync.fsutil import shared_folder_problem, too_open, write_atomically
+from reportsync.fsutil import printable, shared_folder_problem, too_open, write_atomically
 from reportsync.ledger import LEDGER_FILE, Ledger
 from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
 from reportsync.pgp import Gpg
@@ -143,7 +143,7 @@ def _mode(path: Path) -> int:
 
 def _names(names: Iterable[str]) -> str:
     listed = list(names)
-    shown = ", ".join(listed[:SHOWN_NAMES])
+    shown = ", ".join(printable(name, quote=False) for name in listed[:SHOWN_NAMES])
     return shown + (f" (and {len(listed) - SHOWN_NAMES} more)" if len(listed) > SHOWN_NAMES else "")
 
 

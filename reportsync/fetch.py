@@ -726,7 +726,8 @@ def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bo
     size = final.stat().st_size
     context.ledger.record_archived(job.file_id, context.run_id, final, size, sha256,
                                    decrypted=decrypt, signer=signer)
-    log.info("source %s: archived %s as %s", source.name, printable(remote.name), final.name)
+    log.info("source %s: archived %s as %s", source.name, printable(remote.name),
+             printable(final.name))
     return final, decrypt
 
 

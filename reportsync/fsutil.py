@@ -167,6 +167,26 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
+# Characters that reorder how the rest of a line is shown (``rtl-\u202egnp.lmx`` displays as
+# ``rtl-xml.png``): the embeddings, overrides and isolates, and the implicit marks.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                          "\u2066\u2067\u2068\u2069")
+# Unicode's own line and paragraph separators: a line break to Python and to some viewers.
+LINE_SEPARATORS = frozenset("\u2028\u2029")
+
+
+def _is_control(char: str) -> bool:
+    """C0, DEL and C1 (U+0080-U+009F, e.g. U+0085, a line break to some terminals)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F
+
+
+def _is_undecodable(char: str) -> bool:
+    """A byte that was not UTF-8: transports decode names with ``surrogateescape``, which turns
+    each such byte into a lone surrogate U+DC80-U+DCFF (and a lone surrogate is never text)."""
+    return 0xD800 <= ord(char) <= 0xDFFF
+
+
 def check_remote_name(name: str) -> None:
     """Refuse a server-supplied name that could escape the folder or confuse a terminal."""
     problem = None
@@ -176,8 +196,12 @@ def check_remote_name(name: str) -> None:
         problem = "contains a path separator"
     elif ".." in name:
         problem = "contains '..'"
-    elif any(ord(char) < 32 or ord(char) == 127 for char in name):
+    elif any(_is_undecodable(char) for char in name):
+        problem = "is not valid UTF-8"
+    elif any(_is_control(char) or char in LINE_SEPARATORS for char in name):
         problem = "contains a NUL or control character"
+    elif any(char in BIDI_CONTROLS for char in name):
+        problem = "contains a bidirectional-override character (it would show reordered)"
     elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         problem = f"is longer than {MAX_NAME_BYTES} bytes"
     elif name.startswith("."):
@@ -259,9 +283,18 @@ def remove_stale_temps(folder: Path, kind: str, keep: frozenset[str] = frozenset
     return removed
 
 
-def printable(name: str) -> str:
-    """A name safe to put in a log line or a terminal: control characters escaped."""
-    return repr(name) if any(ord(char) < 32 or ord(char) == 127 for char in name) else f"'{name}'"
+def printable(name: str, *, quote: bool = True) -> str:
+    """A name (remote or local) safe to put in a message, a log line or a terminal.
+
+    Every character that is not printable as it is comes out as an escape: C0, DEL, C1, the
+    bidirectional controls (``\\u202e``), invisible format characters, odd spaces, Unicode line
+    separators, and the bytes that were not UTF-8 (``\\udcff`` for the byte 0xff); ``repr``
+    escapes exactly the characters ``str.isprintable`` rejects, and quotes. A printable name is
+    quoted too, unless ``quote`` is False (for lines that show names bare).
+    """
+    if name.isprintable():
+        return f"'{name}'" if quote else name
+    return repr(name)
 
 
 def sha256_file(path: Path) -> str:

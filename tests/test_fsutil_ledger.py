@@ -11,13 +11,26 @@ from pathlib import Path
 import pytest
 
 from reportsync.errors import StorageError, UnsafeNameError
-from reportsync.fsutil import check_remote_name, ensure_private_dir, place_file, versioned_name
+from reportsync.fsutil import (
+    check_remote_name,
+    ensure_private_dir,
+    place_file,
+    printable,
+    versioned_name,
+)
 from reportsync.ledger import SCHEMA_VERSION, Ledger
 
 
 @pytest.mark.parametrize("name", [
     "../etc/passwd", "a/b.pgp", "a\\b.pgp", "..", ".", "", "x\x00y.pgp", "x\ny.pgp", "x\x1b[31m.pgp",
     "a" * 256 + ".pgp", ".hidden.pgp", "é" * 128 + ".pgp", "a..b.pgp",
+    # issue 11.4: C1 controls, bidirectional controls, Unicode line separators
+    "c1\x85.pgp", "csi\x9b31m.pgp", "c1-end\x9f.pgp", "del\x7f.pgp", "rtl-\u202egnp.lmx",
+    "lre\u202a.pgp", "rle\u202b.pgp", "pdf\u202c.pgp", "lro\u202d.pgp", "lri\u2066.pgp",
+    "rli\u2067.pgp", "fsi\u2068.pgp", "pdi\u2069.pgp", "lrm\u200e.pgp", "rlm\u200f.pgp",
+    "alm\u061c.pgp", "ls\u2028.pgp", "ps\u2029.pgp",
+    # issue 11.2: bytes that were not UTF-8, as the transports decode them (surrogateescape)
+    b"bad\xff.pgp".decode("utf-8", "surrogateescape"),
 ])
 def test_hostile_remote_names_are_refused(name: str) -> None:
     with pytest.raises(UnsafeNameError):
@@ -25,9 +38,41 @@ def test_hostile_remote_names_are_refused(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["U1234567.Activity_Daily.20261102.20261102.xml.pgp",
-                                  "report with spaces.csv.gpg", "é.pgp", "a" * 251 + ".pgp"])
+                                  "report with spaces.csv.gpg", "é.pgp", "a" * 251 + ".pgp",
+                                  "日本語の報告.xml.pgp", "عربي.xml.pgp", "x\u00a0nbsp.pgp"])
 def test_ordinary_names_pass(name: str) -> None:
     check_remote_name(name)
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("plain.xml.pgp", "'plain.xml.pgp'"),
+    ("é.pgp", "'é.pgp'"),
+    ("esc\x1b[31m.pgp", "'esc\\x1b[31m.pgp'"),
+    ("del\x7f", "'del\\x7f'"),
+    ("c1\x85", "'c1\\x85'"),
+    ("csi\x9b31m", "'csi\\x9b31m'"),
+    ("rtl-\u202egnp.lmx", "'rtl-\\u202egnp.lmx'"),
+    ("isolate\u2066x", "'isolate\\u2066x'"),
+    ("mark\u200fx", "'mark\\u200fx'"),
+    ("ls\u2028x", "'ls\\u2028x'"),
+    ("zero\u200bwidth", "'zero\\u200bwidth'"),
+    ("nb\u00a0sp", "'nb\\xa0sp'"),
+    (b"bad\xff".decode("utf-8", "surrogateescape"), "'bad\\udcff'"),
+])
+def test_printable_escapes_every_character_a_terminal_would_not_show_as_it_is(
+    name: str, shown: str,
+) -> None:
+    # issue 11.4: printable escaped only C0 and DEL; a U+202E in a name printed reordered
+    assert printable(name) == shown
+    assert printable(name, quote=False) == (name if name.isprintable() else shown)
+
+
+def test_printable_output_is_always_printable() -> None:
+    every_kind = "".join(chr(code) for code in range(0x3000)) + "\u202e\u2066\ufeff\U000e0041"
+    for char in every_kind:
+        for text in (char, f"a{char}b"):
+            assert printable(text).isprintable(), ascii(text)
+            assert printable(text, quote=False).isprintable(), ascii(text)
 
 
 def mode_of(path: Path) -> int:

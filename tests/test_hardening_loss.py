@@ -6,6 +6,7 @@ defence it exercises.
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
 from pathlib import Path
@@ -16,10 +17,13 @@ import pytest
 from reportsync import fetch
 from reportsync.config import load_config
 from reportsync.fetch import FetchOptions
+from reportsync.fsutil import printable
 from reportsync.pgp import Decrypted, Gpg, plaintext_name
 from tests.servers import LocalServer
+from tests.servers.hostile_ftpd import Listed, Script
 from tests.support import PgpIdentity, random_plain, run_cli
 from tests.test_fetch_e2e import Workspace
+from tests.test_hardening_support import files_by_name, hostile_workspace
 
 
 @pytest.fixture
@@ -151,3 +155,105 @@ def test_an_output_dir_anyone_can_write_to_is_refused_with_7_and_nothing_is_writ
     statuses = {finding["finding"].split(":")[0]: finding["status"]
                 for finding in doctor.json()["findings"] if finding["check"] == "folder"}
     assert statuses["sources.broker.output_dir"] == "PASS"
+
+
+# --- 2. a name that is not UTF-8 -----------------------------------------------------------------
+
+NOT_UTF8 = os.fsdecode(b"statement-\xff\xfe.xml.pgp")  # on disk: those bytes, as a server has them
+
+
+def test_a_name_that_is_not_utf8_on_sftp_is_refused_alone_and_the_rest_fetched(
+    ws: Workspace,
+) -> None:
+    # Line of defence: sftp._list_folder decodes each name with surrogateescape (paramiko's
+    # listdir_attr raised UnicodeDecodeError for the whole listing: the source fetched nothing,
+    # every night); fsutil.check_remote_name refuses it; fsutil.printable escapes it.
+    ws.put_report("a.xml.pgp", b"<a/>")
+    ws.put_report(NOT_UTF8, b"<not utf-8/>")
+    ws.put_report("z.xml.pgp", b"<z/>")
+    assert os.fsencode(NOT_UTF8) in os.listdir(os.fsencode(ws.server.remote_root))
+    result = ws.fetch()
+    assert result.exit_code == 1, result.stderr
+    assert ws.output_dir.is_dir(), f"nothing was fetched: {result.stderr}"
+    assert ws.outputs() == {"a.xml": b"<a/>", "z.xml": b"<z/>"}, "the rest are fetched"
+    files = files_by_name(result)
+    assert files["a.xml.pgp"]["action"] == files["z.xml.pgp"]["action"] == "archived"
+    shown = printable(NOT_UTF8)
+    assert shown == "'statement-\\udcff\\udcfe.xml.pgp'"
+    assert files[shown]["action"] == "refused"
+    assert "is not valid UTF-8" in files[shown]["error"]["message"]
+    assert f"refused remote file name {shown}" in result.stderr, "named, escaped"
+    assert sorted(os.listdir(ws.download_dir)) == ["a.xml.pgp", "z.xml.pgp"], "never downloaded"
+    with ws.ledger() as db:
+        failures = list(db.execute("SELECT name, stage FROM failures"))
+    assert failures == [(shown, "name")], "recorded as a failure like other refused names"
+
+
+@pytest.mark.parametrize("listing", ["mlsd", "list", "nlst"])
+def test_a_name_that_is_not_utf8_on_ftp_is_refused_never_asked_for(
+    tmp_path: Path, pgp_identity: PgpIdentity, listing: str,
+) -> None:
+    # Line of defence: ftp.FtpTransport._lines decodes with surrogateescape (it used "replace",
+    # and then asked the server for a name with U+FFFD in it, which failed as a download);
+    # check_remote_name refuses the name; _sendable keeps it out of every FTP command.
+    script = Script(extra_listing=[Listed(NOT_UTF8, 5)])
+    ws, server = hostile_workspace(tmp_path, pgp_identity, script, mlsd=listing == "mlsd")
+    try:
+        ws.put_report("fine.xml.pgp", b"<fine/>")
+        script.list_garbage = listing == "nlst"
+        result = ws.fetch()
+    finally:
+        server.stop()
+    assert result.exit_code == 1, result.stderr
+    files = files_by_name(result)
+    assert files[printable(NOT_UTF8)]["action"] == "refused", files
+    assert "is not valid UTF-8" in files[printable(NOT_UTF8)]["error"]["message"]
+    assert files["fine.xml.pgp"]["action"] == "archived"
+    assert script.retr_count == {"fine.xml.pgp": 1}, "the refused name was never asked for"
+    assert ws.outputs() == {"fine.xml": b"<fine/>"}
+
+
+# --- 4. control and bidirectional characters -------------------------------------------------
+
+DECEPTIVE_NAMES = {
+    "rtl-\u202egnp.lmx": "'rtl-\\u202egnp.lmx'",  # shows as rtl-xml.png
+    "c1-\x85.xml.pgp": "'c1-\\x85.xml.pgp'",  # NEL: a line break to some terminals
+    "csi-\x9b31m.xml.pgp": "'csi-\\x9b31m.xml.pgp'",  # the one-byte CSI of C1
+    "isolate-\u2067x.xml.pgp": "'isolate-\\u2067x.xml.pgp'",
+    "mark-\u200fx.xml.pgp": "'mark-\\u200fx.xml.pgp'",
+    "arabic-mark-\u061cx.xml.pgp": "'arabic-mark-\\u061cx.xml.pgp'",
+    "embedding-\u202ax.xml.pgp": "'embedding-\\u202ax.xml.pgp'",
+    "separator-\u2028x.xml.pgp": "'separator-\\u2028x.xml.pgp'",
+}
+
+
+@pytest.mark.parametrize("server_fixture", ["sftp_server", "ftp_server", "ftp_server_no_mlsd"])
+def test_c1_and_bidi_names_are_refused_and_shown_escaped_and_the_rest_fetched(
+    request: pytest.FixtureRequest, tmp_path: Path, pgp_identity: PgpIdentity,
+    server_fixture: str,
+) -> None:
+    # Line of defence: fsutil.check_remote_name refuses C1 controls, the bidirectional controls
+    # and Unicode line separators (it knew only C0 and DEL); fsutil.printable escapes them in
+    # every message (it escaped only C0 and DEL, so the name printed reordered).
+    server: LocalServer = request.getfixturevalue(server_fixture)
+    ws = Workspace(tmp_path / "ws", pgp_identity, server)
+    ws.root.mkdir()
+    ws.write_config(include=["*"])
+    ws.put_report("fine.xml.pgp", b"<fine/>")
+    for name in DECEPTIVE_NAMES:
+        ws.put_report(name, b"<deceptive/>")
+    result = ws.fetch()
+    assert result.exit_code == 1, result.stderr
+    files = files_by_name(result)
+    assert files["fine.xml.pgp"]["action"] == "archived"
+    for name, shown in DECEPTIVE_NAMES.items():
+        assert printable(name) == shown
+        assert files[shown]["action"] == "refused", (shown, files.get(shown))
+        assert f"refused remote file name {shown}" in result.stderr
+    for raw in "\u202e\x85\x9b\u2067\u200f\u061c\u202a\u2028":
+        assert raw not in result.stderr and raw not in result.stdout, f"{raw!r} printed raw"
+    assert ws.outputs() == {"fine.xml": b"<fine/>"}
+    assert sorted(os.listdir(ws.download_dir)) == ["fine.xml.pgp"]
+    log = (ws.state_dir / "logs" / "reportsync.log").read_text(encoding="utf-8")
+    assert "refused remote file name 'rtl-\\u202egnp.lmx'" in log
+    assert not any(raw in log for raw in "\u202e\x85\x9b\u2067"), "the log is escaped too"
