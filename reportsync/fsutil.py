@@ -10,7 +10,8 @@ import hashlib
 import os
 import signal
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -334,19 +335,30 @@ def place_file(temp: Path, folder: Path, name: str, sha256: str) -> Path:
     """Move ``temp`` into ``folder`` as ``name``, never replacing different content.
 
     Safe against concurrent placers (the ``--jobs`` workers): each final name is claimed
-    atomically (``claim_name``), so two files can never both be given one name. If ``name``
-    already holds the same bytes, the temp replaces it (idempotent after a crash: no ``.v2``
-    copy of identical content); if it holds other bytes, the new file gets the first free
-    ``.vN`` name. Returns the final path.
+    atomically, so two files can never both be given one name. If ``name`` already holds the
+    same bytes, the temp replaces it (idempotent after a crash: no ``.v2`` copy of identical
+    content); if it holds other bytes, the new file gets the first free ``.vN`` name. Returns
+    the final path.
     """
+    try:
+        return _place(temp, folder, name, sha256, _claim_by_link)
+    except _NoHardLinks:
+        # the claim file is empty until the temp replaces it: this process's placers take turns,
+        # so none of them ever compares its report with a claim of another
+        with _PLACING_WITHOUT_LINKS:
+            return _place(temp, folder, name, sha256, _claim_by_exclusive_create)
+
+
+def _place(temp: Path, folder: Path, name: str, sha256: str,
+           claim: Callable[[Path, Path], bool]) -> Path:
     number = 1
     candidate = contained_path(folder, name)
     try:
-        while not claim_name(temp, candidate):
+        while not claim(temp, candidate):
             # only a regular file with the same bytes is replaced; a symlink (wherever it
             # points), a folder or anything else counts as taken and is never read or written
-            # through. Replacing is safe here: every placer that may race with this one only
-            # ever replaces a file by identical bytes.
+            # through. Replacing is safe: a placer racing with this one can only ever have
+            # replaced that file by identical bytes, never by others.
             if regular_file_info(candidate) is not None and sha256_file(candidate) == sha256:
                 os.replace(temp, candidate)
                 break
@@ -358,38 +370,41 @@ def place_file(temp: Path, folder: Path, name: str, sha256: str) -> Path:
     return candidate
 
 
-def claim_name(temp: Path, target: Path) -> bool:
-    """Give ``temp`` the name ``target`` if nothing (not even a dangling symlink) has it yet.
+class _NoHardLinks(Exception):
+    """This file system (or platform) cannot make hard links: claim names another way."""
 
-    True when the name is now ``temp``'s (and ``temp`` is gone), False when it was taken. The
-    check and the naming are one atomic step, so of two concurrent claims exactly one wins:
-    a hard link fails with EEXIST where a rename would silently replace. Where the file system
-    has no hard links (FAT, some network shares) the name is claimed by creating it with
-    O_EXCL, then the temp is renamed over that empty claim of its own.
+
+# errno values of a hard link the file system does not support (FAT, some network shares)
+_NO_HARD_LINK_ERRNOS = frozenset((
+    errno.EPERM, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.ENOSYS,
+    errno.EXDEV, errno.EMLINK, errno.EINVAL, errno.EACCES,
+))
+_PLACING_WITHOUT_LINKS = threading.Lock()
+
+
+def _claim_by_link(temp: Path, target: Path) -> bool:
+    """Give ``temp`` the name ``target`` unless something (even a dangling symlink) has it.
+
+    True when the name is now ``temp``'s (and ``temp`` is gone), False when it was taken. A hard
+    link checks and names in one atomic step (it fails with EEXIST where a rename would silently
+    replace), so of two concurrent claims, in any processes, exactly one wins.
     """
     try:
         os.link(temp, target)
     except FileExistsError:
         return False
     except OSError as exc:
-        if exc.errno not in _NO_HARD_LINKS:
-            raise
-        return _claim_exclusively(temp, target)
+        if exc.errno in _NO_HARD_LINK_ERRNOS:
+            raise _NoHardLinks() from exc
+        raise
     remove_quietly(temp)
     return True
 
 
-# errno values for "this file system (or platform) cannot make hard links"
-_NO_HARD_LINKS = frozenset(code for code in (
-    errno.EPERM, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.ENOSYS,
-    errno.EXDEV, errno.EMLINK, errno.EINVAL, errno.EACCES,
-))
-
-
-def _claim_exclusively(temp: Path, target: Path) -> bool:
-    """claim_name without hard links: an empty 0600 file created with O_EXCL holds the name
-    until the temp is renamed over it. A concurrent placer that looks meanwhile sees an empty
-    file, which differs from its content (unless it is empty too, when replacing is harmless)."""
+def _claim_by_exclusive_create(temp: Path, target: Path) -> bool:
+    """``_claim_by_link`` without hard links: an empty 0600 file created with O_EXCL holds the
+    name until the temp is renamed over it. Atomic against other processes too, except that one
+    could see the empty claim for a moment (and take it for an empty report of its own)."""
     try:
         os.close(open_private_new(target))
     except FileExistsError:

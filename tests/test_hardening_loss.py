@@ -40,7 +40,7 @@ def ws(tmp_path: Path, pgp_identity: PgpIdentity, sftp_server: LocalServer) -> W
 def test_parallel_jobs_never_give_two_reports_one_name(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Line of defence: fsutil.place_file claims each final name atomically (claim_name: a hard
+    # Line of defence: fsutil.place_file claims each final name atomically (_claim_by_link: a hard
     # link, which fails where the name is taken). Xn.xml.pgp, Xn.xml.gpg and Xn.xml.asc all
     # decrypt to Xn.xml; each real decryption here waits for the other two of its group before
     # it returns, so three --jobs workers place the same name at the same moment (seen in 5 of
