@@ -50,7 +50,7 @@ from reportsync.errors import (
     NetworkError,
     ReportsyncError,
 )
-from reportsync.fsutil import too_open, write_atomically
+from reportsync.fsutil import printable, shared_folder_problem, too_open, write_atomically
 from reportsync.ledger import LEDGER_FILE, Ledger
 from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
 from reportsync.sshkeys import (
@@ -138,7 +138,7 @@ def _mode(path: Path) -> int:
 
 def _names(names: Iterable[str]) -> str:
     listed = list(names)
-    shown = ", ".join(listed[:SHOWN_NAMES])
+    shown = ", ".join(printable(name, quote=False) for name in listed[:SHOWN_NAMES])
     return shown + (f" (and {len(listed) - SHOWN_NAMES} more)" if len(listed) > SHOWN_NAMES else "")
 
 
@@ -466,9 +466,21 @@ def _check_gnupg_home(home: Path, out: _Findings) -> bool:
         out.add("gnupg home", "local", FAIL, f"the GnuPG home {home} is not a folder",
                 "Point settings.gnupg_home at the folder that holds your keys.")
         return False
-    if too_open(home) is not None:
+    shared = shared_folder_problem(home, "settings.gnupg_home")
+    if shared is not None:
+        out.add("gnupg home", "local", FAIL, shared.message, shared.remedy)
+        return True
+    mode = too_open(home)
+    if mode is not None and mode & 0o022:
         out.add("gnupg home", "local", FAIL,
-                f"the GnuPG home {home} has mode {_mode(home):04o}: others can reach your keys, "
+                f"the GnuPG home {home} has mode {mode:04o}: others can change the files in it "
+                "(a planted gpg.conf changes what gpg does), and gpg warns about unsafe "
+                "permissions", f"chmod 700 {home}")
+        return True
+    if mode is not None:
+        # reportsync never re-modes a folder it did not create; gpg still works, and warns
+        out.add("gnupg home", "local", WARN,
+                f"the GnuPG home {home} has mode {mode:04o}: others can see which keys it holds, "
                 "and gpg warns about unsafe permissions", f"chmod 700 {home}")
         return True
     if hasattr(os, "geteuid") and home.stat().st_uid != os.geteuid():
@@ -580,6 +592,12 @@ def _check_folder(path: Path, config_key: str, out: _Findings) -> None:
     if path.exists() and not path.is_dir():
         out.add("folder", "local", FAIL, f"{config_key}: {path} is not a folder",
                 f"Change {config_key} to a folder, or move the file away.")
+        return
+    # the rule fetch applies (fsutil.ensure_private_dir): never write into a folder anyone can
+    # write to without the sticky bit
+    shared = shared_folder_problem(target, config_key, creating=None if target == path else path)
+    if shared is not None:
+        out.add("folder", "local", FAIL, shared.message, shared.remedy)
         return
     try:
         descriptor, probe = tempfile.mkstemp(prefix=".rs-doctor-", dir=target)

@@ -83,7 +83,10 @@ class ReportsyncError(Exception):
         if self.source:
             where.append(f"source {self.source!r}")
         if self.path and self.path not in self.message:
-            where.append(self.path)
+            # a remote name or a local path: escaped if it holds anything a terminal would act on
+            from reportsync.fsutil import printable  # fsutil imports this module
+
+            where.append(printable(self.path, quote=False))
         prefix = f"{', '.join(where)}: " if where else ""
         return f"{prefix}{self.message}"
 

@@ -289,7 +289,7 @@ def _fetch_source(
                 result.files.extend(_dry_run_plan(candidates, records))
             else:
                 assert run_id is not None
-                ensure_private_dir(source.download_dir)
+                ensure_private_dir(source.download_dir, f"sources.{source.name}.download_dir")
                 _remove_leftovers(source, candidates)
                 ids = ledger.see_files(source.name, [(f.name, f.size, int(f.mtime))
                                                      for f in candidates])
@@ -765,7 +765,7 @@ def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bo
     """Place the report in ``output_dir``: decrypted if it is PGP, as delivered otherwise."""
     source, remote = context.source, job.remote
     folder = source.output_dir
-    ensure_private_dir(folder)
+    ensure_private_dir(folder, f"sources.{source.name}.output_dir")
     decrypt = needs_decryption(local, remote.name, decrypt=source.decrypt,
                                require_signer=source.require_signature)
     name = plaintext_name(remote.name) if decrypt else remote.name
@@ -789,7 +789,8 @@ def _archive(context: _RunContext, job: _FileJob, local: Path) -> tuple[Path, bo
     size = final.stat().st_size
     context.ledger.record_archived(job.file_id, context.run_id, final, size, sha256,
                                    decrypted=decrypt, signer=signer, signature=signature)
-    log.info("source %s: archived %s as %s", source.name, printable(remote.name), final.name)
+    log.info("source %s: archived %s as %s", source.name, printable(remote.name),
+             printable(final.name))
     return final, decrypt
 
 

@@ -10,7 +10,8 @@ import hashlib
 import os
 import signal
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,17 +31,76 @@ CRASH_ENV = "REPORTSYNC_TEST_CRASH_AT"
 """Test-only fault injector: the process SIGKILLs itself at the named point (see crash_point)."""
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it 0700; existing folders are tightened, not loosened."""
+def ensure_private_dir(path: Path, config_key: str | None = None) -> Path:
+    """Make sure the folder ``path`` exists and is safe to write into; returns it.
+
+    What is missing is created one folder at a time, each 0700 (the missing parents too). An
+    existing folder is never re-moded, not even one this user could tighten (``output_dir = "/"``
+    must not turn ``/`` into 0700). The folder written into, the one that existed or the one the
+    first missing folder is created in, is refused (StorageError) when everyone can write to it
+    without the sticky bit (``shared_folder_problem``). ``config_key`` names the setting in the
+    message.
+    """
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-        if IS_POSIX:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                path.chmod(mode & ~0o077)
+        missing: list[Path] = []
+        folder = path
+        while not folder.is_dir():  # follows a symlink to a folder, like every later write
+            if os.path.lexists(folder):
+                raise StorageError(
+                    f"{_setting(config_key)}{folder} is not a folder", path=str(folder),
+                    remedy=f"Move {folder} away, or change {config_key or 'the path'} in the "
+                    "config.")
+            missing.append(folder)
+            if folder.parent == folder:
+                break
+            folder = folder.parent
+        _refuse_shared(folder, config_key, creating=missing[-1] if missing else None)
+        for created in reversed(missing):
+            try:
+                created.mkdir(mode=PRIVATE_DIR_MODE)
+            except FileExistsError:  # made meanwhile by someone else: it existed, not ours
+                if not created.is_dir():
+                    raise
+                _refuse_shared(created, config_key, creating=None)
+                continue
+            if IS_POSIX:
+                created.chmod(PRIVATE_DIR_MODE)  # ours, just made: the umask may have narrowed it
     except OSError as exc:
         raise storage_error(exc, path) from None
     return path
+
+
+def shared_folder_problem(folder: Path, config_key: str | None = None, *,
+                          creating: Path | None = None) -> StorageError | None:
+    """Why reportsync must not write into ``folder``: everyone can write to it and it has no
+    sticky bit, so another user could rename, replace or delete what reportsync keeps there
+    (a folder with the sticky bit, like /tmp, is accepted). None when it is fine, or where
+    mode bits do not apply. ``creating`` is the folder reportsync was about to make in it.
+    """
+    if not mode_bits_apply():
+        return None
+    mode = folder.stat().st_mode
+    if not mode & stat.S_IWOTH or mode & stat.S_ISVTX:
+        return None
+    where = f" (reportsync would create {creating} in it)" if creating is not None else ""
+    setting = f"set {config_key} to" if config_key else "use"
+    return StorageError(
+        f"{_setting(config_key)}{folder} can be written to by anyone (mode "
+        f"{stat.S_IMODE(mode):04o}, no sticky bit){where}: another user could replace or delete "
+        "what reportsync keeps there; refused",
+        path=str(folder),
+        remedy=f"chmod o-w {folder}, or {setting} a folder of your own.",
+    )
+
+
+def _refuse_shared(folder: Path, config_key: str | None, *, creating: Path | None) -> None:
+    problem = shared_folder_problem(folder, config_key, creating=creating)
+    if problem is not None:
+        raise problem
+
+
+def _setting(config_key: str | None) -> str:
+    return f"{config_key}: " if config_key else ""
 
 
 def storage_error(exc: OSError, path: Path) -> StorageError:
@@ -108,6 +168,26 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
+# Characters that reorder how the rest of a line is shown (``rtl-\u202egnp.lmx`` displays as
+# ``rtl-xml.png``): the embeddings, overrides and isolates, and the implicit marks.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                          "\u2066\u2067\u2068\u2069")
+# Unicode's own line and paragraph separators: a line break to Python and to some viewers.
+LINE_SEPARATORS = frozenset("\u2028\u2029")
+
+
+def _is_control(char: str) -> bool:
+    """C0, DEL and C1 (U+0080-U+009F, e.g. U+0085, a line break to some terminals)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F
+
+
+def _is_undecodable(char: str) -> bool:
+    """A byte that was not UTF-8: transports decode names with ``surrogateescape``, which turns
+    each such byte into a lone surrogate U+DC80-U+DCFF (and a lone surrogate is never text)."""
+    return 0xD800 <= ord(char) <= 0xDFFF
+
+
 def check_remote_name(name: str) -> None:
     """Refuse a server-supplied name that could escape the folder or confuse a terminal."""
     problem = None
@@ -117,8 +197,12 @@ def check_remote_name(name: str) -> None:
         problem = "contains a path separator"
     elif ".." in name:
         problem = "contains '..'"
-    elif any(ord(char) < 32 or ord(char) == 127 for char in name):
+    elif any(_is_undecodable(char) for char in name):
+        problem = "is not valid UTF-8"
+    elif any(_is_control(char) or char in LINE_SEPARATORS for char in name):
         problem = "contains a NUL or control character"
+    elif any(char in BIDI_CONTROLS for char in name):
+        problem = "contains a bidirectional-override character (it would show reordered)"
     elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         problem = f"is longer than {MAX_NAME_BYTES} bytes"
     elif name.startswith("."):
@@ -200,9 +284,18 @@ def remove_stale_temps(folder: Path, kind: str, keep: frozenset[str] = frozenset
     return removed
 
 
-def printable(name: str) -> str:
-    """A name safe to put in a log line or a terminal: control characters escaped."""
-    return repr(name) if any(ord(char) < 32 or ord(char) == 127 for char in name) else f"'{name}'"
+def printable(name: str, *, quote: bool = True) -> str:
+    """A name (remote or local) safe to put in a message, a log line or a terminal.
+
+    Every character that is not printable as it is comes out as an escape: C0, DEL, C1, the
+    bidirectional controls (``\\u202e``), invisible format characters, odd spaces, Unicode line
+    separators, and the bytes that were not UTF-8 (``\\udcff`` for the byte 0xff); ``repr``
+    escapes exactly the characters ``str.isprintable`` rejects, and quotes. A printable name is
+    quoted too, unless ``quote`` is False (for lines that show names bare).
+    """
+    if name.isprintable():
+        return f"'{name}'" if quote else name
+    return repr(name)
 
 
 def sha256_file(path: Path) -> str:
@@ -239,26 +332,89 @@ def versioned_name(name: str, number: int) -> str:
 
 
 def place_file(temp: Path, folder: Path, name: str, sha256: str) -> Path:
-    """Rename ``temp`` into ``folder`` as ``name``, never replacing different content.
+    """Move ``temp`` into ``folder`` as ``name``, never replacing different content.
 
-    If ``name`` already holds the same bytes the temp replaces it (idempotent after a crash);
-    if it holds other bytes, the new file gets the first free ``.vN`` name. Returns the final path.
+    Safe against concurrent placers (the ``--jobs`` workers): each final name is claimed
+    atomically, so two files can never both be given one name. If ``name`` already holds the
+    same bytes, the temp replaces it (idempotent after a crash: no ``.v2`` copy of identical
+    content); if it holds other bytes, the new file gets the first free ``.vN`` name. Returns
+    the final path.
     """
+    try:
+        return _place(temp, folder, name, sha256, _claim_by_link)
+    except _NoHardLinks:
+        # the claim file is empty until the temp replaces it: this process's placers take turns,
+        # so none of them ever compares its report with a claim of another
+        with _PLACING_WITHOUT_LINKS:
+            return _place(temp, folder, name, sha256, _claim_by_exclusive_create)
+
+
+def _place(temp: Path, folder: Path, name: str, sha256: str,
+           claim: Callable[[Path, Path], bool]) -> Path:
     number = 1
     candidate = contained_path(folder, name)
-    while os.path.lexists(candidate):
-        # only a regular file with the same bytes is replaced; a symlink (wherever it points),
-        # a folder or anything else counts as taken and is never read or written through
-        if regular_file_info(candidate) is not None and sha256_file(candidate) == sha256:
-            break
-        number += 1
-        candidate = contained_path(folder, versioned_name(name, number))
     try:
-        os.replace(temp, candidate)
+        while not claim(temp, candidate):
+            # only a regular file with the same bytes is replaced; a symlink (wherever it
+            # points), a folder or anything else counts as taken and is never read or written
+            # through. Replacing is safe: a placer racing with this one can only ever have
+            # replaced that file by identical bytes, never by others.
+            if regular_file_info(candidate) is not None and sha256_file(candidate) == sha256:
+                os.replace(temp, candidate)
+                break
+            number += 1
+            candidate = contained_path(folder, versioned_name(name, number))
         fsync_dir(folder)
     except OSError as exc:
         raise storage_error(exc, candidate) from None
     return candidate
+
+
+class _NoHardLinks(Exception):
+    """This file system (or platform) cannot make hard links: claim names another way."""
+
+
+# errno values of a hard link the file system does not support (FAT, some network shares)
+_NO_HARD_LINK_ERRNOS = frozenset((
+    errno.EPERM, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.ENOSYS,
+    errno.EXDEV, errno.EMLINK, errno.EINVAL, errno.EACCES,
+))
+_PLACING_WITHOUT_LINKS = threading.Lock()
+
+
+def _claim_by_link(temp: Path, target: Path) -> bool:
+    """Give ``temp`` the name ``target`` unless something (even a dangling symlink) has it.
+
+    True when the name is now ``temp``'s (and ``temp`` is gone), False when it was taken. A hard
+    link checks and names in one atomic step (it fails with EEXIST where a rename would silently
+    replace), so of two concurrent claims, in any processes, exactly one wins.
+    """
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno in _NO_HARD_LINK_ERRNOS:
+            raise _NoHardLinks() from exc
+        raise
+    remove_quietly(temp)
+    return True
+
+
+def _claim_by_exclusive_create(temp: Path, target: Path) -> bool:
+    """``_claim_by_link`` without hard links: an empty 0600 file created with O_EXCL holds the
+    name until the temp is renamed over it. Atomic against other processes too, except that one
+    could see the empty claim for a moment (and take it for an empty report of its own)."""
+    try:
+        os.close(open_private_new(target))
+    except FileExistsError:
+        return False
+    try:
+        os.replace(temp, target)
+    except OSError:
+        remove_quietly(target)
+        raise
+    return True
 
 
 @contextmanager

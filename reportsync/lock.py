@@ -31,7 +31,7 @@ class RunLock:
         self._holder_path = state_dir / HOLDER_FILE
 
     def __enter__(self) -> RunLock:
-        ensure_private_dir(self.state_dir)
+        ensure_private_dir(self.state_dir, "settings.state_dir")
         try:
             self._lock.acquire(timeout=0)
         except filelock.Timeout:

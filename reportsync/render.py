@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from reportsync.backup import Manifest, RestoreReport
 from reportsync.errors import ReportsyncError
 from reportsync.fetch import FetchResult, FileOutcome, SourceResult
+from reportsync.fsutil import printable
 from reportsync.pgpkeys import GeneratedPgpKey, ImportReport, PgpKeyInfo
 from reportsync.retention import DeletionOutcome, Notice, RetentionResult
 from reportsync.sshkeys import SshCertificateInfo, SshKeyInfo
@@ -51,7 +52,8 @@ def fetch_text(result: FetchResult) -> Rendered:
         if result.dry_run:
             for outcome in source.files:
                 if outcome.action == "would-fetch":
-                    rendered.stdout.append(f"  would fetch {outcome.name} ({human_bytes(outcome.size)})")
+                    rendered.stdout.append(f"  would fetch {printable(outcome.name, quote=False)} "
+                                           f"({human_bytes(outcome.size)})")
         for outcome in source.failed:
             if outcome.error is not None:
                 rendered.stderr.extend(error_lines(outcome.error, prefix="failed"))
@@ -60,8 +62,8 @@ def fetch_text(result: FetchResult) -> Rendered:
             rendered.stderr.append(f"  then run: reportsync doctor --source {source.name}")
         for risk in source.at_risk:
             rendered.stderr.append(
-                f"warning: source {source.name!r}: {risk.name} is not archived and the provider "
-                f"purges it in {max(risk.days_left, 0):.0f} days"
+                f"warning: source {source.name!r}: {printable(risk.name, quote=False)} is not "
+                f"archived and the provider purges it in {max(risk.days_left, 0):.0f} days"
             )
         for notice in source.lost:
             rendered.stderr.append(notice_line(notice))
@@ -315,10 +317,12 @@ def doctor_json(report: DoctorReport, bundle: Path | None = None) -> dict[str, A
 
 
 def notice_line(notice: Notice) -> str:
-    subject = f"source {notice.source!r}" + (f": {notice.name}" if notice.name else "")
+    name = printable(notice.name, quote=False)
+    subject = f"source {notice.source!r}" + (f": {name}" if notice.name else "")
     if notice.kind == "lost":
         return (f"LOST: {subject}: {notice.reason}; after checking with the provider, "
-                f"acknowledge it: reportsync status --source {notice.source} --ack '{notice.name}'")
+                f"acknowledge it: reportsync status --source {notice.source} --ack "
+                f"{printable(notice.name)}")
     if notice.kind == "at-risk":
         return f"warning: {subject}: {notice.reason}; run `reportsync fetch` now"
     return f"warning: {subject}: {notice.reason}"
@@ -334,10 +338,12 @@ def deletion_lines(outcomes: list[DeletionOutcome]) -> list[str]:
     for outcome in outcomes:
         deletion = outcome.deletion
         if outcome.done:
-            lines.append(f"  deleted {deletion.target.replace('_', ' ')} {deletion.path}: "
+            lines.append(f"  deleted {deletion.target.replace('_', ' ')} "
+                         f"{printable(deletion.path, quote=False)}: "
                          f"{deletion.reason}")
         else:
-            lines.append(f"  kept {deletion.target.replace('_', ' ')} {deletion.path}: "
+            lines.append(f"  kept {deletion.target.replace('_', ' ')} "
+                         f"{printable(deletion.path, quote=False)}: "
                          f"{outcome.detail}")
     return lines
 
@@ -415,7 +421,9 @@ def status_text(report: StatusReport) -> Rendered:
         if run is not None and run.get("error"):
             rendered.stderr.append(f"{source.name}: last error: {run['error']}")
         for failure in source.failures:
-            rendered.stderr.append(f"{source.name}: failing: {failure['name']} ({failure['stage']}, "
+            rendered.stderr.append(f"{source.name}: failing: "
+                                   f"{printable(str(failure['name']), quote=False)} "
+                                   f"({failure['stage']}, "
                                    f"{failure['attempts']} attempt(s)): {failure['reason']}")
         rendered.stderr.extend(notice_line(notice) for notice in source.notices)
     return rendered
@@ -441,7 +449,8 @@ def verify_text(report: VerifyReport) -> Rendered:
                                 f"{len(report.problems)} problem(s)"])
     for problem in report.problems:
         rendered.stderr.append(f"{problem.problem.upper()}: source {problem.source!r}: "
-                               f"{problem.copy} copy of {problem.name}: {problem.path}")
+                               f"{problem.copy} copy of {printable(problem.name, quote=False)}: "
+                               f"{printable(problem.path, quote=False)}")
     if report.problems:
         rendered.stderr.append("  what to do: restore these files from your backups; the ledger "
                                "keeps their sha256 to check the restored copies against")

@@ -1,19 +1,36 @@
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
 from reportsync.errors import StorageError, UnsafeNameError
-from reportsync.fsutil import check_remote_name, ensure_private_dir, place_file, versioned_name
+from reportsync.fsutil import (
+    check_remote_name,
+    ensure_private_dir,
+    place_file,
+    printable,
+    versioned_name,
+)
 from reportsync.ledger import SCHEMA_VERSION, Ledger
 
 
 @pytest.mark.parametrize("name", [
     "../etc/passwd", "a/b.pgp", "a\\b.pgp", "..", ".", "", "x\x00y.pgp", "x\ny.pgp", "x\x1b[31m.pgp",
     "a" * 256 + ".pgp", ".hidden.pgp", "é" * 128 + ".pgp", "a..b.pgp",
+    # issue 11.4: C1 controls, bidirectional controls, Unicode line separators
+    "c1\x85.pgp", "csi\x9b31m.pgp", "c1-end\x9f.pgp", "del\x7f.pgp", "rtl-\u202egnp.lmx",
+    "lre\u202a.pgp", "rle\u202b.pgp", "pdf\u202c.pgp", "lro\u202d.pgp", "lri\u2066.pgp",
+    "rli\u2067.pgp", "fsi\u2068.pgp", "pdi\u2069.pgp", "lrm\u200e.pgp", "rlm\u200f.pgp",
+    "alm\u061c.pgp", "ls\u2028.pgp", "ps\u2029.pgp",
+    # issue 11.2: bytes that were not UTF-8, as the transports decode them (surrogateescape)
+    b"bad\xff.pgp".decode("utf-8", "surrogateescape"),
 ])
 def test_hostile_remote_names_are_refused(name: str) -> None:
     with pytest.raises(UnsafeNameError):
@@ -21,24 +38,99 @@ def test_hostile_remote_names_are_refused(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["U1234567.Activity_Daily.20261102.20261102.xml.pgp",
-                                  "report with spaces.csv.gpg", "é.pgp", "a" * 251 + ".pgp"])
+                                  "report with spaces.csv.gpg", "é.pgp", "a" * 251 + ".pgp",
+                                  "日本語の報告.xml.pgp", "عربي.xml.pgp", "x\u00a0nbsp.pgp"])
 def test_ordinary_names_pass(name: str) -> None:
     check_remote_name(name)
 
 
-def test_private_dir_is_0700_and_tightened(tmp_path: Path) -> None:
-    loose = tmp_path / "loose"
-    loose.mkdir(mode=0o755)
-    loose.chmod(0o755)
-    ensure_private_dir(loose)
-    assert stat.S_IMODE(loose.stat().st_mode) == 0o700
-    nested = ensure_private_dir(tmp_path / "a" / "b")
-    assert stat.S_IMODE(nested.stat().st_mode) == 0o700
+@pytest.mark.parametrize(("name", "shown"), [
+    ("plain.xml.pgp", "'plain.xml.pgp'"),
+    ("é.pgp", "'é.pgp'"),
+    ("esc\x1b[31m.pgp", "'esc\\x1b[31m.pgp'"),
+    ("del\x7f", "'del\\x7f'"),
+    ("c1\x85", "'c1\\x85'"),
+    ("csi\x9b31m", "'csi\\x9b31m'"),
+    ("rtl-\u202egnp.lmx", "'rtl-\\u202egnp.lmx'"),
+    ("isolate\u2066x", "'isolate\\u2066x'"),
+    ("mark\u200fx", "'mark\\u200fx'"),
+    ("ls\u2028x", "'ls\\u2028x'"),
+    ("zero\u200bwidth", "'zero\\u200bwidth'"),
+    ("nb\u00a0sp", "'nb\\xa0sp'"),
+    (b"bad\xff".decode("utf-8", "surrogateescape"), "'bad\\udcff'"),
+])
+def test_printable_escapes_every_character_a_terminal_would_not_show_as_it_is(
+    name: str, shown: str,
+) -> None:
+    # issue 11.4: printable escaped only C0 and DEL; a U+202E in a name printed reordered
+    assert printable(name) == shown
+    assert printable(name, quote=False) == (name if name.isprintable() else shown)
+
+
+def test_printable_output_is_always_printable() -> None:
+    every_kind = "".join(chr(code) for code in range(0x3000)) + "\u202e\u2066\ufeff\U000e0041"
+    for char in every_kind:
+        for text in (char, f"a{char}b"):
+            assert printable(text).isprintable(), ascii(text)
+            assert printable(text, quote=False).isprintable(), ascii(text)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_existing_folders_are_never_re_moded(tmp_path: Path) -> None:
+    # issue 11.3: the old code tightened every existing folder to 0700 (output_dir = "/" made
+    # / 0700; a 1777 folder became 1700)
+    for mode in (0o755, 0o750, 0o1777, 0o2775):
+        folder = tmp_path / f"existing-{mode:o}"
+        folder.mkdir()
+        folder.chmod(mode)
+        assert ensure_private_dir(folder, "sources.x.output_dir") == folder
+        assert mode_of(folder) == mode, f"{mode:04o} became {mode_of(folder):04o}"
+
+
+def test_created_folders_and_their_created_parents_are_0700(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    base.chmod(0o755)
+    old_umask = os.umask(0o002)  # a loose umask must not loosen them, nor re-mode ``base``
+    try:
+        nested = ensure_private_dir(base / "a" / "b" / "c")
+    finally:
+        os.umask(old_umask)
+    assert nested.is_dir()
+    for folder in (base / "a", base / "a" / "b", nested):
+        assert mode_of(folder) == 0o700, folder
+    assert mode_of(base) == 0o755, "the parent that existed keeps its mode"
+
+
+def test_a_folder_anyone_can_write_to_without_the_sticky_bit_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(StorageError) as refused:
+        ensure_private_dir(shared, "sources.broker.output_dir")
+    assert refused.value.exit_code == 7
+    assert f"sources.broker.output_dir: {shared} can be written to by anyone" in \
+        refused.value.message
+    assert f"chmod o-w {shared}" in refused.value.remedy
+    with pytest.raises(StorageError, match="would create"):
+        ensure_private_dir(shared / "new" / "deeper", "settings.state_dir")
+    assert list(shared.iterdir()) == [], "nothing is created in it"
+    assert mode_of(shared) == 0o777, "refused, not re-moded"
+    shared.chmod(0o1777)  # like /tmp: others cannot remove or rename what is ours
+    assert ensure_private_dir(shared / "mine").is_dir()
+    assert mode_of(shared) == 0o1777
+
+
+def test_a_file_in_the_way_is_not_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError, match=r"settings\.state_dir: .*file is not a folder"):
+        ensure_private_dir(tmp_path / "file" / "sub", "settings.state_dir")
 
 
 def test_place_file_never_replaces_different_content(tmp_path: Path) -> None:
-    import hashlib
-
     def temp_with(data: bytes) -> tuple[Path, str]:
         temp = tmp_path / ".tmp"
         temp.write_bytes(data)
@@ -54,6 +146,55 @@ def test_place_file_never_replaces_different_content(tmp_path: Path) -> None:
     assert second == tmp_path / "r.v2.xml"
     assert first.read_bytes() == b"one" and second.read_bytes() == b"two"
     assert versioned_name("noext", 3) == "noext.v3"
+
+
+def _place_all_at_once(folder: Path, contents: list[bytes], name: str) -> dict[int, Path]:
+    """Every content placed as ``name`` by its own thread, all released at the same moment."""
+    temps = []
+    for index, data in enumerate(contents):
+        temp = folder / f".rs-{index}.tmp"
+        temp.write_bytes(data)
+        temps.append((temp, hashlib.sha256(data).hexdigest()))
+    start = threading.Barrier(len(contents))
+    placed: dict[int, Path] = {}
+
+    def place(index: int) -> None:
+        start.wait()
+        temp, digest = temps[index]
+        placed[index] = place_file(temp, folder, name, digest)
+
+    threads = [threading.Thread(target=place, args=(index,)) for index in range(len(contents))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return placed
+
+
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_concurrent_placers_of_different_content_each_keep_their_own_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard_links: bool,
+) -> None:
+    # issue 11.1: --jobs workers whose remote names decrypt to one name (X.xml.pgp, X.xml.gpg,
+    # X.xml.asc) placed their reports at the same moment; a check-then-rename let one replace
+    # the other. Every content must survive, each under a name of its own.
+    if not hard_links:  # as on FAT or some network shares: the O_EXCL claim takes over
+        def no_hard_links(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_hard_links)
+    placers = 8
+    for round_number in range(15):
+        folder = tmp_path / f"round{round_number}"
+        folder.mkdir()
+        contents = [f"report {round_number}.{index}".encode() * 100 for index in range(placers)]
+        placed = _place_all_at_once(folder, contents, "X.xml")
+        assert len(placed) == placers, "every placer finished"
+        assert len(set(placed.values())) == placers, f"two placers got one name: {placed}"
+        for index, path in placed.items():
+            assert path.read_bytes() == contents[index], f"{path.name} was replaced"
+        names = sorted(path.name for path in folder.iterdir())
+        assert names == sorted(path.name for path in placed.values()), "no temp left behind"
+        assert "X.xml" in names and "X.v2.xml" in names
 
 
 def test_ledger_schema_unique_versions_and_failures(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from reportsync.errors import (
     StorageError,
     TlsError,
 )
-from reportsync.fsutil import require_private_file
+from reportsync.fsutil import printable, require_private_file
 from reportsync.transports.base import ByteSink, ProgressCallback, RemoteFile, Transport
 
 log = logging.getLogger(__name__)
@@ -372,13 +372,20 @@ def _reply_code(exc: BaseException) -> str:
 
 def _sendable(name: str) -> bool:
     """Whether ``name`` can go into an FTP command: a CR, LF or NUL would end the command early
-    and smuggle the rest in as another one (ftplib raises ValueError for CR/LF)."""
-    return not any(char in name for char in "\r\n\0")
+    and smuggle the rest in as another one (ftplib raises ValueError for CR/LF), and bytes that
+    were not UTF-8 in the listing cannot be encoded back (fetch refuses such names anyway)."""
+    if any(char in name for char in "\r\n\0"):
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _unsendable(name: str, action: str) -> RemoteError:
-    return RemoteError(f"{action}: the name {name!r} holds a line break or NUL character and "
-                       "cannot be sent in an FTP command")
+    return RemoteError(f"{action}: the name {printable(name)} holds a line break, a NUL or bytes "
+                       "that are not UTF-8 and cannot be sent in an FTP command")
 
 
 def _data_channel_remedy(source: SourceConfig) -> str:
@@ -678,7 +685,9 @@ class FtpTransport(Transport):
     def _lines(self, client: _Client, command: str) -> list[str]:
         chunks: list[bytes] = []
         self._retrieve(client, command, chunks.append)
-        text = b"".join(chunks).decode(client.encoding, errors="replace")
+        # surrogateescape, not "replace": a name that is not UTF-8 keeps its bytes (as lone
+        # surrogates), so fetch refuses exactly that name instead of asking for a mangled one
+        text = b"".join(chunks).decode(client.encoding, errors="surrogateescape")
         return [line.rstrip("\r") for line in text.split("\n") if line.strip("\r")]
 
     # -- Transport ------------------------------------------------------------------------------
@@ -739,7 +748,7 @@ class FtpTransport(Transport):
             mtime = self._mdtm(name)
             if mtime is None:
                 log.warning("source %s: the server gives no time for %s; changes of the same "
-                            "size cannot be seen", self.source_name, name)
+                            "size cannot be seen", self.source_name, printable(name))
                 mtime = 0.0
             result.append(RemoteFile(name=name, size=size, mtime=mtime))
         return result
@@ -757,7 +766,8 @@ class FtpTransport(Transport):
                 if size is None:
                     size = entry.size
             if size is None:
-                log.warning("source %s: no size for %s; skipped", self.source_name, entry.name)
+                log.warning("source %s: no size for %s; skipped", self.source_name,
+                            printable(entry.name))
                 continue
             mtime = entry.mtime if authoritative_size else None
             if mtime is None:
@@ -773,7 +783,7 @@ class FtpTransport(Transport):
         if not _sendable(name):
             return None
         try:
-            with self._session(f"SIZE of {name!r}", name) as client:
+            with self._session(f"SIZE of {printable(name)}", name) as client:
                 reply = client.sendcmd(f"SIZE {name}")
         except RemoteError:
             return None
@@ -785,7 +795,7 @@ class FtpTransport(Transport):
         if not _sendable(name):
             return None
         try:
-            with self._session(f"MDTM of {name!r}", name) as client:
+            with self._session(f"MDTM of {printable(name)}", name) as client:
                 reply = client.sendcmd(f"MDTM {name}")
         except RemoteError:
             return None
@@ -822,16 +832,16 @@ class FtpTransport(Transport):
 
         if not _sendable(name):
             raise _unsendable(name, "downloading").with_context(source=self.source_name, path=name)
-        with self._session(f"downloading {name!r}", name) as client:
+        with self._session(f"downloading {printable(name)}", name) as client:
             self._retrieve(client, f"RETR {name}", sink, rest=offset or None)
         return written
 
     def delete(self, name: str) -> None:
         if not _sendable(name):
             raise _unsendable(name, "deleting").with_context(source=self.source_name, path=name)
-        with self._session(f"deleting {name!r}", name) as client:
+        with self._session(f"deleting {printable(name)}", name) as client:
             client.delete(name)
-        log.debug("source %s: deleted %s on the server", self.source_name, name)
+        log.debug("source %s: deleted %s on the server", self.source_name, printable(name))
 
     def close(self) -> None:
         self._closed = True

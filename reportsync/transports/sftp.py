@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from paramiko.pkey import UnknownKeyType
+from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
 from paramiko.ssh_exception import IncompatiblePeer
 
 from reportsync.config import SourceConfig
@@ -38,7 +40,7 @@ from reportsync.errors import (
     ReportsyncError,
     StorageError,
 )
-from reportsync.fsutil import require_private_file
+from reportsync.fsutil import printable, require_private_file
 from reportsync.transports.base import ByteSink, ProgressCallback, RemoteFile, Transport
 
 log = logging.getLogger(__name__)
@@ -506,33 +508,31 @@ class SftpTransport(Transport):
 
     def list_files(self) -> list[RemoteFile]:
         try:
-            entries = self._sftp.listdir_attr(".")
+            entries = _list_folder(self._sftp)
         except Exception as exc:
             raise self._error(exc, f"cannot list remote_dir {self.source.remote_dir!r}",
                               path=self.source.remote_dir) from None
         files: list[RemoteFile] = []
-        for entry in entries:
-            name = entry.filename
-            attrs = entry
+        for name, attrs in entries:
             if attrs.st_mode is not None and stat.S_ISLNK(attrs.st_mode):
                 try:
-                    attrs = self._sftp.stat(name)
+                    attrs = self._sftp.stat(_wire_name(name))
                 except OSError as exc:
                     if not self._transport.is_active() or isinstance(
                             exc, (TimeoutError, ConnectionError)):
-                        raise self._error(exc, f"cannot follow the link {name!r}",
+                        raise self._error(exc, f"cannot follow the link {printable(name)}",
                                           path=name) from None
-                    log.debug("skipping %r: link target unreachable (%s)", name, exc)
+                    log.debug("skipping %s: link target unreachable (%s)", printable(name), exc)
                     continue
                 except Exception as exc:
-                    raise self._error(exc, f"cannot follow the link {name!r}",
+                    raise self._error(exc, f"cannot follow the link {printable(name)}",
                                       path=name) from None
             if attrs.st_mode is not None and not stat.S_ISREG(attrs.st_mode):
-                log.debug("skipping %r: not a regular file", name)
+                log.debug("skipping %s: not a regular file", printable(name))
                 continue
             if attrs.st_size is None:
-                log.warning("source %s: skipping %r: the server did not report its size",
-                            self.source_name, name)
+                log.warning("source %s: skipping %s: the server did not report its size",
+                            self.source_name, printable(name))
                 continue
             mtime = float(attrs.st_mtime) if attrs.st_mtime is not None else 0.0
             files.append(RemoteFile(name=name, size=int(attrs.st_size), mtime=mtime))
@@ -544,7 +544,7 @@ class SftpTransport(Transport):
         try:
             attrs = self._sftp.stat(name)
         except Exception as exc:
-            raise self._error(exc, f"cannot look at {name!r}", path=name) from None
+            raise self._error(exc, f"cannot look at {printable(name)}", path=name) from None
         if attrs.st_size is None:
             return None
         mtime = float(attrs.st_mtime) if attrs.st_mtime is not None else 0.0
@@ -620,8 +620,8 @@ class SftpTransport(Transport):
         try:
             self._sftp.remove(name)
         except Exception as exc:
-            raise self._error(exc, f"cannot delete {name!r}", path=name) from None
-        log.debug("source %s: deleted %r", self.source_name, name)
+            raise self._error(exc, f"cannot delete {printable(name)}", path=name) from None
+        log.debug("source %s: deleted %s", self.source_name, printable(name))
 
     def close(self) -> None:
         try:
@@ -661,6 +661,47 @@ class SftpTransport(Transport):
         else:
             reason = f"connection lost ({_describe(exc)})"
         return NetworkError(f"{what}: {reason}", source=self.source_name, path=path)
+
+
+def _list_folder(sftp: paramiko.SFTPClient) -> list[tuple[str, paramiko.SFTPAttributes]]:
+    """``listdir_attr(".")`` (the same OPENDIR/READDIR/CLOSE requests), except for the names.
+
+    paramiko decodes every name of the listing as strict UTF-8, so one name in another encoding
+    raised UnicodeDecodeError for the whole folder, and the source fetched nothing. Here each
+    name is decoded with ``surrogateescape``: a name that is not UTF-8 keeps its bytes (as lone
+    surrogates), fetch refuses that one name (fsutil.check_remote_name), and the rest are
+    fetched. paramiko has no public call that returns the raw names, hence its internals
+    (``_request``, ``_adjust_cwd``, ``SFTPAttributes._from_msg``), unchanged since paramiko 1.x.
+    """
+    client: Any = sftp  # the internals are not in paramiko's type stubs
+    folder = client._adjust_cwd(".")
+    kind, message = client._request(CMD_OPENDIR, folder)
+    if kind != CMD_HANDLE:
+        raise paramiko.SFTPError("Expected handle")
+    handle = message.get_binary()
+    entries: list[tuple[str, paramiko.SFTPAttributes]] = []
+    while True:
+        try:
+            kind, message = client._request(CMD_READDIR, handle)
+        except EOFError:  # the end of the folder
+            break
+        if kind != CMD_NAME:
+            raise paramiko.SFTPError("Expected name response")
+        for _ in range(message.get_int()):
+            raw = message.get_string()
+            message.get_string()  # the "longname" (ls -l text): not used, not decoded
+            attrs: Any = paramiko.SFTPAttributes
+            entry = attrs._from_msg(message)
+            name = raw.decode("utf-8", "surrogateescape")
+            if name not in (".", ".."):
+                entries.append((name, entry))
+    client._request(CMD_CLOSE, handle)
+    return entries
+
+
+def _wire_name(name: str) -> bytes:
+    """The bytes the server sent for ``name`` (the reverse of ``_list_folder``'s decoding)."""
+    return name.encode("utf-8", "surrogateescape")
 
 
 def _remote_reason(exc: OSError) -> str:
