@@ -31,15 +31,16 @@ def main() -> None:
         (server.remote_root / "big.bin").write_bytes(os.urandom(SIZE))
         table = dict(server.source, download_dir=str(workdir / "d"), output_dir=str(workdir / "o"))
         source = parse_config({"sources": {"bench": table}}).sources["bench"]
-        for chunk in (32768, 1 << 20):
-            sftp_transport.READ_CHUNK = chunk
+        for request_bytes in (32 * 1024, sftp_transport.READ_REQUEST_BYTES):
+            sftp_transport.READ_REQUEST_BYTES = request_bytes
             timings = []
             for _ in range(ROUNDS):
                 with open_transport(source) as transport, (workdir / "out.bin").open("wb") as out:
                     started = time.perf_counter()
                     transport.download("big.bin", out)
                     timings.append(time.perf_counter() - started)
-            print(f"reportsync SFTP download, READ_CHUNK={chunk}: best {min(timings):.2f} s")
+            print(f"reportsync SFTP download, READ_REQUEST_BYTES={request_bytes}: "
+                  f"best {min(timings):.2f} s")
         command = ["sftp", "-q", "-P", str(server.port), "-i", str(server.source["key_file"]),
                    "-o", f"UserKnownHostsFile={server.source['known_hosts']}", "-o", "BatchMode=yes",
                    f"{server.source['username']}@127.0.0.1:outgoing/big.bin", str(workdir / "c.bin")]

@@ -31,6 +31,10 @@ from reportsync.transports import open_transport
 from reportsync.transports.sftp import SftpTransport
 from tests.servers import LocalServer, free_port
 
+# paramiko's prefetch thread used to die with "Socket is closed" when a connection dropped
+# under it: no SFTP test may leave a thread's traceback behind.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
 MTIME = 1_767_225_600  # 2026-01-01 00:00:00 UTC
 
 

@@ -19,6 +19,10 @@ from reportsync.errors import RemoteError
 from reportsync.transports import Transport, open_transport
 from tests.servers import LocalServer
 
+# paramiko's prefetch thread used to die with "Socket is closed" when a connection dropped
+# under it: no transport test may leave a thread's traceback behind.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
 SERVERS = ["sftp_server", "sftp_cert_server", "ftp_server", "ftps_server",
            "ftp_server_no_mlsd", "ftp_server_windows_list"]
 
