@@ -30,7 +30,14 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from reportsync import __version__
 from reportsync.config import Config, Secret, SourceConfig, parse_config
-from reportsync.errors import ConfigError, KeyProblemError, ReportsyncError, UsageError
+from reportsync.errors import (
+    BackupError,
+    BackupPassphraseError,
+    ConfigError,
+    KeyProblemError,
+    ReportsyncError,
+    UsageError,
+)
 from reportsync.fsutil import ensure_private_dir, sha256_file, write_atomically
 from reportsync.pgp import Gpg
 from reportsync.pgpkeys import import_key_data, list_pgp_keys
@@ -48,17 +55,6 @@ SCRYPT_P = 1
 CHECK_LABEL = b"reportsync backup passphrase check"
 MIN_PASSPHRASE = 8
 MANIFEST = "manifest.json"
-
-
-class BackupError(ReportsyncError):
-    """A backup file that cannot be trusted: damaged, truncated, or not a backup at all."""
-
-    default_remedy = "Use another copy of the backup; nothing was written."
-
-
-class BackupPassphraseError(BackupError):
-    exit_code = KeyProblemError.exit_code
-    default_remedy = "Check the passphrase (and the variable --passphrase-env names); nothing was written."
 
 
 @dataclass(frozen=True)

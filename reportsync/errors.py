@@ -188,6 +188,21 @@ class KeyProblemError(ReportsyncError):
     default_remedy = "Run `reportsync doctor` to check gpg, the GnuPG home and the passphrase."
 
 
+class BackupError(ReportsyncError):
+    """A key backup that cannot give its keys back: damaged, truncated, not a backup at all, or
+    holding no config. A key problem (exit 6), like a wrong passphrase: the keys it should
+    restore are out of reach; a usage error (2) would send the person to their options."""
+
+    exit_code = ExitCode.DECRYPT
+    default_remedy = "Use another copy of the backup; nothing was written."
+
+
+class BackupPassphraseError(BackupError):
+    """The passphrase does not open the backup (its check value does not match)."""
+
+    default_remedy = "Check the passphrase (and the variable --passphrase-env names); nothing was written."
+
+
 class StorageError(ReportsyncError):
     """A local write failed: permission denied, disk full, a read-only folder."""
 

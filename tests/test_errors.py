@@ -1,33 +1,62 @@
 from __future__ import annotations
 
-import pytest
+import importlib
+import pkgutil
+import re
 
+import reportsync
 from reportsync import errors
 from reportsync.errors import ExitCode, most_severe
+from tests.support import REPO_ROOT
 
 
-@pytest.mark.parametrize(
-    ("error_class", "code"),
-    [
-        (errors.UsageError, 2),
-        (errors.ConfigError, 2),
-        (errors.NetworkError, 3),
-        (errors.AuthenticationError, 4),
-        (errors.HostKeyError, 5),
-        (errors.TlsError, 5),
-        (errors.KeyProblemError, 6),
-        (errors.StorageError, 7),
-        (errors.DecryptionError, 1),
-        (errors.TransferError, 1),
-        (errors.UnsafeNameError, 1),
-        (errors.RemoteError, 1),
-        (errors.LockHeldError, 75),
-    ],
-)
-def test_every_error_class_carries_its_exit_code_and_a_remedy(error_class: type, code: int) -> None:
-    error = error_class(["x"]) if error_class is errors.ConfigError else error_class("x")
-    assert int(error.exit_code) == code
-    assert error.remedy, "every error says what to do"
+def documented_error_codes() -> dict[str, int]:
+    """docs/commands.md's table "Which error gives which code": class name → exit code."""
+    text = (REPO_ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    section = text.split("### Which error gives which code", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (\d+) \|", section, flags=re.MULTILINE)
+    assert rows, "the table is there"
+    return {name: int(code) for name, code in rows}
+
+
+def every_error_class() -> list[type[errors.ReportsyncError]]:
+    """ReportsyncError and every subclass, recursively, from every module of the package (a
+    subclass exists only once its module is imported)."""
+    for module in pkgutil.walk_packages(reportsync.__path__, "reportsync."):
+        importlib.import_module(module.name)
+    found: list[type[errors.ReportsyncError]] = []
+    pending = [errors.ReportsyncError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def public_ancestor(cls: type) -> type:
+    return next(base for base in cls.__mro__ if not base.__name__.startswith("_"))
+
+
+def test_every_error_class_exits_with_its_documented_code_and_has_a_remedy() -> None:
+    documented = documented_error_codes()
+    classes = every_error_class()
+    names = {cls.__name__ for cls in classes if not cls.__name__.startswith("_")}
+    assert len(names) == len([cls for cls in classes if not cls.__name__.startswith("_")]), \
+        "one class per name: the name is what --json reports"
+    assert sorted(documented) == sorted(names), "docs/commands.md lists exactly these classes"
+    for cls in classes:
+        # a private subclass (a detail of one module) reports its public parent's code
+        expected = documented[public_ancestor(cls).__name__]
+        assert int(cls.exit_code) == expected, f"{cls.__qualname__} ({cls.__module__})"
+        assert int(cls.exit_code) in {int(code) for code in ExitCode}
+        assert cls.default_remedy or cls is errors.ReportsyncError or cls.__name__.startswith("_"), \
+            f"{cls.__name__} says what to do"
+    made = [errors.ConfigError(["x"]) if cls is errors.ConfigError else cls("x")
+            for cls in classes if cls.__init__ is errors.ReportsyncError.__init__
+            or cls is errors.ConfigError]
+    for error in made:
+        assert error.remedy or type(error) is errors.ReportsyncError, type(error).__name__
+        assert error.to_dict()["exit_code"] == int(error.exit_code)
 
 
 def test_only_transient_errors_are_retryable() -> None:
