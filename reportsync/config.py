@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ class SecretRef:
     env: str | None = None
     file: Path | None = None
     inline: str | None = field(default=None, repr=False)
+    # the environment ``env`` is read from: the one the config was loaded in (None: ours)
+    environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def configured(self) -> bool:
@@ -69,7 +71,7 @@ class SecretRef:
         if self.inline is not None:
             return Secret(self.inline)
         if self.env is not None:
-            value = os.environ.get(self.env)
+            value = (os.environ if self.environ is None else self.environ).get(self.env)
             if value is None:
                 raise ConfigError(
                     [f"{self.config_key}: environment variable {self.env} is not set"],
@@ -146,6 +148,9 @@ class Config:
     settings: Settings
     retention: RetentionPolicy
     sources: Mapping[str, SourceConfig]
+    # the environment the config was loaded in: its secrets' variables, and what children get
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False,
+                                       compare=False)
 
     def select(self, names: tuple[str, ...] | list[str] = ()) -> list[SourceConfig]:
         """The sources named (all when none are), in config order; unknown names are an error."""
@@ -244,8 +249,8 @@ SOURCE_KEYS: tuple[Key, ...] = (
 REQUIRED_SOURCE_KEYS = ("protocol", "host", "username", "download_dir", "output_dir")
 
 
-def default_config_path() -> Path:
-    override = os.environ.get(CONFIG_ENV)
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    override = (os.environ if environ is None else environ).get(CONFIG_ENV)
     if override:
         return expand_path(override)
     return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
@@ -364,12 +369,13 @@ NO_SOURCE_REMEDY = ("Add a [sources.NAME] table for the server to fetch from (do
                     "lists its keys). Only `keys ...`, `init` and `schedule` work without one.")
 
 
-def load_config(path: Path | None = None, *, allow_no_sources: bool = False) -> Config:
+def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None,
+                allow_no_sources: bool = False) -> Config:
     """Read and validate the config file; ConfigError lists every problem with file and key.
 
     ``allow_no_sources``: a config with only ``[settings]`` (and ``[retention]``) is valid, for
     the commands that need no source (``keys ...``, ``schedule``)."""
-    config_path = path if path is not None else default_config_path()
+    config_path = path if path is not None else default_config_path(environ)
     try:
         raw_text = config_path.read_bytes()
     except FileNotFoundError:
@@ -388,7 +394,7 @@ def load_config(path: Path | None = None, *, allow_no_sources: bool = False) -> 
         raise ConfigError([f"not valid TOML: {exc}"], path=str(config_path)) from None
     return parse_config(
         document, config_path=config_path, file_is_private=too_open(config_path) is None,
-        allow_no_sources=allow_no_sources,
+        allow_no_sources=allow_no_sources, environ=environ,
     )
 
 
@@ -398,6 +404,7 @@ def parse_config(
     config_path: Path | None = None,
     file_is_private: bool = True,
     allow_no_sources: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> Config:
     problems = _Problems()
     base = config_path.parent if config_path else None
@@ -445,7 +452,15 @@ def parse_config(
         only_no_source = problems.items == [f"sources: {NO_SOURCE}"]
         raise ConfigError(problems.items, path=where,
                           remedy=NO_SOURCE_REMEDY if only_no_source else None)
-    return Config(path=config_path, settings=settings, retention=retention, sources=sources)
+    if environ is None:
+        return Config(path=config_path, settings=settings, retention=retention, sources=sources)
+    # W2-B's shim until W2-C threads ``environ`` through the schema: each secret reads from it
+    settings = replace(settings, gpg_passphrase=replace(settings.gpg_passphrase, environ=environ))
+    sources = {name: replace(source, password=replace(source.password, environ=environ),
+                             key_passphrase=replace(source.key_passphrase, environ=environ))
+               for name, source in sources.items()}
+    return Config(path=config_path, settings=settings, retention=retention, sources=sources,
+                  environ=environ)
 
 
 def _secret_ref(

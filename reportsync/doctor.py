@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -145,12 +145,13 @@ def _names(names: Iterable[str]) -> str:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def run_doctor(config_path: Path, sources: Sequence[str] = (), *, now: float | None = None
-               ) -> DoctorReport:
-    """Run every check for ``config_path`` (only ``sources`` when given); never raises."""
+def run_doctor(config_path: Path, sources: Sequence[str] = (), *, now: float | None = None,
+               environ: Mapping[str, str] | None = None) -> DoctorReport:
+    """Run every check for ``config_path`` (only ``sources`` when given); never raises.
+    ``environ``: the environment the config is loaded in (its secrets, gpg's children)."""
     started = time.monotonic()
     out = _Findings()
-    config = _check_config_file(config_path, out)
+    config = _check_config_file(config_path, out, environ)
     gpg_version: str | None = None
     if config is None:
         out.add("checks", "local", SKIPPED, "not checked: the config did not load")
@@ -210,11 +211,12 @@ _BUG_REMEDY = ("This is a bug in reportsync doctor: please report it with the bu
 # --- 1. config -------------------------------------------------------------------------------
 
 
-def _check_config_file(path: Path, out: _Findings) -> Config | None:
+def _check_config_file(path: Path, out: _Findings, environ: Mapping[str, str] | None = None
+                       ) -> Config | None:
     try:
         # without sources the local checks (gpg, keys, folders) still run; the missing source
         # is its own finding below
-        config = load_config(path, allow_no_sources=True)
+        config = load_config(path, environ=environ, allow_no_sources=True)
     except ConfigError as error:
         for problem in error.problems:
             remedy = error.remedy
@@ -386,7 +388,7 @@ def _local_checks(config: Config, sources: list[SourceConfig], gpg_passphrase_pr
                   out: _Findings) -> str | None:
     settings = config.settings
     no_gpg: tuple[str | None, str | None] = (None, None)
-    gpg_path, version = _guarded(out, "gpg", lambda: _check_gpg(settings.gpg_binary, out), no_gpg)
+    gpg_path, version = _guarded(out, "gpg", lambda: _check_gpg(settings.gpg_binary, out, config.environ), no_gpg)
     home_ok = _guarded(out, "gnupg home", lambda: _check_gnupg_home(settings.gnupg_home, out),
                        False)
     usable: list[str] = []
@@ -395,7 +397,8 @@ def _local_checks(config: Config, sources: list[SourceConfig], gpg_passphrase_pr
         out.add("secret key", "local", SKIPPED, f"not checked: {reason}")
     else:
         usable = _guarded(out, "secret key",
-                          lambda: _check_secret_keys(gpg_path, settings.gnupg_home, out), [])
+                          lambda: _check_secret_keys(gpg_path, settings.gnupg_home, out,
+                                                     config.environ), [])
     if not usable:
         out.add("passphrase", "local", SKIPPED, "not checked: no secret key that can decrypt")
     elif gpg_passphrase_problem is not None:
@@ -428,8 +431,9 @@ def _guarded(out: _Findings, check: str, run: Callable[[], T], default: T, *,
         return default
 
 
-def _check_gpg(binary: str, out: _Findings) -> tuple[str | None, str | None]:
-    found = pgp.inspect_gpg(binary)
+def _check_gpg(binary: str, out: _Findings, environ: Mapping[str, str] | None = None
+               ) -> tuple[str | None, str | None]:
+    found = pgp.inspect_gpg(binary, environ)
     if found.path is None:
         out.add("gpg", "local", FAIL, f"gpg not found: {binary!r} is not on PATH",
                 "Install GnuPG (Debian/Ubuntu: apt install gnupg; macOS: brew install gnupg; "
@@ -491,12 +495,13 @@ def _check_gnupg_home(home: Path, out: _Findings) -> bool:
     return True
 
 
-def _check_secret_keys(gpg_path: str, home: Path, out: _Findings) -> list[str]:
+def _check_secret_keys(gpg_path: str, home: Path, out: _Findings,
+                       environ: Mapping[str, str] | None = None) -> list[str]:
     """Fingerprints of secret keys that can decrypt now; a finding either way."""
     now = time.time()
     try:
-        keys = pgp.Gpg(binary=gpg_path, home=home, passphrase=None,
-                       create_home=False).decryption_keys(now)
+        keys = pgp.Gpg(binary=gpg_path, home=home, passphrase=None, create_home=False,
+                       environ=environ).decryption_keys(now)
     except Exception as exc:
         out.add("secret key", "local", FAIL, f"gpg could not list the keys in {home}: {exc}",
                 f"Run `gpg --homedir {home} --list-secret-keys` to see what gpg says.")
@@ -535,7 +540,8 @@ def _check_passphrase(config: Config, gpg_path: str, fingerprints: list[str], ou
     passphrase = ref.resolve()
     try:
         gpg = pgp.Gpg(binary=gpg_path, home=settings.gnupg_home, passphrase=passphrase,
-                      hide_env=(ref.env,) if ref.env else (), create_home=False)
+                      hide_env=(ref.env,) if ref.env else (), create_home=False,
+                      environ=config.environ)
         probe = pgp.probe_passphrase(gpg, fingerprints)
     except ReportsyncError as exc:
         probe = pgp.PassphraseProbe((), (f"the probe could not run: {exc}",), 0.0)
@@ -1326,7 +1332,7 @@ def _secret_values(config_path: Path, config: Config | None) -> list[str]:
         if key == "password":
             found.add(value)
         elif key.endswith("_env"):
-            found.add(os.environ.get(value, ""))
+            found.add((os.environ if config is None else config.environ).get(value, ""))
         else:
             with contextlib.suppress(OSError):
                 found.add(Path(os.path.expanduser(value)).read_text(encoding="utf-8")

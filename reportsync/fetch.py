@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -203,7 +203,7 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None)
         config.settings.state_dir, create=not options.dry_run
     ) as ledger:
         run_id = None if options.dry_run else ledger.start_run("fetch", os.getpid())
-        decryptor = LazyGpg(config.settings)
+        decryptor = LazyGpg(config.settings, config.environ)
         expiring = _expiring_credentials(config, sources, decryptor, options)
         results = [
             _fetch_source(source, config, ledger, run_id, decryptor, options, reporter)
@@ -894,8 +894,9 @@ class LazyGpg:
     before any report is handed to gpg, even while gpg-agent still caches the right one.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
         self._settings = settings
+        self._environ = environ  # the run's environment (the CLI's): gpg's children inherit from it
         self._gpg: Gpg | None = None
         self._error: ReportsyncError | None = None
         self._lock = threading.Lock()
@@ -906,7 +907,7 @@ class LazyGpg:
                 raise self._error
             if self._gpg is None:
                 try:
-                    gpg = Gpg.from_settings(self._settings)
+                    gpg = Gpg.from_settings(self._settings, self._environ)
                     gpg.require_working_passphrase()
                     self._gpg = gpg
                 except ReportsyncError as error:

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -73,12 +73,12 @@ class GpgBinary:
     error: str | None = None  # it could not be started at all
 
 
-def inspect_gpg(binary: str) -> GpgBinary:
-    path = shutil.which(binary)
+def inspect_gpg(binary: str, environ: Mapping[str, str] | None = None) -> GpgBinary:
+    path = process.which(binary, environ)
     if path is None:
         return GpgBinary(binary, None)
     try:
-        completed = process.run([path, "--version"], timeout=GPG_TIMEOUT)
+        completed = process.run([path, "--version"], timeout=GPG_TIMEOUT, environ=environ)
     except process.ChildError as exc:
         return GpgBinary(binary, path, error=str(exc))
     out = completed.stdout.decode("utf-8", "replace").splitlines()[:1]
@@ -86,9 +86,9 @@ def inspect_gpg(binary: str) -> GpgBinary:
     return GpgBinary(binary, path, (out or err or [""])[0], completed.returncode)
 
 
-def gpg_version_line(binary: str = "gpg") -> str:
+def gpg_version_line(binary: str = "gpg", environ: Mapping[str, str] | None = None) -> str:
     """The first line of ``gpg --version`` and where gpg is, or "not found"."""
-    found = inspect_gpg(binary)
+    found = inspect_gpg(binary, environ)
     if found.path is None:
         return "not found"
     if found.error is not None:
@@ -96,19 +96,20 @@ def gpg_version_line(binary: str = "gpg") -> str:
     return f"{found.first_line or 'no version output'} ({found.path})"
 
 
-def gpgconf_for(gpg_path: str) -> str | None:
+def gpgconf_for(gpg_path: str, environ: Mapping[str, str] | None = None) -> str | None:
     """The gpgconf that belongs to this gpg (its sibling), else the one on PATH."""
     sibling = Path(gpg_path).with_name("gpgconf")
-    return str(sibling) if sibling.exists() else shutil.which("gpgconf")
+    return str(sibling) if sibling.exists() else process.which("gpgconf", environ)
 
 
-def kill_agent(gpg_path: str, home: Path) -> None:
+def kill_agent(gpg_path: str, home: Path, environ: Mapping[str, str] | None = None) -> None:
     """Stop the gpg-agent of ``home`` (quietly: there may be none)."""
-    gpgconf = gpgconf_for(gpg_path)
+    gpgconf = gpgconf_for(gpg_path, environ)
     if gpgconf is None:
         return
     with contextlib.suppress(*process.ChildError):
-        process.run([gpgconf, "--homedir", str(home), "--kill", "gpg-agent"], timeout=GPG_TIMEOUT)
+        process.run([gpgconf, "--homedir", str(home), "--kill", "gpg-agent"], timeout=GPG_TIMEOUT,
+                    environ=environ)
 
 
 # --- decryption results --------------------------------------------------------------------------
@@ -295,10 +296,13 @@ class Gpg:
     def __init__(self, *, binary: str, home: Path, passphrase: Secret | None,
                  max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT,
                  passphrase_source: str = "the configured passphrase",
-                 hide_env: tuple[str, ...] = (), create_home: bool = True) -> None:
-        """``create_home=False``: use the home as it is (doctor looks, it never repairs)."""
+                 hide_env: tuple[str, ...] = (), create_home: bool = True,
+                 environ: Mapping[str, str] | None = None) -> None:
+        """``create_home=False``: use the home as it is (doctor looks, it never repairs).
+        ``environ``: the environment gpg is found in (PATH) and its children's environment is
+        allowlisted from (default: ours)."""
         check_passphrase(passphrase, passphrase_source)
-        resolved = shutil.which(binary)
+        resolved = process.which(binary, environ)
         if resolved is None:
             raise KeyProblemError(
                 f"gpg not found: {binary!r} is not on PATH",
@@ -311,19 +315,20 @@ class Gpg:
         self._passphrase = passphrase
         self._passphrase_source = passphrase_source
         self._hidden = hide_env
+        self.environ = environ
         if create_home:
             ensure_private_dir(home)
         try:
             import gnupg  # here, not at the top: `reportsync --help` should not pay for it
 
             self._gpg = gnupg.GPG(gpgbinary=resolved, gnupghome=str(home),
-                                  env=process.child_environment(hide_env))
+                                  env=process.child_environment(hide_env, environ=environ))
         except (OSError, ValueError) as exc:
             raise KeyProblemError(f"cannot run gpg ({resolved}): {exc}") from None
         self._gpg.encoding = "utf-8"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Gpg:
+    def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> Gpg:
         ref = settings.gpg_passphrase
         if ref.file is not None:
             require_private_file(ref.file, "settings.gpg_passphrase_file", "passphrase")
@@ -336,13 +341,15 @@ class Gpg:
             max_plaintext_bytes=settings.max_plaintext_bytes,
             passphrase_source=where,
             hide_env=(ref.env,) if ref.env else (),
+            environ=environ,
         )
 
     def sibling(self, home: Path) -> Gpg:
         """The same gpg and passphrase on another GnuPG home (the passphrase probe's copy)."""
         return Gpg(binary=self.binary, home=home, passphrase=self._passphrase,
                    max_plaintext_bytes=self.max_plaintext_bytes,
-                   passphrase_source=self._passphrase_source, hide_env=self._hidden)
+                   passphrase_source=self._passphrase_source, hide_env=self._hidden,
+                   environ=self.environ)
 
     @property
     def has_passphrase(self) -> bool:
@@ -353,7 +360,8 @@ class Gpg:
         its stdout, or KeyProblemError with gpg's last words."""
         try:
             completed = process.run([self.binary, "--homedir", str(self.home), "--batch", *args],
-                                   stdin=stdin, hidden=self._hidden, timeout=GPG_TIMEOUT)
+                                   stdin=stdin, hidden=self._hidden, timeout=GPG_TIMEOUT,
+                                   environ=self.environ)
         except process.ChildError as exc:
             raise KeyProblemError(f"gpg {args[0] if args else ''} could not be run: {exc}") \
                 from None
@@ -843,6 +851,6 @@ def probe_passphrase(gpg: Gpg, fingerprints: Sequence[str]) -> PassphraseProbe:
         problems.append(f"the probe could not run: {exc}")
     finally:
         if probe_home.exists():
-            kill_agent(gpg.binary, probe_home)
+            kill_agent(gpg.binary, probe_home, gpg.environ)
         shutil.rmtree(scratch, ignore_errors=True)
     return PassphraseProbe(tuple(refused), tuple(problems), time.monotonic() - started)

@@ -9,6 +9,7 @@ passphrase, a ledger password, a notification URL) cannot reach a child.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -54,12 +55,20 @@ def child_environment(hidden: Iterable[str] = (), *, environ: Mapping[str, str] 
     return allowed
 
 
+def which(program: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """``program`` as found on the PATH of ``environ`` (default: ours), or None."""
+    if environ is None:
+        return shutil.which(program)
+    return shutil.which(program, path=environ.get("PATH", os.defpath))
+
+
 def run(argv: Sequence[str], *, stdin: bytes = b"", hidden: Iterable[str] = (), timeout: float,
-        cwd: Path | str | None = None) -> subprocess.CompletedProcess[bytes]:
-    """A short child run with the allowlisted environment, output captured; ``ChildError`` passes
-    up (not found, not executable, timed out)."""
+        cwd: Path | str | None = None, environ: Mapping[str, str] | None = None
+        ) -> subprocess.CompletedProcess[bytes]:
+    """A short child run with the allowlisted part of ``environ`` (default: ours), output
+    captured; ``ChildError`` passes up (not found, not executable, timed out)."""
     return subprocess.run(list(argv), input=stdin, capture_output=True, check=False,
-                          timeout=timeout, env=child_environment(hidden), cwd=cwd,
+                          timeout=timeout, env=child_environment(hidden, environ=environ), cwd=cwd,
                           creationflags=NO_WINDOW)
 
 

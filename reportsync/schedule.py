@@ -19,7 +19,7 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
@@ -78,6 +78,7 @@ def reportsync_command(
     *,
     executable: str = sys.executable,
     which: Callable[[str], str | None] = shutil.which,
+    environ: Mapping[str, str] | None = None,
 ) -> tuple[str, ...]:
     """The absolute command that starts this reportsync installation.
 
@@ -99,21 +100,21 @@ def reportsync_command(
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return (os.path.abspath(candidate),)
     module = (os.path.abspath(executable), "-m", "reportsync")
-    checkout = _uninstalled_checkout(executable)
+    checkout = _uninstalled_checkout(executable, environ)
     if checkout is None:
         return module
     # run from a source folder, not installed: cron starts in $HOME, where `-m` would not find it
     return (shutil.which("env") or "/usr/bin/env", f"PYTHONPATH={checkout}", *module)
 
 
-def _uninstalled_checkout(executable: str) -> str | None:
+def _uninstalled_checkout(executable: str, environ: Mapping[str, str] | None = None) -> str | None:
     """The folder holding the ``reportsync`` package if ``executable`` cannot import it from
     elsewhere (a source checkout found only through the working directory or $PYTHONPATH)."""
     root = str(Path(__file__).resolve().parent.parent)
     # the allowlisted environment every child gets (no secret, and no PYTHONPATH: cron has none)
     try:
         probe = process.run([executable, "-c", "import reportsync"], cwd=os.path.abspath(os.sep),
-                            timeout=60)
+                            timeout=60, environ=environ)
     except process.ChildError:
         return root
     return None if probe.returncode == 0 else root
@@ -160,7 +161,7 @@ def _gpg_path_note(config: Config) -> list[str]:
     binary = config.settings.gpg_binary
     if os.path.isabs(binary):
         return []
-    found = shutil.which(binary)
+    found = process.which(binary, config.environ)
     if found is None or os.path.dirname(found) in CRON_PATH:
         return []
     return [f"# cron's PATH is {':'.join(CRON_PATH)}; {binary} is {found}: set "
@@ -178,7 +179,8 @@ def _cron_word(arg: str) -> str:
 def cron_schedule(config: Config, config_path: Path, *, at: time = DEFAULT_TIME,
                   program: tuple[str, ...] | None = None) -> Schedule:
     """A crontab fragment: comment lines and one line that runs ``--quiet fetch`` daily at ``at``."""
-    command = fetch_command(program or reportsync_command(sys.argv[0]), config_path)
+    command = fetch_command(program or reportsync_command(sys.argv[0], environ=config.environ),
+                             config_path)
     secrets = secret_env_names(config)
     lines = [
         f"# reportsync: fetch new statements daily at {at:%H:%M} local time, after the provider's "
@@ -192,12 +194,13 @@ def cron_schedule(config: Config, config_path: Path, *, at: time = DEFAULT_TIME,
     lines += _gpg_path_note(config)
     lines.append(f"{at.minute} {at.hour} * * * " + " ".join(_cron_word(arg) for arg in command))
     return Schedule(kind="cron", at=at, command=command, files={"crontab": "\n".join(lines) + "\n"},
-                    secret_env=secrets, warnings=tuple(_missing_env_warnings(secrets)))
+                    secret_env=secrets,
+                    warnings=tuple(_missing_env_warnings(secrets, config.environ)))
 
 
-def _missing_env_warnings(secrets: Iterable[str]) -> list[str]:
+def _missing_env_warnings(secrets: Iterable[str], environ: Mapping[str, str]) -> list[str]:
     return [f"note: {name} is not set in this shell either; the scheduled run needs it"
-            for name in secrets if name not in os.environ]
+            for name in secrets if name not in environ]
 
 
 # --- systemd -------------------------------------------------------------------------------------
@@ -242,11 +245,12 @@ def systemd_schedule(config: Config, config_path: Path, *, at: time = DEFAULT_TI
     The service runs as ``user`` (default: whoever runs ``schedule``), can write only the folders
     a fetch writes to, and reads secrets from an EnvironmentFile beside the config.
     """
-    command = fetch_command(program or reportsync_command(sys.argv[0]), config_path)
+    command = fetch_command(program or reportsync_command(sys.argv[0], environ=config.environ),
+                             config_path)
     secrets = secret_env_names(config)
     run_as = user if user is not None else _current_user()
     writable = list(writable_paths(config))
-    warnings = _missing_env_warnings(secrets)
+    warnings = _missing_env_warnings(secrets, config.environ)
     missing = [path for path in writable if not path.is_dir()]
     if missing:
         warnings.append("warning: these folders do not exist yet, and the service cannot create "

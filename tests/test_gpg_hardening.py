@@ -462,7 +462,8 @@ def test_only_pgp_py_starts_gpg() -> None:
                     importers[name].add(path.name)
     assert importers == {"gnupg": {"pgp.py"}, "subprocess": {"process.py"}}
     runner = (REPO_ROOT / "reportsync" / "process.py").read_text()
-    assert runner.count("subprocess.run(") == 1 and "env=child_environment(hidden)" in runner
+    assert runner.count("subprocess.run(") == 1
+    assert "env=child_environment(hidden, environ=environ)" in runner
     assert runner.count("subprocess.Popen(") == 1
     schedule = (REPO_ROOT / "reportsync" / "schedule.py").read_text()
     assert "process.run(" in schedule
