@@ -19,21 +19,23 @@ import socket
 import sys
 import tarfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from reportsync import __version__
-from reportsync.config import Config, Secret, SourceConfig, parse_config
+from reportsync.config import Config, Secret, SecretRef, SourceConfig, parse_config
 from reportsync.errors import (
     BackupError,
     BackupPassphraseError,
     ConfigError,
+    ExitCode,
     KeyProblemError,
     ReportsyncError,
     UsageError,
@@ -96,21 +98,43 @@ class Manifest:
 
 
 @dataclass(frozen=True)
-class BackupContents:
-    """A verified backup, in memory."""
+class BackupWritten:
+    """``keys backup``: the file written and what it holds."""
 
     path: Path
     manifest: Manifest
-    data: dict[str, bytes] = field(repr=False)
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
+
+
+@dataclass(frozen=True)
+class BackupContents:
+    """A verified backup, in memory (``keys verify-backup``; the data never goes to output)."""
+
+    path: Path
+    manifest: Manifest
+    data: dict[str, bytes] = field(repr=False, metadata={"json": False})
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
 
 
 @dataclass(frozen=True)
 class RestoreReport:
+    """``keys restore``."""
+
     backup: Path
     written: tuple[str, ...]  # human descriptions of what was restored where
     unchanged: tuple[str, ...]
     pgp_fingerprints: tuple[str, ...]
+    # what the backup does not hold; secrets (never backed up) named where the restored config
+    # expects them on this machine
     not_included: tuple[str, ...]
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
+
+
+# how a manifest's ``not_included`` names a secret file left out (format 1: kept as it is)
+SECRET_LEFT_OUT = "(a secret: set it up again on the new machine)"
 
 
 # --- sealing -------------------------------------------------------------------------------------
@@ -242,19 +266,22 @@ def collect_members(config: Config, gpg: Gpg) -> tuple[list[tuple[Member, bytes]
             fingerprints_of = _ssh_fingerprints(path) if kind.startswith("ssh-") else ()
             add(f"ssh/{source.name}/{config_key}/{path.name}", kind, path.read_bytes(),
                 fingerprints=fingerprints_of, source=source.name, config_key=config_key)
-        for secret in (source.password, source.key_passphrase):
-            if secret.file is not None:
-                not_included.append(f"{secret.config_key}_file {secret.file} (a secret: set it "
-                                    "up again on the new machine)")
-    if config.settings.gpg_passphrase.file is not None:
-        not_included.append(f"settings.gpg_passphrase_file {config.settings.gpg_passphrase.file} "
-                            "(a secret: set it up again on the new machine)")
+    not_included.extend(f"{ref.config_key}_file {ref.file} {SECRET_LEFT_OUT}"
+                        for ref in _secret_files(config))
     if config.path is not None:
         add("config/config.toml", "config", config.path.read_bytes())
     return collected, not_included
 
 
-def create_backup(config: Config, gpg: Gpg, out: Path, passphrase: Secret) -> Manifest:
+def _secret_files(config: Config) -> list[SecretRef]:
+    """The secrets the config reads from files, settings first, then source by source."""
+    refs = [config.settings.gpg_passphrase]
+    for source in config.sources.values():
+        refs += [source.password, source.key_passphrase]
+    return [ref for ref in refs if ref.file is not None]
+
+
+def create_backup(config: Config, gpg: Gpg, out: Path, passphrase: Secret) -> BackupWritten:
     if len(passphrase.reveal()) < MIN_PASSPHRASE:
         raise UsageError(f"the backup passphrase must have at least {MIN_PASSPHRASE} characters",
                          remedy="A few unrelated words make a good one; store it apart from the "
@@ -275,7 +302,7 @@ def create_backup(config: Config, gpg: Gpg, out: Path, passphrase: Secret) -> Ma
             info.mode = 0o600
             archive.addfile(info, io.BytesIO(data))
     write_atomically(out, seal(buffer.getvalue(), passphrase), mode=0o600)
-    return manifest
+    return BackupWritten(path=out, manifest=manifest)
 
 
 # --- verifying ---------------------------------------------------------------------------------
@@ -339,7 +366,10 @@ def restore_backup(
     *,
     config_path: Path,
     force: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> RestoreReport:
+    """``environ``: this machine's environment, which the restored config is read in (its
+    ``~`` and ``$VARS`` name paths here, not on the machine the backup was made on)."""
     contents = verify_backup(path, passphrase)
     by_kind: dict[str, list[Member]] = {}
     for member in contents.manifest.members:
@@ -350,7 +380,8 @@ def restore_backup(
     config_bytes = contents.data[config_members[0].name]
     try:
         document = tomllib.loads(config_bytes.decode("utf-8"))
-        config = parse_config(document, config_path=config_path, allow_no_sources=True)
+        config = parse_config(document, config_path=config_path, allow_no_sources=True,
+                              environ=environ)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BackupError(f"{path}: the backed-up config is not valid TOML ({exc})") from None
     except ConfigError as error:
@@ -384,7 +415,8 @@ def restore_backup(
     written: list[str] = []
     unchanged: list[str] = []
     # importing needs no passphrase: keys keep the protection they were exported with
-    gpg = Gpg(binary=config.settings.gpg_binary, home=config.settings.gnupg_home, passphrase=None)
+    gpg = Gpg(binary=config.settings.gpg_binary, home=config.settings.gnupg_home, passphrase=None,
+              environ=environ)
     fingerprints: list[str] = []
     for member in by_kind.get("pgp-public-keys", []) + by_kind.get("pgp-secret-key", []):
         report = import_key_data(gpg, contents.data[member.name], origin=member.name)
@@ -412,7 +444,17 @@ def restore_backup(
         written.append(write.description)
     return RestoreReport(backup=path, written=tuple(written), unchanged=tuple(unchanged),
                          pgp_fingerprints=tuple(dict.fromkeys(fingerprints)),
-                         not_included=contents.manifest.not_included)
+                         not_included=_not_included_here(contents.manifest, config))
+
+
+def _not_included_here(manifest: Manifest, config: Config) -> tuple[str, ...]:
+    """The manifest's list of what the backup lacks, with each secret file named where the
+    restored config reads it on this machine: the manifest names the old machine's path, and a
+    person following it would create the file where reportsync never looks."""
+    kept = [item for item in manifest.not_included if not item.endswith(SECRET_LEFT_OUT)]
+    kept += [f"{ref.config_key}_file (a secret): create {ref.file} on this machine, 0600, "
+             "holding it" for ref in _secret_files(config)]
+    return tuple(kept)
 
 
 def _ssh_target(source: SourceConfig, member: Member) -> Path | None:

@@ -1,21 +1,25 @@
-"""The command line: parse → load config → call one core function → render → exit.
+"""The command line: parse → load config → call one core function → render its result → exit code.
 
-This is the only module that prints or exits. ``main`` is the error-handling shell that turns a
-``ReportsyncError`` into its message, remedy and exit code.
+This is the only module that prints. ``main`` runs in-process (httpie's ``Environment``): the
+environment and streams given to it are what config loading, secrets, children and output use,
+so tests call it directly; the console script exits with the code it returns. ``main`` is also
+the error-handling shell that turns a ``ReportsyncError`` into its message, remedy and exit code.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import functools
 import logging
 import logging.handlers
 import os
 import platform
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -29,90 +33,126 @@ from reportsync.config import (
     default_config_path,
     load_config,
     parse_config,
-    starter_config,
 )
 from reportsync.errors import ExitCode, ReportsyncError, UsageError
-from reportsync.fsutil import ensure_private_dir, make_private, write_atomically
+from reportsync.fsutil import ensure_private_dir, make_private
 from reportsync.pgp import Gpg, gpg_version_line
-from reportsync.render import Rendered, error_lines, fetch_json, fetch_text
+from reportsync.render import Rendered
+from reportsync.results import CommandResult, DoctorRun
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PROG_NAME = "reportsync"
+
+R = TypeVar("R", bound=CommandResult)
 
 
 @dataclass
 class App:
-    """Global options, shared by every command."""
+    """One run: its environment and streams, and the global options every command shares."""
 
-    config_path: Path | None
-    verbose: int
-    quiet: bool
-    as_json: bool
-    traceback: bool
+    environ: Mapping[str, str]
+    stdout: TextIO
+    stderr: TextIO
+    config_path: Path | None = None
+    verbose: int = 0
+    quiet: bool = False
+    as_json: bool = False
+    traceback: bool = False
+    command: str | None = None  # "keys pgp list": the command path, once a command started
+    _log_handlers: list[logging.Handler] = field(default_factory=list)
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_path or default_config_path(self.environ)
 
     def load_config(self, *, need_sources: bool = True) -> Config:
         """The config; without ``need_sources`` one with only ``[settings]`` is valid too (for the
         commands that work on this machine's keys and schedule, not on a server)."""
-        config = load_config(self.config_path or default_config_path(),
+        config = load_config(self.config_file, environ=self.environ,
                              allow_no_sources=not need_sources)
-        _add_log_file(config.settings.state_dir)
+        handler = _add_log_file(config.settings.state_dir)
+        if handler is not None:
+            self._log_handlers.append(handler)
         return config
 
     def load_settings(self) -> Settings:
         """The config's settings, or the defaults when no config exists yet (the first steps,
         such as generating keys, come before writing a config)."""
-        path = self.config_path or default_config_path()
-        if self.config_path is None and not path.exists():
-            return parse_config({"sources": {}}, allow_no_sources=True).settings
+        if self.config_path is None and not self.config_file.exists():
+            return parse_config({"sources": {}}, allow_no_sources=True,
+                                environ=self.environ).settings
         return self.load_config(need_sources=False).settings
 
-    def gpg(self) -> Gpg:
+    def gpg(self, passphrase: Secret | None = None, settings: Settings | None = None) -> Gpg:
         """gpg for key management: listing, exporting and importing need no passphrase."""
-        settings = self.load_settings()
-        return Gpg(binary=settings.gpg_binary, home=settings.gnupg_home, passphrase=None)
+        settings = settings or self.load_settings()
+        return Gpg(binary=settings.gpg_binary, home=settings.gnupg_home, passphrase=passphrase,
+                   environ=self.environ)
 
-    def render(self, rendered: Rendered, payload: dict[str, Any] | None = None) -> None:
-        if self.as_json and payload is not None:
-            click.echo(json.dumps(payload, indent=2, sort_keys=False))
-        elif not self.quiet:
-            for line in rendered.stdout:
-                click.echo(line)
+    def finish(self, result: R, text: Callable[[R], Rendered]) -> int:
+        """Print ``result`` (text, or with ``--json`` its envelope) and return its exit code.
+        What needs a person (``stderr``) is printed in every mode."""
+        rendered = text(result)
+        if self.as_json:
+            self.echo(render.dumps(render.envelope(self.command, result=result)))
+        else:
+            if rendered.document is not None:  # what was asked for: printed even with --quiet
+                self.echo(rendered.document, nl=False)
+            if not self.quiet:
+                for line in rendered.stdout:
+                    self.echo(line)
         for line in rendered.stderr:
-            click.echo(line, err=True)
+            self.echo(line, err=True)
+        return int(result.exit_code)
+
+    def echo(self, text: str, *, err: bool = False, nl: bool = True) -> None:
+        click.echo(text, file=self.stderr if err else self.stdout, nl=nl)
 
     def show_progress(self) -> bool:
-        return not self.quiet and not self.as_json and sys.stderr.isatty()
+        return not self.quiet and not self.as_json and self.stderr.isatty()
+
+    def configure_console_logging(self) -> None:
+        root = logging.getLogger("reportsync")
+        root.setLevel(logging.DEBUG)
+        if self.verbose:
+            handler = logging.StreamHandler(self.stderr)
+            handler.setLevel(logging.DEBUG if self.verbose > 1 else logging.INFO)
+            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+            root.addHandler(handler)
+            self._log_handlers.append(handler)
+        # paramiko logs every disconnect at ERROR/INFO; our own messages already say what matters
+        logging.getLogger("paramiko").setLevel(logging.WARNING if self.verbose > 1
+                                               else logging.CRITICAL)
+
+    def close(self) -> None:
+        """Detach this run's log handlers (a next in-process run logs to its own state dir)."""
+        root = logging.getLogger("reportsync")
+        for handler in self._log_handlers:
+            root.removeHandler(handler)
+            handler.close()
+        self._log_handlers.clear()
 
 
-def _configure_console_logging(verbose: int) -> None:
-    root = logging.getLogger("reportsync")
-    root.setLevel(logging.DEBUG)
-    if verbose:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        root.addHandler(handler)
-    # paramiko logs every disconnect at ERROR/INFO; our own messages already say what matters
-    logging.getLogger("paramiko").setLevel(logging.WARNING if verbose > 1 else logging.CRITICAL)
-
-
-def _add_log_file(state_dir: Path) -> None:
-    """An INFO log in the state dir, so a cron failure can be read after the fact."""
+def _add_log_file(state_dir: Path) -> logging.Handler | None:
+    """An INFO log in the state dir, so a cron failure can be read after the fact; the handler
+    added, or None if one is there already (or the folder cannot take one)."""
     root = logging.getLogger("reportsync")
     if any(isinstance(handler, logging.handlers.RotatingFileHandler) for handler in root.handlers):
-        return
+        return None
     try:
         log_dir = ensure_private_dir(state_dir / "logs")
         handler = logging.handlers.RotatingFileHandler(
             log_dir / "reportsync.log", maxBytes=1_000_000, backupCount=5, encoding="utf-8")
         make_private(log_dir / "reportsync.log")
     except (OSError, ReportsyncError):
-        return  # logging must never be the reason a fetch fails; a storage error surfaces later
+        return None  # logging must never be the reason a fetch fails; a storage error surfaces later
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
+    return handler
 
 
-def version_lines() -> list[str]:
+def version_lines(environ: Mapping[str, str] | None = None) -> list[str]:
     """reportsync's version and those of the libraries and the gpg it relies on (read from the
     installed metadata, without importing the libraries: fast)."""
     from importlib import metadata
@@ -125,25 +165,22 @@ def version_lines() -> list[str]:
 
     rows = [("reportsync", __version__), ("python", platform.python_version())]
     rows += [(name, installed(name)) for name in ("paramiko", "cryptography", "python-gnupg")]
-    rows.append(("gpg", gpg_version_line()))
+    rows.append(("gpg", gpg_version_line(environ=environ)))
     return [f"{name:<13} {version}" for name, version in rows]
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    for line in version_lines():
-        click.echo(line)
+    app = ctx.find_object(App)
+    for line in version_lines(app.environ if app else None):
+        click.echo(line, file=app.stdout if app else None)
     ctx.exit()
 
 
 def _stdin_is_terminal() -> bool:
     """Whether a person can be asked: never under cron, systemd, a pipe or a closed stdin."""
     return sys.stdin is not None and sys.stdin.isatty()
-
-
-def _finish(code: int) -> NoReturn:
-    sys.exit(int(code))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,12 +196,30 @@ def _finish(code: int) -> NoReturn:
 def cli(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool, as_json: bool,
         traceback: bool) -> None:
     """Fetch encrypted broker statements, exactly once, and keep them safe."""
-    ctx.obj = App(config_path=config_path, verbose=verbose, quiet=quiet, as_json=as_json,
-                  traceback=traceback)
-    _configure_console_logging(verbose)
+    app = ctx.find_object(App)
+    if app is None:  # cli() called without main(), e.g. by Click's test runner
+        app = App(environ=os.environ, stdout=sys.stdout, stderr=sys.stderr)
+        ctx.obj = app
+    app.config_path, app.verbose, app.quiet = config_path, verbose, quiet
+    app.as_json, app.traceback = as_json, traceback
+    app.configure_console_logging()
 
 
-pass_app = click.make_pass_decorator(App)
+def _command_path(ctx: click.Context) -> str | None:
+    """``keys pgp list`` for ``reportsync keys pgp list``; None for the program itself."""
+    return " ".join(ctx.command_path.split()[1:]) or None
+
+
+def pass_app(command: Callable[..., int]) -> Callable[..., int]:
+    """Hand the command its ``App``, after noting the command's path (for the JSON envelope)."""
+    @functools.wraps(command)
+    def with_app(*args: Any, **kwargs: Any) -> int:
+        ctx = click.get_current_context()
+        app = ctx.find_object(App)
+        assert app is not None
+        app.command = _command_path(ctx)
+        return command(app, *args, **kwargs)
+    return with_app
 
 
 @cli.command()
@@ -175,25 +230,13 @@ pass_app = click.make_pass_decorator(App)
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
 @pass_app
 def init(app: App, provider: str | None, source_name: str, username: str | None,
-         force: bool) -> None:
+         force: bool) -> int:
     """Write a commented starter config (every key, from the schema). Asks nothing."""
-    path = app.config_path or default_config_path()
-    if path.exists() and not force:
-        raise UsageError(f"{path} exists; not overwriting it", path=str(path),
-                         remedy="Pass --force to replace it, or --config PATH for another file.")
-    try:
-        text = starter_config(source_name, provider, username=username)
-    except ValueError as problem:
-        raise UsageError(str(problem)) from None
-    ensure_private_dir(path.parent)
-    write_atomically(path, text.encode("utf-8"))
-    lines = [f"wrote {path}" + (f" for {PROVIDER_PRESETS[provider].title}" if provider else "")]
-    if username is None:
-        lines.append(f"next: set the username (and check every active key) in [sources.{source_name}]")
-    lines.append("then run: reportsync doctor")
-    app.render(Rendered(stdout=lines),
-               {"command": "init", "exit_code": 0, "path": str(path), "provider": provider,
-                "source": source_name})
+    from reportsync.init import write_starter_config
+
+    result = write_starter_config(app.config_file, source_name=source_name, provider=provider,
+                                  username=username, force=force)
+    return app.finish(result, render.init_text)
 
 
 @cli.command()
@@ -206,28 +249,13 @@ def init(app: App, provider: str | None, source_name: str, username: str | None,
 @click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False),
               help="--systemd: write reportsync.service and reportsync.timer here instead.")
 @pass_app
-def schedule(app: App, kind: str, at_text: str, out_dir: Path | None) -> None:
+def schedule(app: App, kind: str, at_text: str, out_dir: Path | None) -> int:
     """Print a crontab line or a systemd service + timer for the nightly fetch."""
     from reportsync import schedule as schedule_core
 
-    at = schedule_core.parse_time(at_text)
-    config = app.load_config(need_sources=False)
-    config_path = app.config_path or default_config_path()
-    if kind == "systemd":
-        result = schedule_core.systemd_schedule(config, config_path, at=at)
-    else:
-        result = schedule_core.cron_schedule(config, config_path, at=at)
-    payload = result.to_dict()
-    if out_dir is not None:
-        written = schedule_core.write_files(result, out_dir)
-        payload["written"] = [str(path) for path in written]
-        rendered = Rendered(stdout=[f"wrote {path}" for path in written])
-    else:
-        rendered = Rendered()
-        if not app.as_json:  # what was asked for: printed even with --quiet, like export-public
-            click.echo(result.text(), nl=False)
-    rendered.stderr.extend(result.warnings)
-    app.render(rendered, payload)
+    result = schedule_core.make_schedule(app.load_config(need_sources=False), app.config_file,
+                                         kind=kind, at_text=at_text, out_dir=out_dir)
+    return app.finish(result, render.schedule_text)
 
 
 @cli.command()
@@ -237,7 +265,7 @@ def schedule(app: App, kind: str, at_text: str, out_dir: Path | None) -> None:
 @click.option("--jobs", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Parallel downloads, each over its own connection.")
 @pass_app
-def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, jobs: int) -> None:
+def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, jobs: int) -> int:
     """Download new reports, decrypt them and archive them."""
     config = app.load_config()
     options = fetch_core.FetchOptions(sources=sources, dry_run=dry_run, decrypt=not no_decrypt,
@@ -245,12 +273,11 @@ def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, j
     if app.show_progress():
         from reportsync.progress import ProgressBar
 
-        with ProgressBar() as bar:
+        with ProgressBar(app.stderr) as bar:
             result = fetch_core.run(config, options, reporter=bar)
     else:
         result = fetch_core.run(config, options)
-    app.render(fetch_text(result), fetch_json(result))
-    _finish(result.exit_code)
+    return app.finish(result, render.fetch_text)
 
 
 @cli.command()
@@ -260,45 +287,36 @@ def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, j
               "recent log, ledger summary; no secrets).")
 @click.option("-q", "--quiet", "quiet_here", is_flag=True, help="Only the WARN and FAIL lines.")
 @pass_app
-def doctor(app: App, sources: tuple[str, ...], bundle: Path | None, quiet_here: bool) -> None:
+def doctor(app: App, sources: tuple[str, ...], bundle: Path | None, quiet_here: bool) -> int:
     """Check config, keys, gpg and every source's connection; say what to fix."""
     from reportsync import doctor as doctor_core
 
-    path = app.config_path or default_config_path()
     try:
         app.load_config(need_sources=False)  # only to log to state_dir/logs; a broken config is
         # a finding below
     except ReportsyncError as error:
         logging.getLogger("reportsync").debug("doctor: the config does not load: %s", error)
-    report = doctor_core.run_doctor(path, sources)
-    written: Path | None = None
-    bundle_error: ReportsyncError | None = None
+    report = doctor_core.run_doctor(app.config_file, sources, environ=app.environ)
+    run = DoctorRun(report)
     if bundle is not None:
         try:
-            written = doctor_core.write_bundle(report, bundle)
+            run = DoctorRun(report, bundle=doctor_core.write_bundle(report, bundle))
         except ReportsyncError as error:  # the findings still get printed
-            bundle_error = error
+            run = DoctorRun(report, bundle_error=error)
     app.quiet = app.quiet or quiet_here
-    rendered = render.doctor_text(report, quiet=app.quiet, bundle=written)
-    payload = render.doctor_json(report, written)
-    if bundle_error is not None:
-        rendered.stderr.extend(error_lines(bundle_error, prefix="bundle not written"))
-        payload["bundle_error"] = bundle_error.to_dict()
-    app.render(rendered, payload)
-    _finish(bundle_error.exit_code if bundle_error is not None else report.exit_code)
+    return app.finish(run, functools.partial(render.doctor_text, quiet=app.quiet))
 
 
 @cli.command("retention")
 @click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
 @pass_app
-def retention_command(app: App, sources: tuple[str, ...], dry_run: bool) -> None:
+def retention_command(app: App, sources: tuple[str, ...], dry_run: bool) -> int:
     """Apply the retention policy now and report files at risk of purge."""
     from reportsync.retention import run_retention
 
-    result = run_retention(app.load_config(), sources, dry_run=dry_run)
-    app.render(render.retention_text(result), render.retention_json(result))
-    _finish(result.exit_code)
+    return app.finish(run_retention(app.load_config(), sources, dry_run=dry_run),
+                      render.retention_text)
 
 
 @cli.command("status")
@@ -306,7 +324,7 @@ def retention_command(app: App, sources: tuple[str, ...], dry_run: bool) -> None
 @click.option("--ack", "acknowledge", multiple=True, metavar="NAME",
               help="Acknowledge a lost file so it is no longer reported (repeatable).")
 @pass_app
-def status_command(app: App, sources: tuple[str, ...], acknowledge: tuple[str, ...]) -> None:
+def status_command(app: App, sources: tuple[str, ...], acknowledge: tuple[str, ...]) -> int:
     """From the ledger: last run, archive, failures, files at risk, lost files, stale feeds."""
     from reportsync.ledger import Ledger
     from reportsync.status import status
@@ -314,14 +332,13 @@ def status_command(app: App, sources: tuple[str, ...], acknowledge: tuple[str, .
     config = app.load_config()
     with Ledger.in_state_dir(config.settings.state_dir) as ledger:
         report = status(config, ledger, sources, acknowledge=acknowledge)
-    app.render(render.status_text(report), render.status_json(report))
-    _finish(report.exit_code)
+    return app.finish(report, render.status_text)
 
 
 @cli.command("verify")
 @click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
 @pass_app
-def verify_command(app: App, sources: tuple[str, ...]) -> None:
+def verify_command(app: App, sources: tuple[str, ...]) -> int:
     """Re-hash the archive against the ledger: report missing and altered files."""
     from reportsync.ledger import Ledger
     from reportsync.status import verify
@@ -329,14 +346,13 @@ def verify_command(app: App, sources: tuple[str, ...]) -> None:
     config = app.load_config()
     with Ledger.in_state_dir(config.settings.state_dir) as ledger:
         report = verify(config, ledger, sources)
-    app.render(render.verify_text(report), render.verify_json(report))
-    _finish(report.exit_code)
+    return app.finish(report, render.verify_text)
 
 
 # --- keys ----------------------------------------------------------------------------------------
 
 
-def _secret_from_options(no_passphrase: bool, passphrase_env: str | None, *, what: str,
+def _secret_from_options(app: App, no_passphrase: bool, passphrase_env: str | None, *, what: str,
                          confirm: bool) -> Secret | None:
     """A passphrase from --passphrase-env, or a prompt on a terminal; None with --no-passphrase."""
     if no_passphrase and passphrase_env:
@@ -344,7 +360,7 @@ def _secret_from_options(no_passphrase: bool, passphrase_env: str | None, *, wha
     if no_passphrase:
         return None
     if passphrase_env:
-        value = os.environ.get(passphrase_env)
+        value = app.environ.get(passphrase_env)
         if not value:
             raise UsageError(f"environment variable {passphrase_env} is not set or empty",
                              remedy=f"Export {passphrase_env} with the {what} first.")
@@ -356,8 +372,8 @@ def _secret_from_options(no_passphrase: bool, passphrase_env: str | None, *, wha
                                confirmation_prompt=confirm))
 
 
-def _required_secret(passphrase_env: str | None, *, what: str, confirm: bool) -> Secret:
-    secret = _secret_from_options(False, passphrase_env, what=what, confirm=confirm)
+def _required_secret(app: App, passphrase_env: str | None, *, what: str, confirm: bool) -> Secret:
+    secret = _secret_from_options(app, False, passphrase_env, what=what, confirm=confirm)
     assert secret is not None
     return secret
 
@@ -385,61 +401,43 @@ def pgp() -> None:
 @click.option("--force", is_flag=True, help="Create a key even if one exists for this email.")
 @pass_app
 def pgp_generate(app: App, name: str, email: str, algo: str, expire: str, no_passphrase: bool,
-                 passphrase_env: str | None, export_to: Path | None, force: bool) -> None:
+                 passphrase_env: str | None, export_to: Path | None, force: bool) -> int:
     """Create a new PGP key pair."""
-    settings = app.load_settings()
-    passphrase = _secret_from_options(no_passphrase, passphrase_env, what="passphrase for the new "
-                                      "PGP key", confirm=True)
-    gpg = Gpg(binary=settings.gpg_binary, home=settings.gnupg_home, passphrase=passphrase)
-    result = pgpkeys.generate_pgp_key(gpg, name=name, email=email, algorithm=algo, expire=expire,
-                                      passphrase=passphrase, export_to=export_to, force=force)
-    app.render(render.generated_pgp_text(result, str(settings.gnupg_home)),
-               {"command": "keys pgp generate", "exit_code": 0, "key": result.key.to_dict(),
-                "protected": result.protected, "warnings": list(result.warnings),
-                "exported_to": str(export_to) if export_to else None})
+    settings = app.load_settings()  # a broken config stops here, before a passphrase is asked for
+    passphrase = _secret_from_options(app, no_passphrase, passphrase_env,
+                                      what="passphrase for the new PGP key", confirm=True)
+    result = pgpkeys.generate_pgp_key(app.gpg(passphrase, settings), name=name, email=email,
+                                      algorithm=algo, expire=expire, passphrase=passphrase,
+                                      export_to=export_to, force=force)
+    return app.finish(result, render.generated_pgp_text)
 
 
 @pgp.command("list")
 @pass_app
-def pgp_list(app: App) -> None:
+def pgp_list(app: App) -> int:
     """Keys in the GnuPG home: fingerprint, uid, created, expiry, secret part present."""
-    gpg = app.gpg()
-    listing = pgpkeys.list_pgp_keys(gpg)
-    app.render(Rendered(stdout=render.pgp_key_lines(listing)),
-               {"command": "keys pgp list", "exit_code": 0, "gnupg_home": str(gpg.home),
-                "keys": [key.to_dict() for key in listing]})
+    return app.finish(pgpkeys.key_list(app.gpg()), render.pgp_list_text)
 
 
 @pgp.command("export-public")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="File (else stdout).")
 @click.option("--key", "selector", metavar="FINGERPRINT|EMAIL", help="Which key, if several.")
 @pass_app
-def pgp_export_public(app: App, out: Path | None, selector: str | None) -> None:
+def pgp_export_public(app: App, out: Path | None, selector: str | None) -> int:
     """The armored public key to send to the provider."""
-    gpg = app.gpg()
-    key = pgpkeys.find_key(gpg, selector, secret=True)
-    if out is None:
-        click.echo(pgpkeys.export_public_key(gpg, key.fingerprint), nl=False)
-        return
-    pgpkeys.write_public_key(gpg, key.fingerprint, out)
-    app.render(Rendered(stdout=[f"public key {key.fingerprint} written to {out}"]),
-               {"command": "keys pgp export-public", "exit_code": 0,
-                "fingerprint": key.fingerprint, "path": str(out)})
+    return app.finish(pgpkeys.export_public(app.gpg(), selector, out), render.exported_key_text)
 
 
 @pgp.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--passphrase-env", metavar="VAR", help="Passphrase of a protected secret key.")
 @pass_app
-def pgp_import(app: App, file: Path, passphrase_env: str | None) -> None:
+def pgp_import(app: App, file: Path, passphrase_env: str | None) -> int:
     """Import a public or secret key file."""
-    passphrase = Secret(os.environ[passphrase_env]) if passphrase_env and \
-        passphrase_env in os.environ else None
-    report = pgpkeys.import_key_file(app.gpg(), file, passphrase=passphrase)
-    app.render(render.import_text(report, str(file)),
-               {"command": "keys pgp import", "exit_code": 0,
-                "fingerprints": list(report.fingerprints), "secret_imported": report.secret_imported,
-                "public_imported": report.public_imported, "unchanged": report.unchanged})
+    value = app.environ.get(passphrase_env) if passphrase_env else None
+    report = pgpkeys.import_key_file(app.gpg(), file,
+                                     passphrase=Secret(value) if value is not None else None)
+    return app.finish(report, render.import_text)
 
 
 @keys.group()
@@ -460,27 +458,22 @@ def ssh() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing key.")
 @pass_app
 def ssh_generate(app: App, key_type: str, bits: int, out: Path, no_passphrase: bool,
-                 passphrase_env: str | None, comment: str, force: bool) -> None:
+                 passphrase_env: str | None, comment: str, force: bool) -> int:
     """Create an OpenSSH key pair (PATH 0600 and PATH.pub)."""
-    passphrase = _secret_from_options(no_passphrase, passphrase_env,
+    passphrase = _secret_from_options(app, no_passphrase, passphrase_env,
                                       what="passphrase for the new SSH key", confirm=True)
     info = sshkeys.generate_ssh_key(out, key_type=key_type, bits=bits,
                                     passphrase=passphrase.reveal() if passphrase else None,
                                     comment=comment, force=force)
-    lines = [f"created {out} and {out}.pub", f"  {info.describe()}",
-             f"  send {out}.pub to your provider; set key_file = \"{out}\" in the config"]
-    app.render(Rendered(stdout=lines), {"command": "keys ssh generate", "exit_code": 0,
-                                        "key": info.to_dict()})
+    return app.finish(sshkeys.GeneratedSshKey(info), render.generated_ssh_text)
 
 
 @ssh.command("show")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @pass_app
-def ssh_show(app: App, path: Path) -> None:
+def ssh_show(app: App, path: Path) -> int:
     """Type, bits and fingerprint of a key; validity and principals of a certificate."""
-    info = sshkeys.inspect_ssh_file(path)
-    app.render(Rendered(stdout=render.ssh_info_lines(info)),
-               {"command": "keys ssh show", "exit_code": 0, "info": info.to_dict()})
+    return app.finish(sshkeys.ShownSshFile(sshkeys.inspect_ssh_file(path)), render.ssh_show_text)
 
 
 @keys.command("backup")
@@ -488,29 +481,23 @@ def ssh_show(app: App, path: Path) -> None:
               help="The backup file to write (0600).")
 @click.option("--passphrase-env", metavar="VAR", help="Backup passphrase from this variable.")
 @pass_app
-def keys_backup(app: App, out: Path, passphrase_env: str | None) -> None:
+def keys_backup(app: App, out: Path, passphrase_env: str | None) -> int:
     """One encrypted file with everything needed to decrypt and log in again."""
     config = app.load_config(need_sources=False)
-    passphrase = _required_secret(passphrase_env, what="backup passphrase", confirm=True)
-    manifest = backup.create_backup(config, Gpg.from_settings(config.settings), out, passphrase)
-    lines = [f"wrote {out} ({len(manifest.members)} members, encrypted with AES-256-GCM)"]
-    lines += render.manifest_lines(manifest, str(out))[1:]
-    lines.append("keep the passphrase apart from the file; test it: reportsync keys verify-backup")
-    app.render(Rendered(stdout=lines), {"command": "keys backup", "exit_code": 0, "path": str(out),
-                                        "manifest": manifest.to_dict()})
+    passphrase = _required_secret(app, passphrase_env, what="backup passphrase", confirm=True)
+    written = backup.create_backup(config, Gpg.from_settings(config.settings, config.environ), out,
+                                   passphrase)
+    return app.finish(written, render.backup_text)
 
 
 @keys.command("verify-backup")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--passphrase-env", metavar="VAR", help="Backup passphrase from this variable.")
 @pass_app
-def keys_verify_backup(app: App, file: Path, passphrase_env: str | None) -> None:
+def keys_verify_backup(app: App, file: Path, passphrase_env: str | None) -> int:
     """Decrypt and check every member against the manifest; writes nothing."""
-    passphrase = _required_secret(passphrase_env, what="backup passphrase", confirm=False)
-    contents = backup.verify_backup(file, passphrase)
-    app.render(Rendered(stdout=render.manifest_lines(contents.manifest, str(file))),
-               {"command": "keys verify-backup", "exit_code": 0, "path": str(file),
-                "manifest": contents.manifest.to_dict()})
+    passphrase = _required_secret(app, passphrase_env, what="backup passphrase", confirm=False)
+    return app.finish(backup.verify_backup(file, passphrase), render.verify_backup_text)
 
 
 @keys.command("restore")
@@ -518,15 +505,15 @@ def keys_verify_backup(app: App, file: Path, passphrase_env: str | None) -> None
 @click.option("--passphrase-env", metavar="VAR", help="Backup passphrase from this variable.")
 @click.option("--force", is_flag=True, help="Replace existing files that differ.")
 @pass_app
-def keys_restore(app: App, file: Path, passphrase_env: str | None, force: bool) -> None:
+def keys_restore(app: App, file: Path, passphrase_env: str | None, force: bool) -> int:
     """Verify a backup, then restore keys, certificates and config onto this machine."""
-    passphrase = _required_secret(passphrase_env, what="backup passphrase", confirm=False)
-    report = backup.restore_backup(file, passphrase,
-                                   config_path=app.config_path or default_config_path(), force=force)
-    app.render(render.restore_text(report),
-               {"command": "keys restore", "exit_code": 0, "written": list(report.written),
-                "unchanged": list(report.unchanged), "pgp_fingerprints": list(report.pgp_fingerprints),
-                "not_included": list(report.not_included)})
+    passphrase = _required_secret(app, passphrase_env, what="backup passphrase", confirm=False)
+    report = backup.restore_backup(file, passphrase, config_path=app.config_file, force=force,
+                                   environ=app.environ)
+    return app.finish(report, render.restore_text)
+
+
+# --- the shell around every command ---------------------------------------------------------------
 
 
 def _log_library_thread_error(args: threading.ExceptHookArgs) -> None:
@@ -536,35 +523,71 @@ def _log_library_thread_error(args: threading.ExceptHookArgs) -> None:
         "error in background thread %s: %s", getattr(args.thread, "name", "?"), args.exc_value)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, map errors to messages and exit codes."""
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run one command and return its exit code; errors become their message, remedy and code.
+
+    ``env`` (default: ``os.environ``) is the environment the run sees: where the config is
+    looked for, the variables secrets are read from, what gpg and other children inherit (through
+    the allowlist of ``reportsync.process``). ``stdout``/``stderr`` (default: the process's)
+    receive all output, Click's help and usage messages included."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    app = App(environ=os.environ if env is None else env, stdout=stdout or sys.stdout,
+              stderr=stderr or sys.stderr)
+    hook = threading.excepthook
     threading.excepthook = _log_library_thread_error
-    wants_json = "--json" in (argv if argv is not None else sys.argv[1:])
-    wants_traceback = "--traceback" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="reportsync", standalone_mode=False)
+        with _output_to(stdout, stderr):
+            return _run(app, args)
+    finally:
+        threading.excepthook = hook
+        app.close()
+
+
+@contextlib.contextmanager
+def _output_to(stdout: TextIO | None, stderr: TextIO | None) -> Iterator[None]:
+    """Click writes help, usage errors and prompts to sys.stdout/sys.stderr: the given streams."""
+    with contextlib.ExitStack() as stack:
+        if stdout is not None:
+            stack.enter_context(contextlib.redirect_stdout(stdout))
+        if stderr is not None:
+            stack.enter_context(contextlib.redirect_stderr(stderr))
+        yield
+
+
+def _run(app: App, args: list[str]) -> int:
+    wants_json = "--json" in args  # known before the options are parsed, for their errors
+    try:
+        code = cli.main(args=args, prog_name=PROG_NAME, standalone_mode=False, obj=app)
     except ReportsyncError as error:
-        if wants_traceback:
+        if "--traceback" in args:
             raise
-        _report_error(error, wants_json)
-        sys.exit(int(error.exit_code))
+        _report_error(app, error, wants_json)
+        return int(error.exit_code)
     except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
+        return int(done.exit_code)
     except click.ClickException as usage:
-        usage.show()
-        sys.exit(int(ExitCode.CONFIG))
+        usage.show(file=app.stderr)
+        if wants_json:
+            command = app.command or (_command_path(usage.ctx) if isinstance(
+                usage, click.UsageError) and usage.ctx is not None else None)
+            app.echo(render.dumps(render.envelope(command,
+                                                  error=UsageError(usage.format_message()))))
+        return int(ExitCode.CONFIG)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        app.echo("aborted", err=True)
+        return 130
     except KeyboardInterrupt:
-        click.echo("interrupted: nothing half-written was kept; the next run resumes", err=True)
-        sys.exit(130)
-    sys.exit(0)
+        app.echo("interrupted: nothing half-written was kept; the next run resumes", err=True)
+        return 130
+    except SystemExit as done:  # Click's shell completion ends this way
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return int(code) if isinstance(code, int) else 0
 
 
-def _report_error(error: ReportsyncError, as_json: bool) -> None:
+def _report_error(app: App, error: ReportsyncError, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"exit_code": int(error.exit_code), "error": error.to_dict()},
-                              indent=2))
-    for line in error_lines(error):
-        click.echo(line, err=True)
+        app.echo(render.dumps(render.envelope(app.command, error=error)))
+    for line in render.error_lines(error):
+        app.echo(line, err=True)
+

@@ -388,7 +388,8 @@ def _local_checks(config: Config, sources: list[SourceConfig], gpg_passphrase_pr
                   out: _Findings) -> str | None:
     settings = config.settings
     no_gpg: tuple[str | None, str | None] = (None, None)
-    gpg_path, version = _guarded(out, "gpg", lambda: _check_gpg(settings.gpg_binary, out, config.environ), no_gpg)
+    gpg_path, version = _guarded(
+        out, "gpg", lambda: _check_gpg(settings.gpg_binary, out, config.environ), no_gpg)
     home_ok = _guarded(out, "gnupg home", lambda: _check_gnupg_home(settings.gnupg_home, out),
                        False)
     usable: list[str] = []

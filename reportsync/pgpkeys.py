@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
 from reportsync.config import Secret
-from reportsync.errors import KeyProblemError, UsageError
+from reportsync.errors import ExitCode, KeyProblemError, UsageError
 from reportsync.expiry import PGP, CredentialExpiry
 from reportsync.pgp import DecryptionKeys, Gpg
 
@@ -61,26 +62,61 @@ class PgpKeyInfo:
 
 @dataclass(frozen=True)
 class GeneratedPgpKey:
+    """``keys pgp generate``."""
+
     key: PgpKeyInfo
     protected: bool
     exported_to: Path | None
+    gnupg_home: Path
     warnings: tuple[str, ...] = ()
     other_secret_keys: tuple[str, ...] = ()  # fingerprints of secret keys already in the home
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
+
+
+@dataclass(frozen=True)
+class KeyList:
+    """``keys pgp list``: every key of the GnuPG home."""
+
+    gnupg_home: Path
+    keys: tuple[PgpKeyInfo, ...]
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
+
+
+@dataclass(frozen=True)
+class ExportedKey:
+    """``keys pgp export-public``: the armored public key, written to ``path`` or (None) shown."""
+
+    fingerprint: str
+    path: Path | None
+    armored: str
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
 
 
 @dataclass(frozen=True)
 class ImportReport:
+    """``keys pgp import``: what gpg imported, and what it warned about (kept in ``--json``)."""
+
+    origin: str  # the file (or backup member) the keys came from
     fingerprints: tuple[str, ...]
     secret_imported: int
     public_imported: int
     unchanged: int
-    problems: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
 
 
 def _when(raw: str) -> datetime | None:
     if not raw:
         return None
     return datetime.fromtimestamp(int(raw), tz=timezone.utc)
+
+
+def key_list(gpg: Gpg) -> KeyList:
+    return KeyList(gnupg_home=gpg.home, keys=tuple(list_pgp_keys(gpg)))
 
 
 def list_pgp_keys(gpg: Gpg) -> list[PgpKeyInfo]:
@@ -214,6 +250,7 @@ def generate_pgp_key(
         key=key,
         protected=passphrase is not None,
         exported_to=export_to,
+        gnupg_home=gpg.home,
         warnings=tuple(warnings),
         other_secret_keys=tuple(other.fingerprint for other in existing),
     )
@@ -226,10 +263,23 @@ def export_public_key(gpg: Gpg, fingerprint: str) -> str:
     return armored
 
 
-def write_public_key(gpg: Gpg, fingerprint: str, path: Path) -> Path:
+def export_public(gpg: Gpg, selector: str | None, out: Path | None) -> ExportedKey:
+    """The public key of the one secret key ``selector`` names, written to ``out`` if given."""
+    key = find_key(gpg, selector, secret=True)
+    armored = export_public_key(gpg, key.fingerprint)
+    if out is not None:
+        _write_armored(out, armored)
+    return ExportedKey(fingerprint=key.fingerprint, path=out, armored=armored)
+
+
+def _write_armored(path: Path, armored: str) -> None:
     from reportsync.fsutil import write_atomically
 
-    write_atomically(path, export_public_key(gpg, fingerprint).encode("ascii"), mode=0o644)
+    write_atomically(path, armored.encode("ascii"), mode=0o644)
+
+
+def write_public_key(gpg: Gpg, fingerprint: str, path: Path) -> Path:
+    _write_armored(path, export_public_key(gpg, fingerprint))
     return path
 
 
@@ -249,12 +299,13 @@ def import_key_data(gpg: Gpg, data: bytes, *, passphrase: Secret | None = None,
     if not fingerprints:
         raise KeyProblemError(f"{origin}: no OpenPGP key found or imported",
                               path=origin, remedy="Check that the file is an exported PGP key.")
-    problems = tuple(str(item.get("text", "")) for item in getattr(result, "results", [])
+    warnings = tuple(str(item.get("text", "")) for item in getattr(result, "results", [])
                      if item.get("problem") not in (None, "0", 0))
     return ImportReport(
+        origin=origin,
         fingerprints=fingerprints,
         secret_imported=int(getattr(result, "sec_imported", 0) or 0),
         public_imported=int(getattr(result, "imported", 0) or 0),
         unchanged=int(getattr(result, "unchanged", 0) or 0),
-        problems=problems,
+        warnings=warnings,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -18,14 +19,15 @@ from rich.progress import (
 
 
 class ProgressBar:
-    def __init__(self) -> None:
+    def __init__(self, file: TextIO | None = None) -> None:
+        """``file``: the terminal to draw on (default: stderr)."""
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=Console(file=file) if file is not None else Console(stderr=True),
             transient=True,
         )
         self._tasks: dict[tuple[str, str], TaskID] = {}

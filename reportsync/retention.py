@@ -296,8 +296,11 @@ class SourceRetention:
         return ExitCode.PARTIAL if refused else ExitCode.OK
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetentionResult:
+    """``retention``: each source's plan and what was done (``SourceRetention`` is filled in as
+    the source is worked on; the result is made once, at the end)."""
+
     sources: list[SourceRetention]
     dry_run: bool
 

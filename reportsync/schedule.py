@@ -20,14 +20,14 @@ import shlex
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from reportsync import process
 from reportsync.config import Config
-from reportsync.errors import UsageError
+from reportsync.errors import ExitCode, UsageError
 from reportsync.fsutil import write_atomically
 
 DEFAULT_TIME = time(7, 15)
@@ -47,6 +47,9 @@ class Schedule:
     files: dict[str, str]  # "crontab" → text, or "reportsync.service"/"reportsync.timer" → text
     secret_env: tuple[str, ...] = ()  # environment variables the config reads secrets from
     warnings: tuple[str, ...] = ()
+    written: tuple[Path, ...] = ()  # with --out-dir: the unit files written (else printed)
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
 
     def text(self) -> str:
         """Every file in one text: for cron a crontab fragment, for systemd both units."""
@@ -58,10 +61,27 @@ class Schedule:
         return "\n".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"command": "schedule", "exit_code": 0, "kind": self.kind,
-                "at": self.at.strftime("%H:%M"), "run": list(self.command),
-                "files": dict(self.files), "secret_env": list(self.secret_env),
-                "warnings": list(self.warnings)}
+        shape: dict[str, Any] = {
+            "kind": self.kind, "at": self.at.strftime("%H:%M"), "run": list(self.command),
+            "files": dict(self.files), "secret_env": list(self.secret_env),
+            "warnings": list(self.warnings)}
+        if self.written:
+            shape["written"] = [str(path) for path in self.written]
+        return shape
+
+
+def make_schedule(config: Config, config_path: Path, *, kind: str, at_text: str,
+                  out_dir: Path | None = None) -> Schedule:
+    """``reportsync schedule``: the cron or systemd schedule, its units written to ``out_dir``
+    when given."""
+    at = parse_time(at_text)
+    if kind == "systemd":
+        schedule = systemd_schedule(config, config_path, at=at)
+    else:
+        schedule = cron_schedule(config, config_path, at=at)
+    if out_dir is None:
+        return schedule
+    return replace(schedule, written=tuple(write_files(schedule, out_dir)))
 
 
 def parse_time(text: str) -> time:

@@ -20,12 +20,13 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
-from reportsync.errors import ConfigError, UsageError
+from reportsync.errors import ConfigError, ExitCode, UsageError
 from reportsync.expiry import SSH_CERTIFICATE, CredentialExpiry
 from reportsync.fsutil import IS_POSIX, ensure_private_dir, fsync_dir, remove_quietly, storage_error
 
@@ -174,6 +175,24 @@ class SshCertificateInfo:
             "signature_valid": self.signature_valid,
             "comment": self.comment,
         }
+
+
+@dataclass(frozen=True)
+class GeneratedSshKey:
+    """``keys ssh generate``: the new private key (its public half is ``PATH.pub``)."""
+
+    key: SshKeyInfo
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
+
+
+@dataclass(frozen=True)
+class ShownSshFile:
+    """``keys ssh show``: a key or a certificate, described."""
+
+    info: SshKeyInfo | SshCertificateInfo
+
+    exit_code: ClassVar[ExitCode] = ExitCode.OK
 
 
 # --- fingerprints -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ kept encrypted copy re-hashed against the ledger.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from reportsync.config import Config
@@ -18,7 +18,7 @@ from reportsync.ledger import Ledger
 from reportsync.retention import ARCHIVE, LOCAL_ENCRYPTED, REMOTE, Notice, plan
 
 
-@dataclass
+@dataclass(frozen=True)
 class SourceStatus:
     name: str
     last_run: dict[str, object] | None
@@ -36,9 +36,11 @@ class SourceStatus:
         return not (self.failures or self.notices or last_failed)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StatusReport:
-    sources: list[SourceStatus]
+    """``status``: each source's health from the ledger, and what ``--ack`` acknowledged."""
+
+    sources: tuple[SourceStatus, ...]
     acknowledged: int = 0
 
     @property
@@ -68,11 +70,11 @@ def status(config: Config, ledger: Ledger, names: tuple[str, ...] = (), *,
                              f"{', '.join(source.name for source in sources)}",
                              remedy="Use the name exactly as `reportsync status` shows it.")
         acknowledged += marked
-    report = StatusReport(sources=[], acknowledged=acknowledged)
+    healths: list[SourceStatus] = []
     for source in sources:
         versions = ledger.versions(source.name)
         retention_plan = plan(source, config.retention, versions, None, moment)
-        report.sources.append(SourceStatus(
+        healths.append(SourceStatus(
             name=source.name,
             last_run=ledger.last_source_run(source.name),
             archived=sum(1 for version in versions if version.archived),
@@ -81,7 +83,7 @@ def status(config: Config, ledger: Ledger, names: tuple[str, ...] = (), *,
             purged=sum(1 for version in versions
                        if version.gone_at is not None and REMOTE not in version.deleted),
         ))
-    return report
+    return StatusReport(sources=tuple(healths), acknowledged=acknowledged)
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,12 @@ class VerifyProblem:
     problem: str  # "missing" | "altered" | "not a regular file"
 
 
-@dataclass
+@dataclass(frozen=True)
 class VerifyReport:
+    """``verify``: how many copies were hashed, and which are missing or altered."""
+
     checked: int = 0
-    problems: list[VerifyProblem] = field(default_factory=list)
+    problems: tuple[VerifyProblem, ...] = ()
 
     @property
     def exit_code(self) -> ExitCode:
@@ -104,7 +108,8 @@ class VerifyReport:
 
 
 def verify(config: Config, ledger: Ledger, names: tuple[str, ...] = ()) -> VerifyReport:
-    report = VerifyReport()
+    checked = 0
+    problems: list[VerifyProblem] = []
     for source in config.select(names):
         for version in ledger.versions(source.name):
             copies = []
@@ -114,12 +119,11 @@ def verify(config: Config, ledger: Ledger, names: tuple[str, ...] = ()) -> Verif
                     and version.download_path != version.output_path):
                 copies.append(("encrypted", version.download_path, version.download_sha256))
             for copy, path, expected in copies:
-                report.checked += 1
+                checked += 1
                 problem = _check(Path(path), expected or "")
                 if problem:
-                    report.problems.append(VerifyProblem(source.name, version.name, copy, path,
-                                                         problem))
-    return report
+                    problems.append(VerifyProblem(source.name, version.name, copy, path, problem))
+    return VerifyReport(checked=checked, problems=tuple(problems))
 
 
 def _check(path: Path, expected: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -91,11 +92,32 @@ class CliResult:
     stderr: str
 
     def json(self) -> Any:
+        """The whole ``--json`` envelope."""
         return json.loads(self.stdout)
+
+    def result(self) -> Any:
+        """The ``result`` of the ``--json`` envelope (the command's own document)."""
+        document = self.json()
+        assert document["version"] == 1 and "result" in document, document
+        return document["result"]
+
+
+def run_cli_inprocess(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """``reportsync ARGS`` through ``cli.main`` in this process: its exit code and output, without
+    starting a Python (a second or more each). ``env`` is added to a copy of this process's
+    environment that goes to ``main`` and never into ``os.environ``: a variable set only in ``env``
+    reaches the run only through the environment ``main`` hands on (config, secrets, children), as
+    in a real process that was started with it."""
+    from reportsync.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = main(list(args), env={**os.environ, **(env or {})}, stdout=stdout, stderr=stderr)
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
-    """Run ``python -m reportsync`` in a real subprocess: real exit codes, real signals."""
+    """Run ``python -m reportsync`` in a real subprocess: real exit codes, real signals, a process
+    of its own (the cron contract; a test that must not share this process's state)."""
     full_env = {**os.environ, **(env or {})}
     completed = subprocess.run([sys.executable, "-m", "reportsync", *args], capture_output=True,
                                text=True, env=full_env, cwd=REPO_ROOT, timeout=timeout)
