@@ -9,6 +9,7 @@ terminal either) with stdin from /dev/null.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.handlers
@@ -26,7 +27,7 @@ import pytest
 from reportsync import cli as cli_module
 from reportsync.sshkeys import generate_ssh_key
 from tests.servers import LocalServer, free_port
-from tests.support import REPO_ROOT, CliResult, PgpIdentity, write_config
+from tests.support import REPO_ROOT, CliResult, PgpIdentity, run_cli_inprocess, write_config
 from tests.test_fetch_e2e import Workspace, report_xml
 
 UNATTENDED_TIMEOUT = 60  # seconds; a command that waits for input never gets there
@@ -258,3 +259,96 @@ def test_the_log_file_rotates(tmp_path: Path) -> None:
         for handler in before:
             root.addHandler(handler)
         root.setLevel(level)
+
+
+# --- main() in-process: the environment it is given is the run's environment ----------------------
+
+
+def test_main_runs_in_process_with_the_environment_it_is_given(
+    tmp_path: Path, pgp_identity: PgpIdentity,
+) -> None:
+    """The config is found through the given REPORTSYNC_CONFIG, a secret the config names is read
+    from the given variables, gpg is looked up on the given PATH, and gpg gets its environment
+    from the given one (allowlisted): none of them is in this process's os.environ."""
+    from tests.test_gpg_hardening import recorded, recording_gpg
+
+    wrapper, log = recording_gpg(tmp_path / "bin")
+    config = write_config(tmp_path / "config.toml", {"settings": {
+        "state_dir": str(tmp_path / "state"), "gnupg_home": str(pgp_identity.home),
+        "gpg_binary": "gpg", "gpg_passphrase_env": "RS_INPROC_GPG_PP"}})
+    env = {**os.environ, "REPORTSYNC_CONFIG": str(config), "TZ": "RS/Marker-Tz",
+           "PATH": f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}",
+           "RS_INPROC_GPG_PP": "in-process passphrase", "RS_INPROC_BK": "a long backup passphrase"}
+    for name in ("REPORTSYNC_CONFIG", "RS_INPROC_GPG_PP", "RS_INPROC_BK"):
+        assert name not in os.environ
+    assert os.environ.get("TZ") != env["TZ"]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli_module.main(["--json", "keys", "backup", "--out", str(tmp_path / "k.rsbak"),
+                            "--passphrase-env", "RS_INPROC_BK"], env, stdout, stderr)
+    assert code == 0, stderr.getvalue()
+    document = json.loads(stdout.getvalue())
+    assert (document["version"], document["command"], document["exit_code"]) == \
+        (1, "keys backup", 0)
+    assert document["result"]["path"] == str(tmp_path / "k.rsbak")
+    calls = recorded(log)
+    assert calls, "gpg was found on the PATH given to main"
+    for call in calls:
+        assert call["env"]["TZ"] == "RS/Marker-Tz", "the child's environment comes from main's"
+        assert "RS_INPROC_GPG_PP" not in call["env"] and "RS_INPROC_BK" not in call["env"]
+    assert (tmp_path / "state" / "logs" / "reportsync.log").exists(), "it logged to its state dir"
+    pgp_identity.stop_agent()
+
+
+def test_main_in_process_leaves_no_log_handler_behind(tmp_path: Path) -> None:
+    """Each in-process run logs to its own state dir: the handlers it added are gone after it."""
+    root = logging.getLogger("reportsync")
+    before = list(root.handlers)
+    for name in ("one", "two"):
+        config = write_config(tmp_path / f"{name}.toml", {"settings": {
+            "state_dir": str(tmp_path / name), "gnupg_home": str(tmp_path / "g")}})
+        result = run_cli_inprocess("-v", "--config", str(config), "schedule")
+        assert result.exit_code == 0, result.stderr
+        assert root.handlers == before
+    assert (tmp_path / "one" / "logs" / "reportsync.log").exists()
+    assert (tmp_path / "two" / "logs" / "reportsync.log").exists()
+
+
+def test_usage_errors_and_help_go_to_the_streams_given_and_json_gets_an_envelope() -> None:
+    result = run_cli_inprocess("--json", "status", "--bogus")
+    assert result.exit_code == 2 and "No such option" in result.stderr
+    document = result.json()
+    assert (document["version"], document["command"], document["exit_code"]) == (1, "status", 2)
+    assert document["error"]["error"] == "UsageError" and "--bogus" in document["error"]["message"]
+    shown = run_cli_inprocess("keys", "--help")
+    assert shown.exit_code == 0 and "Generate, export, back up" in shown.stdout
+
+
+def test_a_source_that_stops_says_run_doctor_once_naming_the_source(
+    tmp_path: Path, offline: Offline,
+) -> None:
+    for args in (["fetch"], ["retention"]):
+        result = run_cli_inprocess("--config", str(offline.config_path), *args)
+        assert result.exit_code == 3, result.stderr
+        assert result.stderr.count("reportsync doctor") == 1, result.stderr
+        assert "`reportsync doctor --source broker`" in result.stderr
+
+
+def test_the_envelope_is_made_by_one_function_for_results_and_errors() -> None:
+    from reportsync import render
+    from reportsync.config import Secret
+    from reportsync.errors import StorageError
+    from reportsync.pgpkeys import ImportReport
+
+    report = ImportReport(origin="k.asc", fingerprints=("AB" * 20,), secret_imported=0,
+                          public_imported=1, unchanged=0, warnings=("Invalid Certificate",))
+    document = render.envelope("keys pgp import", result=report)
+    assert document == {"version": 1, "command": "keys pgp import", "exit_code": 0, "result": {
+        "origin": "k.asc", "fingerprints": ["AB" * 20], "secret_imported": 0,
+        "public_imported": 1, "unchanged": 0, "warnings": ["Invalid Certificate"]}}
+    assert render.import_text(report).stderr == ["warning: Invalid Certificate"]
+    failed = render.envelope("fetch", error=StorageError("disk full", path="/s"))
+    assert failed["exit_code"] == 7 and failed["error"]["error"] == "StorageError"
+    assert "result" not in failed
+    assert render.to_json({"days": float("inf"), "at": Path("/x")}) == {"days": None, "at": "/x"}
+    with pytest.raises(TypeError):
+        render.to_json({"password": Secret("hunter2")})  # a secret has no JSON form at all

@@ -16,7 +16,7 @@ import pytest
 from reportsync import pgpkeys
 from reportsync.pgp import Gpg
 from tests.servers import LocalServer
-from tests.support import PgpIdentity, run_cli
+from tests.support import PgpIdentity, run_cli_inprocess
 from tests.test_fetch_e2e import Workspace
 
 DAY = 86400
@@ -33,13 +33,13 @@ def test_fetch_warns_under_quiet_when_the_decryption_key_expires_within_30_days(
     ws = Workspace(tmp_path, pgp_identity, sftp_server)
     ws.write_config()
     ws.put_report("a.xml.pgp", b"<a/>", age_days=1)
-    plain = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    plain = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch")
     assert plain.exit_code == 0 and plain.stderr == "", "a key without expiry: no warning"
 
     fingerprint = ws.identity.fingerprint
     gpg_batch(ws.identity.home, "--quick-set-expire", fingerprint, "10d")
     gpg_batch(ws.identity.home, "--quick-set-expire", fingerprint, "10d", "*")
-    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")  # nothing new: still warned
+    quiet = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch")  # nothing new: still warned
     assert quiet.exit_code == 0 and quiet.stdout == ""
     assert re.search(rf"^warning: PGP secret key {fingerprint} expires on \S+, in (9|10) days; "
                      "after that the provider cannot encrypt reports to it$", quiet.stderr,
@@ -47,18 +47,18 @@ def test_fetch_warns_under_quiet_when_the_decryption_key_expires_within_30_days(
     assert f"what to do: Extend it now: `gpg --homedir {ws.identity.home} --quick-set-expire " \
         f"{fingerprint} 2y`" in quiet.stderr
     result = ws.fetch()
-    [expiring] = result.json()["expiring"]
+    [expiring] = result.result()["expiring"]
     assert expiring["kind"] == "pgp" and expiring["subject"] == fingerprint
     assert expiring["days_left"] in (9, 10) and expiring["source"] is None
 
-    doctor = run_cli("--config", str(ws.config_path), "--json", "doctor")
-    [finding] = [f for f in doctor.json()["findings"] if f["check"] == "secret key"]
+    doctor = run_cli_inprocess("--config", str(ws.config_path), "--json", "doctor")
+    [finding] = [f for f in doctor.result()["findings"] if f["check"] == "secret key"]
     assert finding["status"] == "WARN" and finding["finding"] == expiring["finding"], \
         "doctor and fetch say the same, from the same function"
-    no_decrypt = run_cli("--config", str(ws.config_path), "-q", "fetch", "--no-decrypt")
+    no_decrypt = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch", "--no-decrypt")
     assert no_decrypt.exit_code == 0 and "expires" not in no_decrypt.stderr, \
         "a run that decrypts nothing does not ask gpg"
-    dry = run_cli("--config", str(ws.config_path), "fetch", "--dry-run")
+    dry = run_cli_inprocess("--config", str(ws.config_path), "fetch", "--dry-run")
     assert dry.exit_code == 0 and "expires" not in dry.stderr, "nor does a dry run"
 
 
@@ -112,7 +112,7 @@ def test_fetch_warns_under_quiet_when_the_ssh_certificate_ends_within_30_days(
     ws = Workspace(tmp_path, pgp_identity, sftp_cert_server)
     ws.write_config(key_file=str(key), certificate_file=str(certificate))
     ws.put_report("a.xml.pgp", b"<a/>", age_days=1)
-    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    quiet = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch")
     assert quiet.exit_code == 0 and quiet.stdout == "", quiet.stderr
     assert ws.outputs() == {"a.xml": b"<a/>"}, "the certificate still works"
     if not warned:
@@ -123,6 +123,6 @@ def test_fetch_warns_under_quiet_when_the_ssh_certificate_ends_within_30_days(
                      "login$", quiet.stderr, flags=re.MULTILINE), quiet.stderr
     assert "what to do: Ask your provider (the certificate authority) for a renewed " \
         f"certificate for the same key and save it as {certificate}." in quiet.stderr
-    [expiring] = ws.fetch().json()["expiring"]
+    [expiring] = ws.fetch().result()["expiring"]
     assert (expiring["kind"], expiring["source"], expiring["subject"]) == (
         "ssh-certificate", "broker", str(certificate))

@@ -33,7 +33,7 @@ from reportsync.config import (
 )
 from reportsync.errors import ExitCode
 from tests.servers import LocalServer
-from tests.support import REPO_ROOT, PgpIdentity, run_cli
+from tests.support import REPO_ROOT, PgpIdentity, run_cli_inprocess
 from tests.test_fetch_e2e import Workspace, report_xml
 
 if sys.version_info >= (3, 11):
@@ -97,20 +97,20 @@ def test_init_writes_a_private_config_that_loads(provider: str | None, tmp_path:
     args = ["--config", str(path), "init", "--source-name", "acct-1", "--username", "acme"]
     if provider:
         args += ["--provider", provider]
-    result = run_cli(*args)
+    result = run_cli_inprocess(*args)
     assert result.exit_code == 0, result.stderr
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     config = load_config(path)
     assert list(config.sources) == ["acct-1"] and config.sources["acct-1"].username == "acme"
     assert set(starter_keys(path.read_text())["sources"]) == {key.name for key in SOURCE_KEYS}
-    again = run_cli(*args)
+    again = run_cli_inprocess(*args)
     assert again.exit_code == 2 and "not overwriting" in again.stderr
-    assert run_cli(*args, "--force").exit_code == 0
+    assert run_cli_inprocess(*args, "--force").exit_code == 0
 
 
 def test_init_refuses_a_bad_source_name(tmp_path: Path) -> None:
-    result = run_cli("--config", str(tmp_path / "c.toml"), "init", "--source-name", "a b")
+    result = run_cli_inprocess("--config", str(tmp_path / "c.toml"), "init", "--source-name", "a b")
     assert result.exit_code == 2 and "invalid source name" in result.stderr
     assert not (tmp_path / "c.toml").exists()
 
@@ -242,8 +242,9 @@ def test_documented_json_has_the_shape_each_command_prints(ws: Workspace) -> Non
     }
     assert sorted(documented) == sorted(runs), "a JSON example for each of these, no more"
     for name, args in runs.items():
-        result = run_cli(*args, env=env)
+        result = run_cli_inprocess(*args, env=env)
         payload = json.loads(result.stdout)
+        assert payload["version"] == 1 and payload["exit_code"] == result.exit_code, name
         if name != "error":
             assert result.exit_code == 0, (name, result.stderr)
             assert payload["command"] == name

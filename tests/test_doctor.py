@@ -1,7 +1,7 @@
 """``reportsync doctor`` against real peers on 127.0.0.1: every failure produced for real.
 
-Each test builds a config (``timeout = 2``), runs the real CLI in a subprocess
-(``python -m reportsync --config X --json doctor``) and asserts that the first FAIL is on the right
+Each test builds a config (``timeout = 2``), runs the real CLI in-process
+(``reportsync --config X --json doctor`` through ``cli.main``) and asserts that the first FAIL is on the right
 check, that its remedy names the right thing, and that the run ends within the timeout.
 """
 
@@ -43,7 +43,7 @@ from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
 from tests.servers import LocalServer, free_port
 from tests.servers.ftpd import start_ftpd
 from tests.servers.sshd import find_ssh_keygen
-from tests.support import PgpIdentity, make_identity, run_cli, write_config
+from tests.support import PgpIdentity, make_identity, run_cli_inprocess, write_config
 
 TIMEOUT = 2
 SLACK = 1.5  # process start, gpg probe and the local checks, on top of the network timeout
@@ -56,10 +56,15 @@ DAY = 86400
 @dataclass
 class Doctor:
     exit_code: int
-    report: dict[str, Any]
+    envelope: dict[str, Any]  # the whole --json document
     seconds: float
     stdout: str
     stderr: str
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The envelope's result: doctor's own document."""
+        return dict(self.envelope["result"])
 
     @property
     def findings(self) -> list[dict[str, Any]]:
@@ -104,8 +109,8 @@ class Setup:
 
     def doctor(self, *args: str, env: dict[str, str] | None = None) -> Doctor:
         started = time.monotonic()
-        result = run_cli("--config", str(self.config_path), "--json", "doctor", *args, env=env,
-                         timeout=60)
+        result = run_cli_inprocess("--config", str(self.config_path), "--json", "doctor", *args,
+                                   env=env)
         seconds = time.monotonic() - started
         assert result.stdout, result.stderr
         return Doctor(result.exit_code, json.loads(result.stdout), seconds, result.stdout,
@@ -264,7 +269,7 @@ def test_healthy_sftp_and_ftp_sources_pass_every_check(setup: Setup, sftp_server
     doctor = setup.doctor()
 
     assert doctor.exit_code == 0, doctor.findings
-    assert doctor.report["exit_code"] == 0
+    assert doctor.envelope["exit_code"] == 0
     for finding in doctor.findings:
         if finding["check"] == "disk space":  # the CI machine's disk is not ours to judge
             assert finding["status"] != FAIL, finding
@@ -321,7 +326,7 @@ def test_closed_port_is_refused_and_the_text_output_shows_the_remedy(setup: Setu
     assert_skipped_after(doctor, "broker", "tcp")
     assert_within_timeout(doctor)
 
-    text = run_cli("--config", str(setup.config_path), "doctor")
+    text = run_cli_inprocess("--config", str(setup.config_path), "doctor")
     assert text.exit_code == 1
     lines = text.stdout.splitlines()
     fail_line = next(i for i, line in enumerate(lines) if line.strip().startswith("FAIL"))
@@ -329,7 +334,7 @@ def test_closed_port_is_refused_and_the_text_output_shows_the_remedy(setup: Setu
     assert "what to do: Check `port`" in lines[fail_line + 1]
     assert "SKIPPED" in text.stdout and "first failure: source broker: tcp" in text.stdout
 
-    quiet = run_cli("--config", str(setup.config_path), "doctor", "--quiet")
+    quiet = run_cli_inprocess("--config", str(setup.config_path), "doctor", "--quiet")
     assert quiet.exit_code == 1 and quiet.stdout == ""
     assert quiet.stderr.startswith("FAIL source broker: tcp: connection to")
     assert "PASS" not in quiet.stderr and "SKIPPED" not in quiet.stderr

@@ -1,4 +1,6 @@
-"""End to end: the real CLI (a subprocess: real exit codes and signals) against real servers.
+"""End to end: the real CLI against real servers, in-process (``cli.main``, its real exit codes
+and output); in a subprocess where a test needs a process of its own (SIGKILL, the lock held by
+another process, ``-q`` silence).
 
 Each test gets its own GnuPG home, state dir and server folder. Reports are encrypted to the
 test's key with the real gpg, placed in the server's folder with a delivery mtime, and fetched.
@@ -22,7 +24,15 @@ import pytest
 from reportsync.lock import RunLock
 from tests.servers import LocalServer, free_port
 from tests.servers.proxy import FaultPlan, FaultProxy
-from tests.support import REPO_ROOT, CliResult, PgpIdentity, random_plain, run_cli, write_config
+from tests.support import (
+    REPO_ROOT,
+    CliResult,
+    PgpIdentity,
+    random_plain,
+    run_cli,
+    run_cli_inprocess,
+    write_config,
+)
 
 DAY = 86400
 
@@ -79,7 +89,8 @@ class Workspace:
         return plaintext
 
     def fetch(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
-        return run_cli("--config", str(self.config_path), "--json", "fetch", *args, env=env)
+        return run_cli_inprocess("--config", str(self.config_path), "--json", "fetch", *args,
+                                 env=env)
 
     def ledger(self) -> sqlite3.Connection:
         return sqlite3.connect(self.state_dir / "ledger.sqlite3")
@@ -89,7 +100,7 @@ class Workspace:
 
 
 def counts(result: CliResult) -> dict[str, int]:
-    source: dict[str, Any] = result.json()["sources"][0]
+    source: dict[str, Any] = result.result()["sources"][0]
     return dict(source["counts"])
 
 
@@ -149,7 +160,7 @@ def test_first_run_archives_everything_byte_identical_then_nothing_is_transferre
     second = ws.fetch()
     assert second.exit_code == 0, second.stderr
     assert counts(second)["skipped"] == 4 and counts(second)["archived"] == 0
-    assert second.json()["sources"][0]["bytes_transferred"] == 0
+    assert second.result()["sources"][0]["bytes_transferred"] == 0
     assert ws.outputs() == expected
     with ws.ledger() as db:
         assert db.execute("SELECT COUNT(*) FROM downloads").fetchone()[0] == 4
@@ -166,7 +177,7 @@ def test_new_file_alone_and_changed_version_kept_beside_the_old(sftp_workspace: 
     newer = ws.put_report("r.xml.pgp", b"<version two/>", age_days=0.5)
     result = ws.fetch()
     assert result.exit_code == 0, result.stderr
-    actions = {f["name"]: f["action"] for f in result.json()["sources"][0]["files"]}
+    actions = {f["name"]: f["action"] for f in result.result()["sources"][0]["files"]}
     assert actions == {"a.xml.pgp": "skipped", "b.xml.pgp": "archived", "r.xml.pgp": "archived"}
     outputs = ws.outputs()
     assert outputs["r.xml"] == old and outputs["r.v2.xml"] == newer
@@ -185,7 +196,7 @@ def test_bad_files_fail_alone_keep_their_copy_and_are_retried(
 
     result = ws.fetch()
     assert result.exit_code == 1
-    files = {f["name"]: f for f in result.json()["sources"][0]["files"]}
+    files = {f["name"]: f for f in result.result()["sources"][0]["files"]}
     assert files["good.xml.pgp"]["action"] == "archived"
     assert files["corrupt.xml.pgp"]["action"] == "failed"
     assert files["stranger.xml.pgp"]["action"] == "failed"
@@ -216,7 +227,7 @@ def test_truncated_transfer_fails_alone_then_resumes(sftp_workspace: Workspace) 
         ws.write_config(port=proxy.port, known_hosts=_proxy_known_hosts(ws, proxy.port))
         first = ws.fetch()
         assert first.exit_code == 1, first.stderr
-        files = {f["name"]: f for f in first.json()["sources"][0]["files"]}
+        files = {f["name"]: f for f in first.result()["sources"][0]["files"]}
         assert files["big.xml"]["action"] == "failed"
         assert files["small.xml.pgp"]["action"] == "archived"
         assert "big.xml" not in ws.outputs()
@@ -226,7 +237,7 @@ def test_truncated_transfer_fails_alone_then_resumes(sftp_workspace: Workspace) 
 
         second = ws.fetch()
         assert second.exit_code == 0, second.stderr
-        files = {f["name"]: f for f in second.json()["sources"][0]["files"]}
+        files = {f["name"]: f for f in second.result()["sources"][0]["files"]}
         assert files["big.xml"]["bytes_transferred"] == len(big) - kept, "resumed, not restarted"
         assert ws.outputs() == {"big.xml": big, "small.xml": small}
     finally:
@@ -302,14 +313,14 @@ def test_nothing_listening_is_3(sftp_workspace: Workspace) -> None:
     ws.write_config(port=free_port())
     result = ws.fetch()
     assert result.exit_code == 3
-    assert result.json()["sources"][0]["error"]["error"] == "NetworkError"
+    assert result.result()["sources"][0]["error"]["error"] == "NetworkError"
 
 
 def test_concurrent_run_exits_75_at_once_naming_the_holder(sftp_workspace: Workspace) -> None:
     ws = sftp_workspace
     with RunLock(ws.state_dir, "fetch"):
         started = time.monotonic()
-        result = ws.fetch()
+        result = run_cli("--config", str(ws.config_path), "fetch")  # another process
         elapsed = time.monotonic() - started
     assert result.exit_code == 75
     assert f"pid {os.getpid()}" in result.stderr
@@ -374,7 +385,7 @@ def test_dry_run_writes_nothing_and_no_decrypt_defers(sftp_workspace: Workspace)
     os.utime(remote, (info.st_atime, info.st_mtime))
     archived = ws.fetch()
     assert counts(archived)["archived"] == 1
-    assert archived.json()["sources"][0]["bytes_transferred"] == 0
+    assert archived.result()["sources"][0]["bytes_transferred"] == 0
     assert ws.outputs() == {"r.xml": plain}
 
 
@@ -385,7 +396,7 @@ def test_hostile_names_are_refused_and_reported(sftp_workspace: Workspace) -> No
     ws.put_report("back\\slash.xml.pgp", b"<evil/>")
     result = ws.fetch()
     assert result.exit_code == 1
-    actions = sorted(f["action"] for f in result.json()["sources"][0]["files"])
+    actions = sorted(f["action"] for f in result.result()["sources"][0]["files"])
     assert actions == ["archived", "refused", "refused"]
     assert ws.outputs() == {"fine.xml": b"<fine/>"}
     assert "\nname" not in result.stderr, "control characters are escaped in messages"
@@ -427,12 +438,12 @@ def test_several_sources_worst_code_wins(tmp_path: Path, pgp_identity: PgpIdenti
                                   "sources": {"good": good, "down": down}})
     result = ws.fetch()
     assert result.exit_code == 3
-    by_name = {source["name"]: source for source in result.json()["sources"]}
+    by_name = {source["name"]: source for source in result.result()["sources"]}
     assert by_name["good"]["counts"]["archived"] == 1 and by_name["good"]["exit_code"] == 0
     assert by_name["down"]["exit_code"] == 3
     only_good = ws.fetch("--source", "good")
     assert only_good.exit_code == 0
-    assert [s["name"] for s in only_good.json()["sources"]] == ["good"]
+    assert [s["name"] for s in only_good.result()["sources"]] == ["good"]
 
 
 def test_decrypt_false_archives_files_as_delivered(sftp_workspace: Workspace) -> None:
@@ -455,7 +466,7 @@ def test_unwritable_output_dir_is_7_and_the_download_is_kept(sftp_workspace: Wor
     assert result.exit_code == 7, result.stderr
     assert str(ws.output_dir) in result.stderr
     assert (ws.download_dir / "r.xml.pgp").exists()
-    actions = {f["name"]: f["action"] for f in result.json()["sources"][0]["files"]}
+    actions = {f["name"]: f["action"] for f in result.result()["sources"][0]["files"]}
     assert actions == {"r.xml.pgp": "failed", "s.xml.pgp": "pending"}, "the source stops at once"
     ws.output_dir.unlink()
     again = ws.fetch()

@@ -26,7 +26,7 @@ from reportsync.errors import ConfigError, DecryptionError
 from reportsync.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger
 from reportsync.pgp import Gpg
 from tests.servers import LocalServer
-from tests.support import REPO_ROOT, PgpIdentity, make_identity, run_cli
+from tests.support import REPO_ROOT, PgpIdentity, make_identity, run_cli_inprocess
 from tests.test_fetch_e2e import Workspace
 from tests.test_hardening_support import files_by_name, gpg_cli, hidden_files
 
@@ -423,7 +423,7 @@ def test_no_secret_reaches_gpg_gpgconf_or_the_agent(
         ["--version"],
     ]
     for args in runs:
-        result = run_cli(*args, env=env)
+        result = run_cli_inprocess(*args, env=env)
         assert result.exit_code == 0, (args, result.stdout[-2000:], result.stderr)
     assert ws.outputs() == {"r.xml": b"<r/>"}
 

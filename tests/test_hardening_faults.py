@@ -147,5 +147,5 @@ def test_disk_full_during_decryption_is_7_and_no_plaintext_is_kept(ws: Workspace
     ws.write_config()  # room again: the next run archives from the local copy
     again = ws.fetch()
     assert again.exit_code == 0, again.stderr
-    assert again.json()["sources"][0]["bytes_transferred"] == 0
+    assert again.result()["sources"][0]["bytes_transferred"] == 0
     assert ws.outputs() == {"big.xml": plaintext}

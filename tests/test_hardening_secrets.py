@@ -22,7 +22,7 @@ from reportsync.errors import ConfigError, KeyProblemError
 from reportsync.pgp import Gpg
 from reportsync.transports import open_transport
 from tests.servers import LocalServer
-from tests.support import CliResult, PgpIdentity, make_identity, run_cli
+from tests.support import CliResult, PgpIdentity, make_identity, run_cli_inprocess
 from tests.test_fetch_e2e import Workspace
 from tests.test_hardening_support import gpg_wrapper, wrapper_calls
 
@@ -159,7 +159,7 @@ def test_no_password_or_passphrase_in_output_json_logs_or_gpg_command_lines(
     ]
     seen = []
     for args, env, code in runs:
-        result = run_cli("--config", str(ws.config_path), *args, env=env)
+        result = run_cli_inprocess("--config", str(ws.config_path), *args, env=env)
         assert result.exit_code == code, result.stderr
         seen.append(_everything(result, ws))
     assert ws.outputs() == {"r.xml": b"<r/>"}
@@ -188,7 +188,7 @@ def test_passphrases_and_passwords_with_line_breaks_are_refused_before_gpg_or_ft
         "[settings]", f'[settings]\ngpg_binary = "{wrapper}"\n'
         f'gpg_passphrase_env = "{GPG_PASSPHRASE_ENV}"'))
     ws.put_report("r.xml.pgp", b"<r/>")
-    result = run_cli("--config", str(ws.config_path), "--json", "fetch",
+    result = run_cli_inprocess("--config", str(ws.config_path), "--json", "fetch",
                      env={GPG_PASSPHRASE_ENV: "first line\nsecond line"})
     assert result.exit_code == 6, result.stderr
     assert "line break" in result.stderr
@@ -199,7 +199,7 @@ def test_passphrases_and_passwords_with_line_breaks_are_refused_before_gpg_or_ft
     table = {key: value for key, value in ftp_server.source.items() if key != "password_file"}
     ws.write_config(source=table, password_env=FTP_PASSWORD_ENV)
     injected = ftp_server.extra["password"] + "\r\nDELE r.xml.pgp"
-    result = run_cli("--config", str(ws.config_path), "fetch", env={FTP_PASSWORD_ENV: injected})
+    result = run_cli_inprocess("--config", str(ws.config_path), "fetch", env={FTP_PASSWORD_ENV: injected})
     assert result.exit_code == 2, result.stderr
     assert "line break" in result.stderr and "DELE" not in result.stderr
     assert (ws.server.remote_root / "r.xml.pgp").exists()

@@ -256,7 +256,7 @@ def test_ftp_file_changed_between_listing_and_download_is_left_for_the_next_run(
     assert second.exit_code == 0, second.stderr
     assert ws.outputs() == {"grows.xml": b"<first part/><second part/>",
                             "rewritten.xml": b"<version 2/>", "steady.xml": b"<steady/>"}
-    assert second.json()["sources"][0]["lost"] == [], "the old version is not reported lost"
+    assert second.result()["sources"][0]["lost"] == [], "the old version is not reported lost"
 
 
 def test_sftp_file_changed_before_download_never_resumes_an_old_part(

@@ -38,7 +38,7 @@ def hostile_workspace(tmp_path: Path, identity: PgpIdentity, script: Script, *,
 
 
 def files_by_name(result: CliResult) -> dict[str, dict[str, Any]]:
-    return {entry["name"]: entry for entry in result.json()["sources"][0]["files"]}
+    return {entry["name"]: entry for entry in result.result()["sources"][0]["files"]}
 
 
 def part_name(name: str, size: int, mtime: float) -> str:

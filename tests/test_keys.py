@@ -25,7 +25,7 @@ from reportsync.config import Secret, parse_config
 from reportsync.errors import KeyProblemError, UsageError
 from reportsync.pgp import Gpg
 from tests.servers import LocalServer
-from tests.support import CliResult, run_cli, write_config
+from tests.support import CliResult, run_cli_inprocess, write_config
 
 BACKUP_PASSPHRASE = "correct horse battery staple"
 
@@ -39,6 +39,7 @@ def home_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def cli_as(home: Path, *args: str, **extra: str) -> CliResult:
+    """A real process with ``home`` as HOME: the platform dirs and ``~`` follow it."""
     full_env = home_env(home, **extra)
     completed = subprocess.run([sys.executable, "-m", "reportsync", *args], capture_output=True,
                                text=True, env=full_env, timeout=120,
@@ -87,7 +88,7 @@ def test_round_trip_generate_backup_restore_on_a_new_home_then_fetch(
                        "--email", "acme@example.com", "--algo", "rsa2048", "--no-passphrase",
                        "--export", str(old_home / "acme-public.asc"))
     assert generated.exit_code == 0, generated.stderr
-    fingerprint = generated.json()["key"]["fingerprint"]
+    fingerprint = generated.result()["key"]["fingerprint"]
     assert "WITHOUT a passphrase" in generated.stderr
     assert (old_home / "acme-public.asc").read_text().startswith("-----BEGIN PGP PUBLIC KEY BLOCK")
     assert mode(old_home / ".reportsync-gnupg") == 0o700
@@ -131,7 +132,7 @@ def test_round_trip_generate_backup_restore_on_a_new_home_then_fetch(
     assert mode(new_home / ".reportsync-gnupg") == 0o700
     assert mode(new_home / ".config" / "reportsync" / "config.toml") == 0o600
     listed = cli_as(new_home, "--json", "keys", "pgp", "list")
-    assert [key["fingerprint"] for key in listed.json()["keys"] if key["has_secret"]] == [fingerprint]
+    assert [key["fingerprint"] for key in listed.result()["keys"] if key["has_secret"]] == [fingerprint]
 
     try:
         fetched = cli_as(new_home, "--json", "fetch")
@@ -149,6 +150,39 @@ def test_round_trip_generate_backup_restore_on_a_new_home_then_fetch(
                      "--passphrase-env", "REPORTSYNC_BACKUP_PASSPHRASE")
     assert refused.exit_code == 2 and "--force" in refused.stderr
     assert (new_home / ".ssh" / "reportsync_rsa-cert.pub").read_text() == "something else\n"
+    kill_agent(new_home / ".reportsync-gnupg")
+
+
+def test_restore_names_each_secret_file_where_this_machine_reads_it(tmp_path: Path) -> None:
+    """A secret is never in a backup; restoring says which files to create, at the path the
+    restored config reads on the new machine (its ``~`` is the new HOME), not the old one's."""
+    old_home, new_home = tmp_path / "old", tmp_path / "new"
+    for home in (old_home, new_home):
+        home.mkdir()
+    config_dir = old_home / ".config" / "reportsync"
+    config_dir.mkdir(parents=True)
+    write_config(config_dir / "config.toml", {"settings": {
+        "state_dir": "~/state", "gnupg_home": "~/.reportsync-gnupg",
+        "gpg_passphrase_file": "~/.config/reportsync/gpg.pass"}})
+    (config_dir / "gpg.pass").write_text("not needed: the key has none\n")
+    (config_dir / "gpg.pass").chmod(0o600)
+    generated = cli_as(old_home, "keys", "pgp", "generate", "--name", "Acme", "--email",
+                       "acme@example.com", "--algo", "ed25519", "--no-passphrase")
+    assert generated.exit_code == 0, generated.stderr
+    made = cli_as(old_home, "keys", "backup", "--out", str(tmp_path / "k.rsbak"),
+                  "--passphrase-env", "REPORTSYNC_BACKUP_PASSPHRASE")
+    assert made.exit_code == 0, made.stderr
+    kill_agent(old_home / ".reportsync-gnupg")
+
+    restored = cli_as(new_home, "--json", "keys", "restore", str(tmp_path / "k.rsbak"),
+                      "--passphrase-env", "REPORTSYNC_BACKUP_PASSPHRASE")
+    assert restored.exit_code == 0, restored.stderr
+    here = new_home / ".config" / "reportsync" / "gpg.pass"
+    [note] = [line for line in restored.stderr.splitlines() if "gpg_passphrase_file" in line]
+    assert f"create {here} on this machine, 0600" in note, note
+    assert str(old_home) not in restored.stderr
+    assert [item for item in restored.result()["not_included"]
+            if "gpg_passphrase_file" in item] == [note.split("not in the backup: ", 1)[1]]
     kill_agent(new_home / ".reportsync-gnupg")
 
 
@@ -187,7 +221,7 @@ def small_setup(tmp_path: Path) -> tuple[Path, Path]:
                           "download_dir": str(home / "d"), "output_dir": str(home / "o")}},
     })
     backup_file = tmp_path / "b.rsbackup"
-    made = run_cli("--config", str(config_path), "keys", "backup", "--out", str(backup_file),
+    made = run_cli_inprocess("--config", str(config_path), "keys", "backup", "--out", str(backup_file),
                    "--passphrase-env", "RS_BK", env={"RS_BK": BACKUP_PASSPHRASE})
     assert made.exit_code == 0, made.stderr
     kill_agent(gnupg_home)
@@ -215,12 +249,12 @@ def test_damaged_backup_or_wrong_passphrase_is_refused_and_nothing_is_written(
     new_home.mkdir()
     target_config = new_home / "restored.toml"
 
-    verify = run_cli("keys", "verify-backup", str(damaged), "--passphrase-env", "RS_BK",
+    verify = run_cli_inprocess("keys", "verify-backup", str(damaged), "--passphrase-env", "RS_BK",
                      env={"RS_BK": passphrase})
-    restore = run_cli("--config", str(target_config), "keys", "restore", str(damaged),
+    restore = run_cli_inprocess("--config", str(target_config), "keys", "restore", str(damaged),
                       "--passphrase-env", "RS_BK", env={"RS_BK": passphrase})
     for result in (verify, restore):
-        assert result.exit_code != 0
+        assert result.exit_code == 6, "a key problem: the keys in the backup are out of reach"
         expected = {"flip-a-byte": "damaged", "truncate": "damaged",
                     "wrong-passphrase": "wrong passphrase", "not-a-backup": "not a reportsync backup"}
         assert expected[damage] in result.stderr
@@ -231,10 +265,10 @@ def test_damaged_backup_or_wrong_passphrase_is_refused_and_nothing_is_written(
 
 def test_verify_backup_lists_members_with_fingerprints(small_setup: tuple[Path, Path]) -> None:
     _, backup_file = small_setup
-    result = run_cli("--json", "keys", "verify-backup", str(backup_file), "--passphrase-env",
+    result = run_cli_inprocess("--json", "keys", "verify-backup", str(backup_file), "--passphrase-env",
                      "RS_BK", env={"RS_BK": BACKUP_PASSPHRASE})
     assert result.exit_code == 0, result.stderr
-    kinds = {member["kind"]: member for member in result.json()["manifest"]["members"]}
+    kinds = {member["kind"]: member for member in result.result()["manifest"]["members"]}
     assert set(kinds) >= {"pgp-secret-key", "pgp-public-keys", "pgp-ownertrust",
                           "pgp-revocation", "ssh-private-key", "known-hosts", "config"}
     assert len(kinds["pgp-secret-key"]["fingerprints"]) == 1
@@ -312,32 +346,32 @@ def test_pgp_cli_list_export_import(tmp_path: Path) -> None:
     gnupg_home = _fresh_gnupg_home(tmp_path / "g")
     config_path = ftp_config(tmp_path / "c.toml", gnupg_home)
     base = ("--config", str(config_path))
-    empty = run_cli(*base, "keys", "pgp", "list")
+    empty = run_cli_inprocess(*base, "keys", "pgp", "list")
     assert empty.exit_code == 0 and "no PGP keys" in empty.stdout
-    made = run_cli(*base, "--json", "keys", "pgp", "generate", "--name", "T", "--email",
+    made = run_cli_inprocess(*base, "--json", "keys", "pgp", "generate", "--name", "T", "--email",
                    "t@example.com", "--algo", "rsa2048", "--passphrase-env", "RS_PP",
                    env={"RS_PP": "a passphrase"})
     assert made.exit_code == 0, made.stderr
-    fingerprint = made.json()["key"]["fingerprint"]
-    assert made.json()["protected"] is True
+    fingerprint = made.result()["key"]["fingerprint"]
+    assert made.result()["protected"] is True
     assert "a passphrase" not in made.stdout + made.stderr
-    listed = run_cli(*base, "keys", "pgp", "list")
+    listed = run_cli_inprocess(*base, "keys", "pgp", "list")
     assert fingerprint in listed.stdout and "secret+public" in listed.stdout
-    exported = run_cli(*base, "keys", "pgp", "export-public")
+    exported = run_cli_inprocess(*base, "keys", "pgp", "export-public")
     assert exported.stdout.startswith("-----BEGIN PGP PUBLIC KEY BLOCK")
     assert "PRIVATE" not in exported.stdout
     public_file = tmp_path / "pub.asc"
     public_file.write_text(exported.stdout)
     other_home = _fresh_gnupg_home(tmp_path / "g2")
     other_config = ftp_config(tmp_path / "c2.toml", other_home)
-    imported = run_cli("--config", str(other_config), "--json", "keys", "pgp", "import",
+    imported = run_cli_inprocess("--config", str(other_config), "--json", "keys", "pgp", "import",
                        str(public_file))
     assert imported.exit_code == 0, imported.stderr
-    assert imported.json()["fingerprints"] == [fingerprint]
-    assert imported.json()["public_imported"] == 1 and imported.json()["secret_imported"] == 0
+    assert imported.result()["fingerprints"] == [fingerprint]
+    assert imported.result()["public_imported"] == 1 and imported.result()["secret_imported"] == 0
     garbage = tmp_path / "garbage.asc"
     garbage.write_text("not a key")
-    bad = run_cli("--config", str(other_config), "keys", "pgp", "import", str(garbage))
+    bad = run_cli_inprocess("--config", str(other_config), "keys", "pgp", "import", str(garbage))
     assert bad.exit_code == 6 and "no OpenPGP key" in bad.stderr
     kill_agent(gnupg_home)
     kill_agent(other_home)
@@ -362,18 +396,18 @@ def test_backup_needs_a_secret_key_and_a_real_passphrase(tmp_path: Path) -> None
 
 def test_ssh_cli_generate_and_show_key_and_certificates(tmp_path: Path) -> None:
     key = tmp_path / "keys" / "id_rsa"
-    made = run_cli("--json", "keys", "ssh", "generate", "--out", str(key), "--passphrase-env",
+    made = run_cli_inprocess("--json", "keys", "ssh", "generate", "--out", str(key), "--passphrase-env",
                    "RS_SSH_PP", "--comment", "acme", env={"RS_SSH_PP": "ssh key passphrase"})
     assert made.exit_code == 0, made.stderr
     listed = subprocess.run(["ssh-keygen", "-l", "-f", str(key)], capture_output=True, text=True,
                             check=True).stdout
-    assert made.json()["key"]["fingerprint"] in listed and listed.startswith("2048 ")
+    assert made.result()["key"]["fingerprint"] in listed and listed.startswith("2048 ")
     assert mode(key) == 0o600 and mode(key.parent) == 0o700
-    again = run_cli("keys", "ssh", "generate", "--out", str(key), "--no-passphrase")
+    again = run_cli_inprocess("keys", "ssh", "generate", "--out", str(key), "--no-passphrase")
     assert again.exit_code == 2 and "--force" in again.stderr
 
-    shown = run_cli("keys", "ssh", "show", str(key))
-    assert shown.exit_code == 0 and made.json()["key"]["fingerprint"] in shown.stdout
+    shown = run_cli_inprocess("keys", "ssh", "show", str(key))
+    assert shown.exit_code == 0 and made.result()["key"]["fingerprint"] in shown.stdout
     assert "protected by a passphrase" in shown.stdout
     assert "ssh key passphrase" not in made.stdout + shown.stdout
 
@@ -384,16 +418,16 @@ def test_ssh_cli_generate_and_show_key_and_certificates(tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "acme-2026", "-n", "acme,ops",
                     "-V", "+52w", "-O", "force-command=/usr/bin/true", f"{key}.pub"], check=True)
     cert = tmp_path / "keys" / "id_rsa-cert.pub"
-    valid = run_cli("keys", "ssh", "show", str(cert))
+    valid = run_cli_inprocess("keys", "ssh", "show", str(cert))
     assert valid.exit_code == 0, valid.stderr
     for expected in ("key id: acme-2026", "principals: acme, ops", "status: valid", ca_print,
                      "force-command=/usr/bin/true"):
         assert expected in valid.stdout, expected
     subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "old", "-n", "acme",
                     "-V", "20200101:20200201", f"{key}.pub"], check=True)
-    expired = run_cli("--json", "keys", "ssh", "show", str(cert))
-    assert expired.json()["info"]["status"] == "expired"
-    assert "EXPIRED" in run_cli("keys", "ssh", "show", str(cert)).stdout
+    expired = run_cli_inprocess("--json", "keys", "ssh", "show", str(cert))
+    assert expired.result()["info"]["status"] == "expired"
+    assert "EXPIRED" in run_cli_inprocess("keys", "ssh", "show", str(cert)).stdout
 
 
 def test_backup_refuses_rather_than_silently_dropping_a_key(tmp_path: Path,
@@ -427,39 +461,39 @@ def test_a_config_with_only_settings_serves_the_keys_commands_and_schedule(tmp_p
     config = ["--config", str(config_path), "--json"]
     env = {"RS_BK": BACKUP_PASSPHRASE}
 
-    generated = run_cli(*config, "keys", "pgp", "generate", "--name", "Acme", "--email",
+    generated = run_cli_inprocess(*config, "keys", "pgp", "generate", "--name", "Acme", "--email",
                         "acme@example.com", "--algo", "ed25519", "--no-passphrase",
                         "--export", str(tmp_path / "acme.asc"))
     assert generated.exit_code == 0, generated.stderr
-    fingerprint = generated.json()["key"]["fingerprint"]
-    listed = run_cli(*config, "keys", "pgp", "list")
+    fingerprint = generated.result()["key"]["fingerprint"]
+    listed = run_cli_inprocess(*config, "keys", "pgp", "list")
     assert listed.exit_code == 0, listed.stderr
-    assert [key["fingerprint"] for key in listed.json()["keys"]] == [fingerprint]
-    exported = run_cli(*config, "keys", "pgp", "export-public", "--out", str(tmp_path / "p.asc"))
+    assert [key["fingerprint"] for key in listed.result()["keys"]] == [fingerprint]
+    exported = run_cli_inprocess(*config, "keys", "pgp", "export-public", "--out", str(tmp_path / "p.asc"))
     assert exported.exit_code == 0, exported.stderr
-    imported = run_cli(*config, "keys", "pgp", "import", str(tmp_path / "p.asc"))
+    imported = run_cli_inprocess(*config, "keys", "pgp", "import", str(tmp_path / "p.asc"))
     assert imported.exit_code == 0, imported.stderr
-    made = run_cli(*config, "keys", "backup", "--out", str(tmp_path / "k.rsbak"),
+    made = run_cli_inprocess(*config, "keys", "backup", "--out", str(tmp_path / "k.rsbak"),
                    "--passphrase-env", "RS_BK", env=env)
     assert made.exit_code == 0, made.stderr
-    checked = run_cli("--json", "keys", "verify-backup", str(tmp_path / "k.rsbak"),
+    checked = run_cli_inprocess("--json", "keys", "verify-backup", str(tmp_path / "k.rsbak"),
                       "--passphrase-env", "RS_BK", env=env)
     assert checked.exit_code == 0, checked.stderr
     restored_config = tmp_path / "new" / "config.toml"
-    restored = run_cli("--config", str(restored_config), "keys", "restore",
+    restored = run_cli_inprocess("--config", str(restored_config), "keys", "restore",
                        str(tmp_path / "k.rsbak"), "--passphrase-env", "RS_BK", env=env)
     assert restored.exit_code == 0, restored.stderr
     assert restored_config.read_bytes() == config_path.read_bytes()
-    scheduled = run_cli(*config, "schedule")
+    scheduled = run_cli_inprocess(*config, "schedule")
     assert scheduled.exit_code == 0, scheduled.stderr
 
     for command in (["fetch"], ["retention", "--dry-run"], ["status"], ["verify"]):
-        refused = run_cli("--config", str(config_path), *command)
+        refused = run_cli_inprocess("--config", str(config_path), *command)
         assert refused.exit_code == 2, (command, refused.stderr)
         assert "no source is configured" in refused.stderr, command
         assert "[sources.NAME]" in refused.stderr and "Traceback" not in refused.stderr
-    doctor = run_cli(*config, "doctor")
-    findings = {(f["scope"], f["check"]): f for f in doctor.json()["findings"]}
+    doctor = run_cli_inprocess(*config, "doctor")
+    findings = {(f["scope"], f["check"]): f for f in doctor.result()["findings"]}
     assert doctor.exit_code == 1
     assert findings[("config", "source")]["status"] == "FAIL"
     assert "no source is configured" in findings[("config", "source")]["finding"]

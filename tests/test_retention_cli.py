@@ -15,7 +15,7 @@ import pytest
 
 from tests.servers import LocalServer
 from tests.servers.proxy import FaultPlan, FaultProxy
-from tests.support import PgpIdentity, run_cli
+from tests.support import PgpIdentity, run_cli_inprocess
 from tests.test_fetch_e2e import Workspace, _proxy_known_hosts
 
 
@@ -27,8 +27,10 @@ def ws(tmp_path: Path, pgp_identity: PgpIdentity, sftp_server: LocalServer) -> W
 
 
 def cli(ws: Workspace, *args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
-    result = run_cli("--config", str(ws.config_path), "--json", *args)
-    return result.exit_code, result.json(), result.stderr
+    """The exit code, the envelope's result (or its error), stderr."""
+    result = run_cli_inprocess("--config", str(ws.config_path), "--json", *args)
+    document = result.json()
+    return result.exit_code, document.get("result", document.get("error")), result.stderr
 
 
 def tree_hashes(*folders: Path) -> dict[str, str]:
@@ -52,7 +54,7 @@ def test_fetch_expires_old_encrypted_copies_and_keeps_reports(ws: Workspace) -> 
     assert not (ws.download_dir / "old.xml.pgp").exists()
     assert (ws.download_dir / "new.xml.pgp").exists()
     assert ws.outputs() == {"old.xml": b"<old/>", "new.xml": b"<new/>"}
-    verified = run_cli("--config", str(ws.config_path), "verify")
+    verified = run_cli_inprocess("--config", str(ws.config_path), "verify")
     assert verified.exit_code == 0, "a deliberate deletion is not a verify problem"
 
 
@@ -67,7 +69,7 @@ def test_at_risk_and_lost_are_announced_even_under_quiet_and_status_tracks_them(
     proxy = FaultProxy(int(ws.server.port), FaultPlan(cut_after=1024 * 1024))
     try:
         ws.write_config(port=proxy.port, known_hosts=_proxy_known_hosts(ws, proxy.port))
-        quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+        quiet = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch")
     finally:
         proxy.stop()
     assert quiet.exit_code == 1 and quiet.stdout == ""
@@ -81,7 +83,7 @@ def test_at_risk_and_lost_are_announced_even_under_quiet_and_status_tracks_them(
     assert [n["name"] for n in source["lost"]] == ["lost.xml.pgp"]
     assert {f["name"] for f in source["failures"]} == {"risky.xml.pgp", "lost.xml.pgp"}
     assert source["archived"] == 1 and source["last_run"]["exit_code"] == 1
-    quiet_status = run_cli("--config", str(ws.config_path), "-q", "status")
+    quiet_status = run_cli_inprocess("--config", str(ws.config_path), "-q", "status")
     assert quiet_status.stdout == "" and "lost.xml.pgp" in quiet_status.stderr, \
         "cron mails what needs a person"
 
@@ -99,7 +101,7 @@ def test_downloaded_but_not_yet_decrypted_files_are_neither_at_risk_nor_lost(
     ws: Workspace,
 ) -> None:
     ws.put_report("old.xml.pgp", b"<old/>", age_days=99)
-    result = run_cli("--config", str(ws.config_path), "fetch", "--no-decrypt")
+    result = run_cli_inprocess("--config", str(ws.config_path), "fetch", "--no-decrypt")
     assert result.exit_code == 0 and "purges" not in result.stderr
     code, status, _ = cli(ws, "status")
     assert code == 0
@@ -111,8 +113,8 @@ def test_retention_dry_run_changes_no_byte(ws: Workspace) -> None:
     ws.put_report("new.xml.pgp", b"<new/>", age_days=3)
     ws.write_config(retries=0)
     assert cli(ws, "fetch", "--dry-run")[0] == 0
-    assert run_cli("--config", str(ws.config_path), "fetch", "--no-decrypt").exit_code == 0
-    assert run_cli("--config", str(ws.config_path), "fetch").exit_code == 0
+    assert run_cli_inprocess("--config", str(ws.config_path), "fetch", "--no-decrypt").exit_code == 0
+    assert run_cli_inprocess("--config", str(ws.config_path), "fetch").exit_code == 0
     config_text = ws.config_path.read_text().replace("[settings]", "[retention]\n"
                                                       'remote = "delete-after-fetch"\n'
                                                       'local_encrypted = "expire"\n\n'
@@ -182,7 +184,7 @@ def test_verify_finds_altered_and_missing_reports(ws: Workspace) -> None:
 def test_stale_feed_is_warned_by_fetch_and_status(ws: Workspace) -> None:
     ws.put_report("last.xml.pgp", b"<last/>", age_days=5)
     ws.write_config(expect_every_days=3)
-    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    quiet = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch")
     assert quiet.exit_code == 0 and "feed looks stale" in quiet.stderr
     code, status, _ = cli(ws, "status")
     assert code == 1 and status["sources"][0]["stale"]
@@ -217,7 +219,7 @@ def test_a_deletion_refused_by_the_safety_check_is_a_warning_and_exit_1(ws: Work
     assert cli(ws, "fetch")[0] == 0
     (ws.output_dir / "old.xml").write_bytes(b"<altered/>")
     ws.write_config()  # local_encrypted = "expire" again
-    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    quiet = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch")
     assert quiet.exit_code == 1 and quiet.stdout == ""
     assert "no longer matches the ledger's hash" in quiet.stderr
     assert (ws.download_dir / "old.xml.pgp").exists(), "the only good copy is kept"
@@ -226,14 +228,14 @@ def test_a_deletion_refused_by_the_safety_check_is_a_warning_and_exit_1(ws: Work
 def test_dry_run_warns_only_about_files_it_would_fetch(ws: Workspace) -> None:
     ws.put("old-unmatched.txt", b"not a report", age_days=95)
     ws.put_report("old.xml.pgp", b"<old/>", age_days=95)
-    dry = run_cli("--config", str(ws.config_path), "fetch", "--dry-run")
+    dry = run_cli_inprocess("--config", str(ws.config_path), "fetch", "--dry-run")
     assert dry.exit_code == 0
     assert "old.xml.pgp" in dry.stderr and "old-unmatched.txt" not in dry.stderr
 
 
 def test_a_no_decrypt_download_gone_from_the_server_is_still_archived(ws: Workspace) -> None:
     ws.put_report("r.xml.pgp", b"<r/>", age_days=30)
-    assert run_cli("--config", str(ws.config_path), "fetch", "--no-decrypt").exit_code == 0
+    assert run_cli_inprocess("--config", str(ws.config_path), "fetch", "--no-decrypt").exit_code == 0
     (ws.server.remote_root / "r.xml.pgp").unlink()
     code, result, stderr = cli(ws, "fetch")
     assert code == 0, stderr
@@ -272,7 +274,7 @@ def test_over_max_deletions_the_rest_follow_in_the_next_run_with_a_warning(ws: W
         ws.put(f"U1.Notice.{index:02d}.xml", f"<n{index}/>".encode(), age_days=150)
     ws.put("U1.Notice.today.xml", b"<today/>", age_days=1)
     _with_retention(ws, 'remote = "delete-expired"\nlocal_encrypted = "keep"')
-    first = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    first = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch")
     assert first.exit_code == 0, first.stderr
     assert ("10 more deletion(s) held back by the per-run cap (retention.max_deletions = 50 "
             "files)") in first.stderr
@@ -290,7 +292,7 @@ def test_a_folder_whose_newest_file_is_older_than_days_gets_no_deletion(ws: Work
     ws.put_report("a.xml.pgp", b"<a/>", age_days=130)
     ws.put_report("b.xml.pgp", b"<b/>", age_days=120)
     _with_retention(ws, 'remote = "delete-expired"')
-    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    quiet = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch")
     assert quiet.exit_code == 0, quiet.stderr
     assert "no deletions this run: the newest file on the server is 120 days old" in quiet.stderr
     assert "whole folder looks expired" in quiet.stderr and "clock" in quiet.stderr
@@ -308,7 +310,7 @@ def test_a_folder_whose_newest_file_is_older_than_days_gets_no_deletion(ws: Work
 
 def test_a_removed_cap_key_is_an_error_that_says_what_replaced_it(ws: Workspace) -> None:
     _with_retention(ws, "max_deletions_percent = 10")
-    result = run_cli("--config", str(ws.config_path), "fetch")
+    result = run_cli_inprocess("--config", str(ws.config_path), "fetch")
     assert result.exit_code == 2
     assert "retention.max_deletions_percent: unknown key: removed" in result.stderr
     assert "delete this line" in result.stderr
@@ -326,7 +328,7 @@ def test_retention_before_the_first_fetch_warns_from_the_listing(ws: Workspace,
     ledger_file = ws.state_dir / "ledger.sqlite3"
     assert not ledger_file.exists()
     args = ["retention", "--dry-run"] if dry_run else ["retention"]
-    quiet = run_cli("--config", str(ws.config_path), "-q", *args)
+    quiet = run_cli_inprocess("--config", str(ws.config_path), "-q", *args)
     assert quiet.exit_code == 0, quiet.stderr
     assert "risky.xml.pgp: not archived yet; the provider purges it in 5 days" in quiet.stderr
     assert "alsorisky.xml.pgp: not archived yet; the provider purges it in 7 days" in quiet.stderr
@@ -365,7 +367,7 @@ def test_an_acknowledged_failure_is_not_retried_until_the_file_changes(
     code, acked, _ = cli(ws, "status", "--ack", "listed.xml.pgp", "--ack", "purged.xml.pgp")
     assert acked["acknowledged"] == 2 and acked["sources"][0]["failures"] == []
 
-    quiet = run_cli("--config", str(ws.config_path), "-q", "fetch")
+    quiet = run_cli_inprocess("--config", str(ws.config_path), "-q", "fetch")
     assert quiet.exit_code == 0, quiet.stderr
     assert quiet.stdout == "" and quiet.stderr == "", "nothing for cron to mail"
     code, result, stderr = cli(ws, "fetch")
@@ -382,8 +384,8 @@ def test_an_acknowledged_failure_is_not_retried_until_the_file_changes(
         assert db.execute("SELECT COUNT(*) FROM failures WHERE resolved_at IS NULL"
                           ).fetchone()[0] == 0, "no decryption was attempted"
     assert (ws.download_dir / "listed.xml.pgp").exists(), "the kept copy stays"
-    dry = run_cli("--config", str(ws.config_path), "--json", "fetch", "--dry-run")
-    assert {f["name"]: f["action"] for f in dry.json()["sources"][0]["files"]}[
+    dry = run_cli_inprocess("--config", str(ws.config_path), "--json", "fetch", "--dry-run")
+    assert {f["name"]: f["action"] for f in dry.result()["sources"][0]["files"]}[
         "listed.xml.pgp"] == "acknowledged"
     assert cli(ws, "status")[0] == 0
 

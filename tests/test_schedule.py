@@ -26,7 +26,7 @@ from reportsync.schedule import (
     writable_paths,
 )
 from tests.servers import LocalServer
-from tests.support import PgpIdentity, run_cli
+from tests.support import PgpIdentity, run_cli_inprocess
 from tests.test_fetch_e2e import Workspace, report_xml
 
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
@@ -78,7 +78,7 @@ def exec_words(value: str) -> list[str]:
 
 def test_cron_line_parses_names_an_executable_and_fetches_as_cron_runs_it(ws: Workspace) -> None:
     plaintext = ws.put_report("U1.Activity.20261102.xml.pgp", report_xml("U1", "20261102"))
-    result = run_cli("--config", str(ws.config_path), "schedule", "--cron")
+    result = run_cli_inprocess("--config", str(ws.config_path), "schedule", "--cron")
     assert result.exit_code == 0, result.stderr
     fields, command_line = crontab_entry(result.stdout)
     assert fields == ["15", "7", "*", "*", "*"]
@@ -99,13 +99,13 @@ def test_cron_line_parses_names_an_executable_and_fetches_as_cron_runs_it(ws: Wo
 
 
 def test_cron_time_is_chosen_with_at_and_bad_times_are_usage_errors(ws: Workspace) -> None:
-    late = run_cli("--config", str(ws.config_path), "schedule", "--at", "22:05")
+    late = run_cli_inprocess("--config", str(ws.config_path), "schedule", "--at", "22:05")
     assert crontab_entry(late.stdout)[0] == ["5", "22", "*", "*", "*"]
-    bad = run_cli("--config", str(ws.config_path), "schedule", "--at", "25:00")
+    bad = run_cli_inprocess("--config", str(ws.config_path), "schedule", "--at", "25:00")
     assert bad.exit_code == 2 and "not a time of day" in bad.stderr
-    no_config = run_cli("--config", str(ws.root / "missing.toml"), "schedule")
+    no_config = run_cli_inprocess("--config", str(ws.root / "missing.toml"), "schedule")
     assert no_config.exit_code == 2 and "reportsync init" in no_config.stderr
-    wrong = run_cli("--config", str(ws.config_path), "schedule", "--cron", "--out-dir",
+    wrong = run_cli_inprocess("--config", str(ws.config_path), "schedule", "--cron", "--out-dir",
                     str(ws.root / "units"))
     assert wrong.exit_code == 2 and "--systemd" in wrong.stderr
 
@@ -129,7 +129,7 @@ def test_systemd_units_are_hardened_and_verify(ws: Workspace, tmp_path: Path,
     ws.write_config(password_env="RS_SECRET_PW")
     monkeypatch.setenv("RS_SECRET_PW", "hunter2-never-in-a-unit")
     units = tmp_path / "units"
-    result = run_cli("--config", str(ws.config_path), "schedule", "--systemd", "--out-dir",
+    result = run_cli_inprocess("--config", str(ws.config_path), "schedule", "--systemd", "--out-dir",
                      str(units), env={"RS_SECRET_PW": "hunter2-never-in-a-unit"})
     assert result.exit_code == 0, result.stderr
     assert "do not exist yet" in result.stderr and str(ws.output_dir) in result.stderr
@@ -160,7 +160,7 @@ def test_systemd_units_are_hardened_and_verify(ws: Workspace, tmp_path: Path,
 
     ws.download_dir.mkdir(parents=True)
     ws.output_dir.mkdir(parents=True)
-    again = run_cli("--config", str(ws.config_path), "schedule", "--systemd")
+    again = run_cli_inprocess("--config", str(ws.config_path), "schedule", "--systemd")
     assert again.exit_code == 0 and "do not exist yet" not in again.stderr
     assert again.stdout.startswith("# ==> reportsync.service <==")
     assert "# ==> reportsync.timer <==" in again.stdout
