@@ -1,7 +1,7 @@
 """Hardening, issue 11: never lose or leak (placement races, names the server sends, folder modes).
 
-Real sshd, real FTP servers, real gpg, the real CLI in a subprocess. Each test names the line of
-defence it exercises.
+Real sshd, real FTP servers, real gpg, the real CLI (in-process, through ``cli.main``). Each test
+names the line of defence it exercises.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from reportsync.fsutil import printable
 from reportsync.pgp import Decrypted, Gpg, plaintext_name
 from tests.servers import LocalServer
 from tests.servers.hostile_ftpd import Listed, Script
-from tests.support import PgpIdentity, random_plain, run_cli
+from tests.support import PgpIdentity, random_plain, run_cli_inprocess
 from tests.test_fetch_e2e import Workspace
 from tests.test_hardening_support import files_by_name, hostile_workspace
 
@@ -107,8 +107,8 @@ def test_existing_folders_keep_their_mode_and_created_ones_are_0700(ws: Workspac
         assert mode_of(created) == 0o700, created
     assert mode_of(ws.download_dir / "r.xml.pgp") == 0o600
     assert mode_of(ws.root / "new" / "deeper" / "statements" / "r.xml") == 0o600
-    doctor = run_cli("--config", str(ws.config_path), "--json", "doctor", timeout=60)
-    home = [finding for finding in doctor.json()["findings"] if finding["check"] == "gnupg home"]
+    doctor = run_cli_inprocess("--config", str(ws.config_path), "--json", "doctor")
+    home = [finding for finding in doctor.result()["findings"] if finding["check"] == "gnupg home"]
     assert [finding["status"] for finding in home] == ["WARN"], home
     assert home[0]["remedy"] == f"chmod 700 {ws.identity.home}"
     assert mode_of(ws.identity.home) == 0o755, "doctor does not re-mode it either"
@@ -143,17 +143,17 @@ def test_an_output_dir_anyone_can_write_to_is_refused_with_7_and_nothing_is_writ
     assert mode_of(ws.output_dir) == 0o777, "refused, never re-moded"
     assert (ws.download_dir / "r.xml.pgp").exists(), "the encrypted copy is kept"
 
-    doctor = run_cli("--config", str(ws.config_path), "--json", "doctor", timeout=60)
-    folders = {finding["finding"].split(":")[0]: finding for finding in doctor.json()["findings"]
+    doctor = run_cli_inprocess("--config", str(ws.config_path), "--json", "doctor")
+    folders = {finding["finding"].split(":")[0]: finding for finding in doctor.result()["findings"]
                if finding["check"] == "folder"}
     assert folders["sources.broker.output_dir"]["status"] == "FAIL"
     assert "can be written to by anyone" in folders["sources.broker.output_dir"]["finding"]
     assert folders["sources.broker.download_dir"]["status"] == "PASS"
 
     ws.output_dir.chmod(0o1777)
-    doctor = run_cli("--config", str(ws.config_path), "--json", "doctor", timeout=60)
+    doctor = run_cli_inprocess("--config", str(ws.config_path), "--json", "doctor")
     statuses = {finding["finding"].split(":")[0]: finding["status"]
-                for finding in doctor.json()["findings"] if finding["check"] == "folder"}
+                for finding in doctor.result()["findings"] if finding["check"] == "folder"}
     assert statuses["sources.broker.output_dir"] == "PASS"
 
 
