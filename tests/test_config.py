@@ -39,11 +39,11 @@ def test_every_problem_is_reported_at_once_with_its_key() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(document, config_path=Path("/etc/rs.toml"))
     problems = caught.value.problems
-    joined = "\n".join(problems)
+    joined = "\n".join(map(str, problems))
     assert "settings.gpg_binry: unknown key (did you mean 'gpg_binary'?)" in joined
     assert "retention.days: must be a whole number" in joined
     assert "sources.ibkr.port: must be between 1 and 65535" in joined
-    assert "sources.ibkr.timeout: must be greater than zero" in joined
+    assert "sources.ibkr.timeout: must be between 1 and 3600" in joined  # was "> 0" (issue 14)
     assert "sources.ibkr.passive: must be true or false" in joined
     assert "extra: unknown section" in joined
     assert caught.value.path == "/etc/rs.toml"
@@ -57,7 +57,7 @@ def test_missing_required_keys_and_protocol_mismatches() -> None:
                   "output_dir": "/o", "key_file": "/k"},
             "b": {"protocol": "sftp", "host": "h", "username": "u"},
         }})
-    joined = "\n".join(caught.value.problems)
+    joined = "\n".join(map(str, caught.value.problems))
     assert "sources.a.key_file: applies to sftp only, not ftp" in joined
     assert "sources.a.password_env: ftp needs password_env or password_file" in joined
     assert "sources.b.download_dir: is required" in joined
