@@ -48,7 +48,7 @@ class Key:
     kind: KeyKind
     default: Any  # as TOML has it (a list, not a tuple); None: not set
     doc: str
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # a choice's values; for a list, what each item may be
     example: Any = None  # shown in the starter config instead of the default
     protocols: tuple[str, ...] = ()  # the protocols it applies to; () = every one
     elsewhere: Literal["refused", "ignored"] = "refused"  # set for another protocol
@@ -69,8 +69,11 @@ class Key:
     @property
     def type_text(self) -> str:
         """The type as docs/configuration.md shows it: ``whole number 0-20``, ``"keep" | ...``."""
+        choices = " \\| ".join(f'`"{choice}"`' for choice in self.choices)
         if self.kind == "choice":
-            return " \\| ".join(f'`"{choice}"`' for choice in self.choices)
+            return choices
+        if self.kind == "list" and self.choices:
+            return f"list of {choices}"
         text = _KIND_TEXT[self.kind]
         if self.bounds is not None:
             text += f" {_number(self.bounds[0])}\u2013{_number(self.bounds[1])}"  # an en dash
@@ -108,7 +111,7 @@ def setting(
     The field gets ``default`` as its dataclass default unless the key is required or its value
     is computed (``default_of``): then the loader always passes it.
     """
-    if kind is None:
+    if kind is None:  # choices alone: one of them
         if not choices:
             raise TypeError("setting() needs a kind (or choices)")
         kind = "choice"
@@ -284,6 +287,8 @@ def _converted(key: Key, raw: Any, base: Path | None, environ: Mapping[str, str]
             raise Invalid("must be a list of strings")
         for item in raw:
             _one_line(item)
+            if key.choices and item not in key.choices:
+                raise Invalid(f"may hold {', '.join(key.choices)}, not {printable_value(item)}")
         return tuple(raw)
     raise AssertionError(f"unknown schema kind {kind}")  # pragma: no cover
 
