@@ -44,20 +44,8 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
     config_path = path if path is not None else default_config_path(environ)
     try:
         raw_text = read_regular_file(config_path)
-    except FileNotFoundError:
-        raise ConfigError(
-            [f"{config_path} does not exist"],
-            path=str(config_path),
-            remedy="Run `reportsync init` to write a starter config, or pass --config PATH.",
-        ) from None
-    except NotARegularFileError as exc:
-        raise ConfigError(
-            [f"{config_path} is {exc.kind}, not a regular file"],
-            path=str(config_path),
-            remedy="Point --config (or REPORTSYNC_CONFIG) at the config file itself.",
-        ) from None
     except OSError as exc:
-        raise ConfigError([f"cannot read {config_path}: {exc.strerror}"], path=str(config_path)) from None
+        raise _unreadable(config_path, exc) from None
     try:
         document = tomllib.loads(raw_text.decode("utf-8"))
     except UnicodeDecodeError:
@@ -68,6 +56,19 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
         document, config_path=config_path, file_is_private=too_open(config_path) is None,
         allow_no_sources=allow_no_sources, environ=environ,
     )
+
+
+def _unreadable(path: Path, exc: OSError) -> ConfigError:
+    remedy = None
+    if isinstance(exc, FileNotFoundError):
+        problem = f"{path} does not exist"
+        remedy = "Run `reportsync init` to write a starter config, or pass --config PATH."
+    elif isinstance(exc, NotARegularFileError):  # a FIFO would block the read forever
+        problem = f"{path} is {exc.kind}, not a regular file"
+        remedy = "Point --config (or REPORTSYNC_CONFIG) at the config file itself."
+    else:
+        problem = f"cannot read {path}: {exc.strerror}"
+    return ConfigError([problem], path=str(path), remedy=remedy)
 
 
 def parse_config(
@@ -211,8 +212,8 @@ class _Reader:
             else:
                 value = key.default
             arguments[model_field.name] = tuple(value) if isinstance(value, list) else value
-        if table_name is not None:
-            arguments["name"] = table_name
+        if table_name is not None and "name" in {f.name for f in dataclasses.fields(section.model)}:
+            arguments["name"] = table_name  # NAME of [section.NAME], for models that keep it
         return section.model(**arguments)
 
 

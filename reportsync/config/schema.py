@@ -55,13 +55,14 @@ class Key:
     required: bool = False
     secret: bool = False  # the value is itself a secret (an inline password): never shown
     bounds: tuple[float, float] | None = None  # inclusive range of a number
-    form: Form | None = field(default=None, compare=False)
+    form: Form | None = field(default=None, compare=False, repr=False)
     attribute: str = ""  # the dataclass attribute this key fills
     part: SecretPart | None = None  # for the keys that together name one secret (a SecretRef)
     # the attribute's value when the key is not set, from the table's other values (the port
     # from the protocol, a folder from the platform)
-    default_of: Callable[[Mapping[str, Any]], Any] | None = field(default=None, compare=False)
-    normalize: Callable[[Any], Any] | None = field(default=None, compare=False)
+    default_of: Callable[[Mapping[str, Any]], Any] | None = field(default=None, compare=False,
+                                                                  repr=False)
+    normalize: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
 
     def applies_to(self, protocol: str) -> bool:
         return not self.protocols or protocol in self.protocols
@@ -227,10 +228,6 @@ def register_section(name: str, model: type[Any], **options: Any) -> Section:
     section = make_section(name, model, **options)
     SECTIONS[name] = section
     return section
-
-
-def keys_of(section_name: str) -> tuple[Key, ...]:
-    return SECTIONS[section_name].keys
 
 
 # --- one value -------------------------------------------------------------------------------------
