@@ -221,8 +221,8 @@ def _check_config_file(path: Path, out: _Findings, environ: Mapping[str, str] | 
         for problem in error.problems:
             remedy = error.remedy
             if remedy == ConfigError.default_remedy:
-                key = problem.split(":", 1)[0]
-                where = key if re.fullmatch(r"[\w.-]+", key) and ":" in problem else "this"
+                key = problem.key
+                where = key if key and re.fullmatch(r"[\w.-]+", key) else "this"
                 remedy = f"Fix {where} in {path}; docs/configuration.md describes every key."
             out.add("parse", "config", FAIL, f"{path}: {problem}", remedy)
         return None
@@ -270,7 +270,7 @@ def _check_secret(ref: SecretRef, what: str, out: _Findings) -> str | None:
     try:
         value = ref.resolve()
     except ConfigError as error:
-        problem = error.problems[0] if error.problems else error.message
+        problem = str(error.problems[0]) if error.problems else error.message
         out.add("secret", "config", FAIL, f"the {what} cannot be read: {problem}", error.remedy)
         return problem
     if value is not None and not value.reveal():
@@ -311,7 +311,7 @@ def _check_source_config(source: SourceConfig, out: _Findings) -> _Prepared:
             try:
                 prepared.known = sftp_transport.load_known_hosts(source.known_hosts, names)
             except ConfigError as error:
-                prepared.known_problem = error.problems[0] if error.problems else error.message
+                prepared.known_problem = str(error.problems[0]) if error.problems else error.message
                 out.add("known_hosts", "config", FAIL, prepared.known_problem,
                         f"Fix the permissions of {source.known_hosts} or point "
                         f"{where}.known_hosts at a readable file.")
@@ -365,7 +365,7 @@ def _check_key_file(source: SourceConfig, out: _Findings) -> tuple[paramiko.PKey
     try:
         key = sftp_transport.load_private_key(source)
     except ConfigError as error:
-        problem = error.problems[0] if error.problems else error.message
+        problem = str(error.problems[0]) if error.problems else error.message
         out.add("key file", "config", FAIL, problem, error.remedy)
         return None, problem
     except Exception as exc:
