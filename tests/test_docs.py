@@ -54,7 +54,7 @@ def starter_keys(text: str) -> dict[str, list[str]]:
     shown: dict[str, list[str]] = {}
     section = ""
     for line in text.splitlines():
-        header = re.fullmatch(r"\[(\w+)(?:\..+)?\]", line)
+        header = re.fullmatch(r"(?:# )?\[(\w+)(?:\..+)?\]", line)  # a section off by default too
         if header:
             section = header.group(1)
             shown.setdefault(section, [])
