@@ -43,6 +43,8 @@ import paramiko
 
 from reportsync import __version__, pgp, pgpkeys
 from reportsync.config import NO_SOURCE, NO_SOURCE_REMEDY, Config, SecretRef, SourceConfig, load_config
+from reportsync.config import secret_values as config_secret_values
+from reportsync.config.tomlio import tomllib
 from reportsync.errors import (
     ConfigError,
     ExitCode,
@@ -1327,6 +1329,10 @@ def _secret_values(config_path: Path, config: Config | None) -> list[str]:
         text = config_path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         text = ""
+    # and every secret by the schema ([notify]'s URLs, each one of several), valid config or not
+    with contextlib.suppress(tomllib.TOMLDecodeError):
+        found.update(config_secret_values(config) if config is not None else
+                     config_secret_values(tomllib.loads(text), config_path=config_path))
     pattern = re.compile(r"\b(" + "|".join(_SECRET_KEYS) + r")\s*=\s*(\"[^\"]*\"|'[^']*')")
     for key, quoted in pattern.findall(text):
         value = quoted[1:-1]
