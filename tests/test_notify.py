@@ -6,13 +6,16 @@ server and the real gpg, through the real CLI (in-process).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import socket
 import stat
 import time
 import zipfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -587,3 +590,91 @@ def test_the_urls_reach_no_output_log_metrics_json_or_bundle(
             assert token not in text, f"{token} in {where}"
     assert "healthchecks ping 'success' sent" in seen["log file"]
     assert json.loads(fetched.stdout)["result"]["monitoring"][0]["ok"] is True
+
+
+# --- status: the provider's window as a strip of days ------------------------------------------
+
+
+class Terminal(io.StringIO):
+    """A stdout that is a terminal, with the encoding it declares."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__()
+        self._encoding = encoding
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._encoding
+
+    def isatty(self) -> bool:
+        return True
+
+
+def status_on(site: Site, stdout: io.StringIO) -> tuple[int, list[str]]:
+    from reportsync.cli import main
+
+    code = main(["--config", str(site.config_path), "status"], env=dict(os.environ),
+                stdout=stdout, stderr=io.StringIO())
+    return code, stdout.getvalue().splitlines()
+
+
+def test_status_shows_the_window_day_by_day_on_a_terminal_and_in_json(
+        site: Site, other_pgp_identity: PgpIdentity) -> None:
+    site.write_config()
+    now = time.time()
+    site.put_report("U1.Activity.20261130.xml.pgp", report_xml("U1", "20261130"), age_days=1)
+    site.put_report("U1.Activity.20261129.xml.pgp", report_xml("U1", "20261129"), age_days=2)
+    site.put("U1.Activity.20260828.xml.pgp", other_pgp_identity.encrypt(b"<x/>"), age_days=95)
+    assert site.fetch().exit_code == 1
+
+    window = site.run("--json", "status").result()["sources"][0]["window"]
+
+    assert (window["purge_days"], window["warn_days"]) == (100, 10)
+    days = {day["date"]: day for day in window["days"]}
+    assert len(window["days"]) == 100 and list(days) == sorted(days), "oldest first"
+
+    def on(age: float) -> dict[str, Any]:
+        return days[datetime.fromtimestamp(now - age * 86400).date().isoformat()]
+
+    assert window["days"][-1]["date"] == datetime.fromtimestamp(now).date().isoformat()
+    assert on(1) == {"date": on(1)["date"], "delivered": 1, "archived": 1, "failing": 0,
+                     "at_risk": 0, "lost": 0}
+    assert on(2)["archived"] == 1
+    assert (on(95)["delivered"], on(95)["archived"], on(95)["failing"]) == (1, 0, 1)
+    assert sum(day["delivered"] for day in window["days"]) == 3
+
+    code, lines = status_on(site, Terminal("utf-8"))
+    assert code == 1
+    strip = [line for line in lines if line.startswith("  ") and line[2:7].count("-") == 1]
+    assert len(strip) == 2, lines
+    marks = "".join(line[8:].replace(" ", "") for line in strip)
+    assert len(marks) == 100
+    assert marks[100 - 1 - 95] == "\u2717" and marks[-2] == marks[-3] == "\u2588"
+    assert set(marks) == {"\u2717", "\u2588", "\u00b7"}
+    assert lines[lines.index(strip[0]) + 1].strip() == "^^^^^^^^^^ purged within 10 days"
+    assert lines[-1].startswith("\u2588 archived")
+
+    _code, ascii_lines = status_on(site, Terminal("ascii"))
+    ascii_marks = "".join(line[8:].replace(" ", "") for line in ascii_lines
+                          if line.startswith("  ") and line[2:7].count("-") == 1)
+    assert ascii_marks == marks.replace("\u2717", "!").replace("\u2588", "#").replace("\u00b7", ".")
+    assert all(line.isascii() for line in ascii_lines)
+    _code, piped = status_on(site, io.StringIO())
+    assert len(piped) == 1 and piped[0].startswith("broker: NEEDS ATTENTION"), "no strip in a pipe"
+
+
+def test_the_schedule_brings_the_notify_variables_and_the_metrics_folder(site: Site) -> None:
+    from reportsync.config import load_config
+    from reportsync.schedule import secret_env_names, systemd_schedule, writable_paths
+
+    site.write_config(notify={
+        "healthchecks_url_env": "RS_HC", "urls_env": "RS_URLS",
+        "metrics_file": str(site.metrics_file)})
+    config = load_config(site.config_path)
+    assert secret_env_names(config) == ("RS_HC", "RS_URLS")  # (the FTP password is a file)
+    assert site.metrics_file.parent in writable_paths(config), "ProtectSystem=strict"
+    service = systemd_schedule(config, site.config_path, program=("/usr/bin/reportsync",))
+    text = service.files["reportsync.service"]
+    assert "RS_HC" in text and "RS_URLS" in text
+    assert str(site.metrics_file.parent) in next(line for line in text.splitlines()
+                                                  if line.startswith("ReadWritePaths="))

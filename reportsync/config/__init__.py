@@ -46,7 +46,7 @@ from reportsync.config.paths import (
     default_state_dir,
     expand_path,
 )
-from reportsync.config.redact import redacted_document, redacted_text, secret_values
+from reportsync.config.redact import redacted_document, redacted_text, secret_refs, secret_values
 from reportsync.config.schema import (
     REDACTED,
     SECTIONS,
@@ -110,6 +110,7 @@ __all__ = [
     "redacted_text",
     "register_section",
     "secret",
+    "secret_refs",
     "secret_values",
     "setting",
     "split_urls",

@@ -94,6 +94,13 @@ def _resolved(ref: SecretRef, environ: Mapping[str, str]) -> str | None:
     return value.reveal() if value is not None else None
 
 
+def secret_refs(config: Config) -> list[SecretRef]:
+    """Every secret the config names (resolved or not), by the schema, in section order: where
+    each lives (an ``*_env`` variable, an ``*_file``), for what must bring them along (the
+    environment file of a systemd unit)."""
+    return [ref for ref, _items in _config_refs(config)]
+
+
 def _config_refs(config: Config) -> list[tuple[SecretRef, Items]]:
     refs: list[tuple[SecretRef, Items]] = []
     for section in SECTIONS.values():
