@@ -678,3 +678,44 @@ def test_the_schedule_brings_the_notify_variables_and_the_metrics_folder(site: S
     assert "RS_HC" in text and "RS_URLS" in text
     assert str(site.metrics_file.parent) in next(line for line in text.splitlines()
                                                   if line.startswith("ReadWritePaths="))
+
+
+def test_the_window_counts_each_version_once_by_what_the_retention_plan_says() -> None:
+    from reportsync.config import RetentionPolicy
+    from reportsync.ledger import VersionState
+    from reportsync.render.ledger import strip_lines
+    from reportsync.retention import Notice
+    from reportsync.status import delivery_window
+
+    now = datetime(2026, 12, 1, 12, 0).timestamp()
+
+    def version(name: str, age_days: int, **state: Any) -> VersionState:
+        fields: dict[str, Any] = {"gone_at": None, "lost_acked_at": None, "download_path": None,
+                                  "download_sha256": None, "output_path": None,
+                                  "output_sha256": None, "deleted": frozenset()}
+        fields.update(state)
+        return VersionState(file_id=age_days, source="a", name=name, size=1,
+                            mtime=int(now - age_days * 86400), **fields)
+
+    versions = [version("archived", 1, output_path="/o/a"),
+                version("waiting", 2, download_path="/d/w"),  # --no-decrypt: nothing wrong
+                version("failing", 3, download_path="/d/f", failing=True),
+                version("risky", 93), version("lost", 50, gone_at=now),
+                version("acked", 50, gone_at=now, lost_acked_at=now),
+                version("purged long ago", 150)]
+    notices = [Notice("at-risk", "a", "risky", 7.0, "r"), Notice("lost", "a", "lost", 50.0, "r")]
+    window = delivery_window(versions, notices, RetentionPolicy(), now)
+
+    by_age = {(datetime(2026, 12, 1).date() - day.date).days: day for day in window.days}
+    assert len(window.days) == 100 and min(by_age) == 0 and max(by_age) == 99
+    assert (by_age[1].delivered, by_age[1].archived) == (1, 1)
+    assert (by_age[2].delivered, by_age[2].archived, by_age[2].failing) == (1, 0, 0)
+    assert by_age[3].failing == 1 and by_age[93].at_risk == 1
+    assert (by_age[50].delivered, by_age[50].lost) == (2, 1), "the acknowledged one is not lost"
+    assert sum(day.delivered for day in window.days) == 6, "older than the window: left out"
+    lines = strip_lines(window, unicode=False)
+    assert lines[1:] == ["  08-24 ......!... .......... .......... .......... .........!",
+                         "        ^^^^^^^^^^ purged within 10 days",
+                         "  10-13 .......... .......... .......... .......... ......!+#."]
+    short = delivery_window([], [], RetentionPolicy(days=7, warn_days=0), now)
+    assert [line[8:] for line in strip_lines(short, unicode=False)[1:]] == ["......."]
