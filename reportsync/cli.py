@@ -37,6 +37,7 @@ from reportsync.config import (
 )
 from reportsync.errors import ExitCode, ReportsyncError, UsageError
 from reportsync.fsutil import ensure_private_dir, make_private
+from reportsync.notify import monitored_fetch
 from reportsync.pgp import Gpg, gpg_version_line
 from reportsync.render import Rendered
 from reportsync.results import CommandResult, DoctorRun
@@ -110,16 +111,13 @@ class App:
         click.echo(text, file=self.stderr if err else self.stdout, nl=nl)
 
     def stdout_is_terminal(self) -> bool:
-        isatty = getattr(self.stdout, "isatty", None)
-        return bool(isatty is not None and isatty())
+        return bool(getattr(self.stdout, "isatty", lambda: False)())
 
     def stdout_takes_unicode(self) -> bool:
         """Whether stdout encodes as UTF-8 (else pictures fall back to plain ASCII)."""
-        encoding = getattr(self.stdout, "encoding", None) or "ascii"
-        try:
-            return codecs.lookup(encoding).name == "utf-8"
-        except LookupError:
-            return False
+        with contextlib.suppress(LookupError):
+            return codecs.lookup(getattr(self.stdout, "encoding", None) or "ascii").name == "utf-8"
+        return False
 
     def show_progress(self) -> bool:
         return not self.quiet and not self.as_json and self.stderr.isatty()
@@ -280,9 +278,6 @@ def schedule(app: App, kind: str, at_text: str, out_dir: Path | None) -> int:
 @pass_app
 def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, jobs: int) -> int:
     """Download new reports, decrypt them and archive them."""
-    from reportsync.notify import monitored_fetch
-    from reportsync.render.notify import monitored_fetch_text, monitoring_lines
-
     config = app.load_config()
     options = fetch_core.FetchOptions(sources=sources, dry_run=dry_run, decrypt=not no_decrypt,
                                       jobs=jobs)
@@ -294,10 +289,10 @@ def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, j
     else:
         run = monitored_fetch(config, options)
     if run.error is not None:  # the fetch stopped as a whole: its error is what the run reports
-        for line in monitoring_lines(run):
+        for line in render.monitoring_lines(run):
             app.echo(line, err=True)
         raise run.error
-    return app.finish(run, monitored_fetch_text)
+    return app.finish(run, render.monitored_fetch_text)
 
 
 @cli.command()

@@ -719,3 +719,25 @@ def test_the_window_counts_each_version_once_by_what_the_retention_plan_says() -
                          "  10-13 .......... .......... .......... .......... ......!+#."]
     short = delivery_window([], [], RetentionPolicy(days=7, warn_days=0), now)
     assert [line[8:] for line in strip_lines(short, unicode=False)[1:]] == ["......."]
+
+
+def test_a_run_stopped_as_a_whole_pings_fail_writes_metrics_and_keeps_its_exit_code(
+        site: Site, http_receiver: HttpReceiver) -> None:
+    check = http_receiver.ping_url()
+    http_receiver.respond(check.split(str(http_receiver.port), 1)[1] + "/fail", status=500)
+    site.write_config(notify={"healthchecks_url_env": "RS_HC",
+                              "metrics_file": str(site.metrics_file)})
+    site.state_dir.mkdir()
+    (site.state_dir / "ledger.sqlite3").write_bytes(b"not a database at all" * 100)
+
+    result = site.fetch(env={"RS_HC": check})
+
+    assert result.exit_code == 7, result.stderr
+    assert result.json()["error"]["error"] == "StorageError", "the error envelope, as before"
+    assert http_receiver.ping_events(check) == ["start", "fail", "fail", "fail"]
+    assert "is damaged or not a ledger" in http_receiver.requests[-1].text()
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("warning: monitoring: healthchecks ping 'fail' failed after 3 "
+                               "tries: the receiver answered HTTP 500")
+    assert any(line.startswith("error: ") and "damaged" in line for line in lines)
+    assert metrics(site.metrics_file)["reportsync_last_run_exit_code"] == {BROKER: 7}
