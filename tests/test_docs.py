@@ -288,7 +288,8 @@ def anchors(path: Path) -> set[str]:
     return {github_anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/getting-started.md", "docs/commands.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/getting-started.md", "docs/commands.md",
+                                  "docs/monitoring.md"])
 def test_links_resolve(page: str) -> None:
     path = REPO_ROOT / page
     for link in markdown_links(path):
