@@ -10,6 +10,9 @@ need_system_packages() {
     command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
     [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || missing+=(openssh-server)
     command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+    # the benchmarks' FTP peers and standard tools (tests skip the vsftpd peer without it)
+    [ -x /usr/sbin/vsftpd ] || command -v vsftpd >/dev/null 2>&1 || missing+=(vsftpd)
+    command -v lftp >/dev/null 2>&1 || missing+=(lftp)
     if [ ${#missing[@]} -eq 0 ]; then return 0; fi
     if command -v apt-get >/dev/null 2>&1; then
         local sudo=""
@@ -23,6 +26,7 @@ need_system_packages() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     elif command -v brew >/dev/null 2>&1; then
         [[ " ${missing[*]} " == *" gnupg "* ]] && brew install gnupg
+        [[ " ${missing[*]} " == *" lftp "* ]] && brew install lftp
         echo "note: macOS ships sshd at /usr/sbin/sshd; missing: ${missing[*]}" >&2
     else
         echo "missing: ${missing[*]}; install them with your package manager" >&2
