@@ -64,7 +64,12 @@ def version_line(argv: list[str]) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     text = (done.stdout or done.stderr).strip()
-    return text.splitlines()[0].strip() if text else ""
+    first = text.splitlines()[0].strip() if text else ""
+    if first.startswith("LFTP | Version "):  # "LFTP | Version 4.9.2 | Copyright ..."
+        return "lftp " + first.split()[3]
+    if first.startswith("curl "):  # then a long list of libraries
+        return " ".join(first.split()[:2])
+    return first
 
 
 def ensure_tools(names: list[str], *, install: bool, log: Callable[[str], None]) -> dict[str, Tool]:
