@@ -141,3 +141,9 @@ def test_smoke_run_of_every_row(tmp_path: Path) -> None:
     assert {line["row"] for line in document["lines"]} == set(ROW_KEYS)
     assert document["meta"]["reportsync"]["commit"] != "unknown"
     assert "load average" in document["meta"]["uptime_start"]
+
+
+def test_performance_md_describes_every_row() -> None:
+    text = (REPO_ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    missing = [key for key in ROW_KEYS if f"`{key}`" not in text]
+    assert not missing, f"docs/performance.md does not describe the rows {missing}"
