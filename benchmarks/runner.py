@@ -94,8 +94,9 @@ def run_row(row: Row, reps: int, deadline: Deadline, *, judged: bool) -> list[Li
                for side in row.sides}
     try:
         started = time.monotonic()
-        row.setup()
-        log(f"  set-up done in {time.monotonic() - started:.1f} s")
+        if not all(side.skipped for side in row.sides):
+            row.setup()
+            log(f"  set-up done in {time.monotonic() - started:.1f} s")
     except (BenchError, OSError, subprocess.SubprocessError) as exc:
         log(f"  {row.key}: set-up FAILED: {exc}")
         for result in results.values():
