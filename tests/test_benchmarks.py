@@ -111,6 +111,19 @@ def test_noop_needs_both_the_time_ratio_and_the_absolute_bound() -> None:
     assert too_slow_relative.ratio == pytest.approx(1.8) and too_slow_relative.met is False
 
 
+def test_peak_rss_is_judged_by_the_worst_repetition() -> None:
+    """A memory bound must hold for every run (one cron run over it is the one that is
+    killed), so one bad repetition of five fails the row although the median is fine."""
+    target = Target("< 100 MiB", max_mib=100.0)
+    results = {"rs": SideResult("rs", "reportsync", True, seconds=[40.0, 41.0, 270.0],
+                                maxrss_mib=[64.0, 66.0, 1100.0])}
+    line = _line(_row("rss"), Compare("rs", None, target), results, judged=True)
+    results["rs"].maxrss_mib[2] = 70.0
+    steady = _line(_row("rss"), Compare("rs", None, target), results, judged=True)
+    assert line.met is False
+    assert steady.met is True
+
+
 def test_the_fetch_summary_check_reads_what_fetch_prints() -> None:
     expect_fetch("bench: 0 archived, 5 downloaded, not decrypted, 0 already archived, "
                  "100 KB transferred\n", downloaded=5)
@@ -141,6 +154,10 @@ def test_smoke_run_of_every_row(tmp_path: Path) -> None:
     assert {line["row"] for line in document["lines"]} == set(ROW_KEYS)
     assert document["meta"]["reportsync"]["commit"] != "unknown"
     assert "load average" in document["meta"]["uptime_start"]
+    again = subprocess.run([sys.executable, "-m", "benchmarks", "--table-from", str(written)],
+                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False)
+    assert again.returncode == 0, again.stderr
+    assert [line for line in again.stdout.splitlines() if line.startswith("| `")] == table
 
 
 def test_performance_md_describes_every_row() -> None:
