@@ -446,8 +446,10 @@ def profile_worst(lines: list[Line], count: int, deadline: Deadline,
                   results_dir: Path) -> dict[str, list[str]]:
     """py-spy over reportsync's side of the ``count`` lines furthest below their target."""
     candidates = [line for line in lines if line.met is False and line.ratio is not None]
-    candidates.sort(key=lambda line: line.ratio if line.row.kind == "throughput"
-                    else -(line.ratio or 0.0))
+    def shortfall(line: Line) -> float:  # lower is worse
+        ratio = line.ratio or 0.0
+        return ratio if line.row.kind == "throughput" else -ratio
+    candidates.sort(key=shortfall)
     profiles: dict[str, list[str]] = {}
     results_dir.mkdir(parents=True, exist_ok=True)
     seen: set[tuple[str, str]] = set()

@@ -10,6 +10,7 @@ stopped) and what to remove afterwards.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import shutil
@@ -166,12 +167,11 @@ class Suite:
         made: dict[str, Callable[[], Row]] = {}
         for label, count in zip(("200", "2000"), s.backfill, strict=True):
             for bits in (2048, 3072):
-                made[f"backfill_{label}_rsa{bits}"] = (
-                    lambda key=f"backfill_{label}_rsa{bits}", count=count, bits=bits:
-                    self.backfill(key, count, bits))
+                key = f"backfill_{label}_rsa{bits}"
+                made[key] = functools.partial(self.backfill, key, count, bits)
         for label, count in zip(("500", "2000"), s.small, strict=True):
-            made[f"sftp_small_{label}"] = (lambda key=f"sftp_small_{label}", count=count:
-                                           self.sftp_small(key, count, api=count == s.small[1]))
+            key = f"sftp_small_{label}"
+            made[key] = functools.partial(self.sftp_small, key, count, api=count == s.small[1])
         made["sftp_big"] = self.sftp_big
         made["ftp_small_pyftpdlib"] = lambda: self.ftp_small("ftp_small_pyftpdlib", "pyftpdlib")
         made["ftp_small_vsftpd"] = lambda: self.ftp_small("ftp_small_vsftpd", "vsftpd")
