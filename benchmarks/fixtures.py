@@ -1,8 +1,11 @@
 """Servers, keys, data and standard tools for the runner: the tests' launchers, in a temp folder.
 
-Everything listens on 127.0.0.1 only. ``Workspace.close`` stops the servers, kills the gpg-agent
-of every GnuPG home used, and removes the folder; it runs on normal exit, on an error and on
-SIGTERM/Ctrl-C.
+Everything listens on 127.0.0.1 only: the tests' OpenSSH ``sshd`` (tests/servers/sshd.py), the
+tests' pyftpdlib server in a child process (benchmarks/ftpd_process.py) and the real vsftpd
+(tests/servers/vsftpd.py). Data sets are made once per run, when the first selected row needs
+them, and hard-linked into each server's folder that serves them. ``Workspace.close`` stops the
+servers, kills the gpg-agent of every GnuPG home used and removes the folder; it runs on normal
+exit, on an error and on SIGTERM/Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,17 +26,24 @@ from typing import Any
 
 import gnupg
 
-from benchmarks.measure import REPO_ROOT
+from benchmarks.measure import REPO_ROOT, BenchError
 from tests.servers import LocalServer
 from tests.servers.sshd import sshd_available, start_sshd
+from tests.servers.vsftpd import start_vsftpd, vsftpd_available
 from tests.support import PgpIdentity, make_identity, write_config
 
 DAY = 86400
+KIB = 1024
 MIB = 1024 * 1024
+SOURCE = "bench"  # the one source name of every config the runner writes
+REPORT_SIZE = 20 * KIB
 
 # Standard tool → Debian package that provides it.
 TOOL_PACKAGES = {"sftp": "openssh-client", "lftp": "lftp", "curl": "curl", "gpg": "gnupg",
-                 "gpgconf": "gnupg"}
+                 "sync": "coreutils"}
+_VERSION_ARGS = {"sftp": ["ssh", "-V"], "lftp": ["lftp", "--version"],
+                 "curl": ["curl", "--version"], "gpg": ["gpg", "--version"],
+                 "sync": ["sync", "--version"]}
 
 
 @dataclass
@@ -48,17 +58,18 @@ class Tool:
         return self.path is not None
 
 
-def _version_line(argv: list[str]) -> str:
+def version_line(argv: list[str]) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     text = (done.stdout or done.stderr).strip()
-    return text.splitlines()[0].strip() if text else ""
-
-
-_VERSION_ARGS = {"sftp": ["ssh", "-V"], "lftp": ["lftp", "--version"], "curl": ["curl", "--version"],
-                 "gpg": ["gpg", "--version"], "gpgconf": ["gpgconf", "--version"]}
+    first = text.splitlines()[0].strip() if text else ""
+    if first.startswith("LFTP | Version "):  # "LFTP | Version 4.9.2 | Copyright ..."
+        return "lftp " + first.split()[3]
+    if first.startswith("curl "):  # then a long list of libraries
+        return " ".join(first.split()[:2])
+    return first
 
 
 def ensure_tools(names: list[str], *, install: bool, log: Callable[[str], None]) -> dict[str, Tool]:
@@ -90,36 +101,61 @@ def ensure_tools(names: list[str], *, install: bool, log: Callable[[str], None])
     for name in names:
         path = shutil.which(name)
         tools[name] = Tool(name=name, path=path,
-                           version=_version_line(_VERSION_ARGS[name]) if path else "",
+                           version=version_line(_VERSION_ARGS[name]) if path else "",
                            note=notes.get(name, "" if path else "not installed"))
     return tools
 
 
 @dataclass
 class Sizes:
-    """How much data each workload moves (``--quick`` makes it smaller)."""
+    """How much data the rows move. The row keys name the full sizes; ``--smoke`` shrinks them."""
 
-    big: int
-    small_count: int
-    small_size: int
-    rss_big: int
+    backfill: tuple[int, int]  # report counts of the two backfill sizes
+    small: tuple[int, int]  # file counts of the two SFTP many-files rows
+    ftp_small: int
+    decrypt_small: int
+    big: int  # bytes of the one big file (SFTP transfer, decrypt)
+    rss_big: int  # bytes of the peak-RSS report
     noop_files: int
-    noop_real: int  # how many of the no-op files go through a real `reportsync fetch` first
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(backfill=(200, 2000), small=(500, 2000), ftp_small=2000, decrypt_small=2000,
+                   big=256 * MIB, rss_big=1024 * MIB, noop_files=50_000)
+
+    @classmethod
+    def smoke(cls) -> Sizes:
+        return cls(backfill=(3, 6), small=(4, 8), ftp_small=8, decrypt_small=6, big=1 * MIB,
+                   rss_big=2 * MIB, noop_files=150)
+
+
+@dataclass
+class Server:
+    """One server the rows fetch from: its source table and the folder its remote_dir is in."""
+
+    name: str  # "sftp", "pyftpdlib", "vsftpd"
+    source: dict[str, Any]  # a [sources.NAME] table without remote_dir
+    root: Path  # remote_dir "X" is root / "X"
+    password: str = ""  # ftp: the (throwaway, test-only) password, for the standard tools
+
+    def table(self, remote_dir: str) -> dict[str, Any]:
+        return dict(self.source, remote_dir=remote_dir, timeout=60.0, retries=0)
 
 
 @dataclass
 class Workspace:
-    """The temp folder, the servers in it and everything to tear down at the end."""
+    """The temp folder, the servers in it, the data sets and everything to tear down."""
 
     root: Path
     log: Callable[[str], None]
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     gnupg_homes: list[Path] = field(default_factory=list)
+    servers: dict[str, Server] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # server name -> why
     sshd: LocalServer | None = None
-    ftp_source: dict[str, Any] = field(default_factory=dict)
-    ftp_password: str = ""
-    ftp_home: Path | None = None
-    identity: PgpIdentity | None = None
+    _identities: dict[int, PgpIdentity] = field(default_factory=dict)
+    _report_counts: dict[int, int] = field(default_factory=dict)
+    _datasets: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
     def create(cls, log: Callable[[str], None]) -> Workspace:
@@ -148,25 +184,28 @@ class Workspace:
 
     # --- servers -------------------------------------------------------------------------------
 
-    def start_sshd(self) -> LocalServer:
-        if not sshd_available():
-            raise RuntimeError("OpenSSH sshd/ssh-keygen not installed (apt-get install openssh-server)")
-        server = start_sshd(self.root / "sshd")
-        self.cleanups.append(server.stop)
-        self.sshd = server
-        return server
+    def start_servers(self) -> None:
+        if sshd_available():
+            sshd = start_sshd(self.root / "sshd")
+            self.cleanups.append(sshd.stop)
+            self.sshd = sshd
+            self.servers["sftp"] = Server("sftp", _without_remote_dir(sshd.source),
+                                          Path(sshd.extra["sftp_root"]))
+        else:
+            self.unavailable["sftp"] = "OpenSSH sshd/ssh-keygen not installed"
+        self._start_pyftpdlib()
+        if vsftpd_available():
+            vsftpd = start_vsftpd(self.root / "vsftpd")
+            self.cleanups.append(vsftpd.stop)
+            self.servers["vsftpd"] = Server("vsftpd", _without_remote_dir(vsftpd.source),
+                                            Path(vsftpd.extra["home"]),
+                                            password=vsftpd.extra["password"])
+        else:
+            self.unavailable["vsftpd"] = "vsftpd not installed (apt-get install vsftpd)"
 
-    @property
-    def sftp_root(self) -> Path:
-        assert self.sshd is not None
-        return Path(self.sshd.extra["sftp_root"])
-
-    def sftp_table(self, remote_dir: str) -> dict[str, Any]:
-        assert self.sshd is not None
-        return dict(self.sshd.source, remote_dir=remote_dir, timeout=60.0, retries=0)
-
-    def start_ftpd(self) -> None:
-        """tests.servers.ftpd.start_ftpd, run in a child process (see ftpd_process.py)."""
+    def _start_pyftpdlib(self) -> None:
+        """tests.servers.ftpd.start_ftpd in a child process (see ftpd_process.py): in the runner
+        it would share the runner's GIL, and the runner is idle only while it waits."""
         process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.ftpd_process", str(self.root / "ftpd")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -186,19 +225,24 @@ class Workspace:
         self.cleanups.append(stop)
         line = process.stdout.readline()
         if not line:
-            raise RuntimeError("the FTP server process did not start")
+            self.unavailable["pyftpdlib"] = "the pyftpdlib server process did not start"
+            return
         info = json.loads(line)
-        self.ftp_source = info["source"]
-        self.ftp_password = info["password"]
-        self.ftp_home = Path(info["home"])
+        self.servers["pyftpdlib"] = Server("pyftpdlib", _without_remote_dir(info["source"]),
+                                           Path(info["home"]), password=info["password"])
 
-    def ftp_table(self, remote_dir: str) -> dict[str, Any]:
-        return dict(self.ftp_source, remote_dir=remote_dir, timeout=60.0, retries=0)
+    def server(self, name: str) -> Server:
+        if name not in self.servers:
+            raise BenchError(f"{name} server not available: {self.unavailable.get(name, '?')}")
+        return self.servers[name]
 
     # --- PGP -------------------------------------------------------------------------------------
 
-    def make_identity(self, bits: int) -> PgpIdentity:
-        home = self.root / "gpg"
+    def identity(self, bits: int) -> PgpIdentity:
+        """A GnuPG home with one RSA key of ``bits`` and no passphrase, its agent warmed up."""
+        if bits in self._identities:
+            return self._identities[bits]
+        home = self.root / f"gpg{bits}"
         self.gnupg_homes.append(home)
         if bits == 2048:  # the tests' own key
             identity = make_identity(home, "client@example.com")
@@ -211,39 +255,124 @@ class Workspace:
                                      no_protection=True)
             key = gpg.gen_key(spec)
             if not key.fingerprint:
-                raise RuntimeError(f"gpg could not generate an RSA {bits} key: {key.stderr}")
+                raise BenchError(f"gpg could not generate an RSA {bits} key: {key.stderr}")
             identity = PgpIdentity(home=home, fingerprint=str(key.fingerprint),
                                    email="client@example.com")
-        self.identity = identity
+        # start the agent now, so that no timed run pays for it
+        if identity.gpg().decrypt(identity.encrypt(b"warm-up")).data != b"warm-up":
+            raise BenchError(f"gpg cannot decrypt with the RSA {bits} key it just made")
+        self._identities[bits] = identity
         return identity
 
-    def gpg_argv(self, *args: str) -> list[str]:
-        assert self.identity is not None
-        return ["gpg", "--homedir", str(self.identity.home), "--batch", "--yes", *args]
+    def gpg_argv(self, bits: int, *args: str) -> list[str]:
+        return ["gpg", "--homedir", str(self.identity(bits).home), "--batch", "--yes", *args]
 
-    def encrypt_files(self, paths: list[Path]) -> None:
+    def encrypt_files(self, bits: int, paths: list[Path]) -> None:
         """``path`` → ``path.gpg`` (uncompressed, so the ciphertext is as big as the plaintext)."""
-        assert self.identity is not None
+        identity = self.identity(bits)
         for start in range(0, len(paths), 500):
-            argv = self.gpg_argv("--trust-model", "always", "--compress-algo", "none",
-                                 "-r", self.identity.fingerprint, "--encrypt-files",
+            argv = self.gpg_argv(bits, "--trust-model", "always", "--compress-algo", "none",
+                                 "-r", identity.fingerprint, "--encrypt-files",
                                  *[str(path) for path in paths[start:start + 500]])
             subprocess.run(argv, check=True, capture_output=True, timeout=1800)
 
-    def write_config(self, path: Path, table: dict[str, Any], run_dir: Path) -> Path:
+    # --- data sets -----------------------------------------------------------------------------
+
+    def reports(self, bits: int, count: int) -> Path:
+        """A folder with ``count`` 20 KiB XML statements encrypted to the RSA ``bits`` key.
+
+        One cache per key size (encrypting is the slow part): the first call encrypts, a larger
+        count later encrypts only the missing ones; each row links the first ``count`` files."""
+        cache = self.root / "cache" / f"reports-rsa{bits}"
+        plain = self.root / "cache" / "plain"
+        have = self._report_counts.get(bits, 0)
+        if count > have:
+            started = time.monotonic()
+            cache.mkdir(parents=True, exist_ok=True)
+            plain.mkdir(parents=True, exist_ok=True)
+            todo = []
+            for index in range(have, count):
+                source = plain / report_name(index)
+                if not source.exists():
+                    source.write_bytes(report_text(index, REPORT_SIZE))
+                target = cache / report_name(index)
+                shutil.copyfile(source, target)
+                todo.append(target)
+            self.encrypt_files(bits, todo)
+            for path in todo:
+                path.unlink()
+                age(cache / (path.name + ".gpg"))
+            self._report_counts[bits] = count
+            self.log(f"data: {count - have} reports encrypted to RSA {bits} in "
+                     f"{time.monotonic() - started:.1f} s")
+        return self.dataset(f"reports-rsa{bits}-{count}", lambda folder: link_first(
+            cache, folder, [report_name(index) + ".gpg" for index in range(count)]))
+
+    def plaintext_bytes(self, count: int) -> int:
+        """Total size of the first ``count`` reports' plaintext (as the decryptions must give)."""
+        plain = self.root / "cache" / "plain"
+        return sum((plain / report_name(index)).stat().st_size for index in range(count))
+
+    def big_file(self, name: str, size: int) -> Path:
+        """A folder holding ``name``.gpg: ``size`` random bytes encrypted to the RSA 2048 key."""
+        def build(folder: Path) -> None:
+            started = time.monotonic()
+            path = folder / name
+            write_random(path, size)
+            self.encrypt_files(2048, [path])
+            path.unlink()
+            age(folder / (name + ".gpg"))
+            self.log(f"data: {size // MIB} MiB {name}.gpg in {time.monotonic() - started:.1f} s")
+        return self.dataset(f"big-{name}-{size}", build)
+
+    def noop_files(self, count: int) -> Path:
+        """``count`` tiny plain XML files, one day old (written directly: seconds for 50,000)."""
+        def build(folder: Path) -> None:
+            stamp = time.time() - DAY
+            for index in range(count):
+                path = folder / f"n{index:06d}.xml"
+                path.write_bytes(b"<r n='%d'/>\n" % index)
+                os.utime(path, (stamp, stamp))
+        return self.dataset(f"noop-{count}", build)
+
+    def dataset(self, name: str, build: Callable[[Path], None]) -> Path:
+        if name not in self._datasets:
+            folder = self.root / "data" / name
+            folder.mkdir(parents=True)
+            build(folder)
+            self._datasets[name] = folder
+        return self._datasets[name]
+
+    def publish(self, dataset: Path, server: str) -> str:
+        """Hard-link a data set into the server's folder (once); its remote_dir."""
+        target = self.server(server).root / dataset.name
+        if not target.exists():
+            link_tree(dataset, target)
+        return dataset.name
+
+    # --- configs -------------------------------------------------------------------------------
+
+    def write_config(self, path: Path, table: dict[str, Any], run_dir: Path, bits: int) -> Path:
         """A reportsync config with one source ``bench``, its folders and state under ``run_dir``."""
-        assert self.identity is not None
         full = dict(table, download_dir=str(run_dir / "encrypted"),
                     output_dir=str(run_dir / "statements"))
         full.setdefault("include", ["*"])
         return write_config(path, {
             "settings": {"state_dir": str(run_dir / "state"),
-                         "gnupg_home": str(self.identity.home)},
-            "sources": {"bench": full},
+                         "gnupg_home": str(self.identity(bits).home)},
+            "sources": {SOURCE: full},
         })
 
 
+def _without_remote_dir(source: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in source.items() if key != "remote_dir"}
+
+
 # --- data ------------------------------------------------------------------------------------------
+
+
+def report_name(index: int) -> str:
+    return f"U{index:07d}.Activity.20261102.xml"
 
 
 def age(path: Path, days: float = 1.0) -> None:
@@ -261,8 +390,10 @@ def write_random(path: Path, size: int) -> None:
             left -= chunk
 
 
-def report_text(index: int, size: int, rng: random.Random) -> bytes:
-    """An XML statement of about ``size`` bytes (like a broker's flex report)."""
+def report_text(index: int, size: int) -> bytes:
+    """An XML statement of about ``size`` bytes (like a broker's flex report); the same for the
+    same index, so a cache extended later holds the same reports."""
+    rng = random.Random(index)
     rows = [f"<FlexQueryResponse account='U{index:07d}'>\n"]
     length = len(rows[0])
     row = 0
@@ -276,17 +407,26 @@ def report_text(index: int, size: int, rng: random.Random) -> bytes:
     return "".join(rows).encode()
 
 
+def link_first(source: Path, target: Path, names: list[str]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        os.link(source / name, target / name)
+
+
 def link_tree(source: Path, target: Path) -> None:
     """Hard-link every file of ``source`` into ``target`` (same file system: no extra disk)."""
     target.mkdir(parents=True, exist_ok=True)
-    for path in source.iterdir():
-        if path.is_file():
-            os.link(path, target / path.name)
+    target.chmod(0o755)  # vsftpd serves anonymous sessions as an unprivileged user
+    for entry in os.scandir(source):
+        if entry.is_file():
+            os.link(entry.path, target / entry.name)
 
 
 def count_files(folder: Path, suffix: str = "") -> tuple[int, int]:
     """(number, total bytes) of the regular, non-hidden files directly in ``folder``."""
     number = total = 0
+    if not folder.is_dir():
+        return 0, 0
     for entry in os.scandir(folder):
         if entry.is_file() and not entry.name.startswith(".") and entry.name.endswith(suffix):
             number += 1

@@ -1,8 +1,9 @@
-"""reportsync's side of the transfer-only and decrypt-only workloads, through its own APIs.
+"""The runner's "API probe" (info) sides: reportsync's transport and pgp APIs without the CLI.
 
-The runner calls ``run_task`` in-process (what it times); the same task runs standalone for the
-profiler: ``python -m benchmarks.probe TASK 'JSON-KWARGS'``. Every task connects (or starts gpg)
-itself, so its time includes login, like the standard tool it is compared with.
+Each task runs as a process of its own, timed like every other command:
+``python -m benchmarks.probe TASK 'JSON-KWARGS'``. Every task connects (or starts gpg) itself, so
+its time includes the interpreter start and the login, like the standard tool it is compared
+with; there is no ledger, no fsync and no hashing, which is what the CLI rows add on top.
 """
 
 from __future__ import annotations

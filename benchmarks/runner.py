@@ -1,22 +1,25 @@
-"""The benchmark runner of issue 8: reportsync next to the standard tools, in one run.
+"""The benchmark runner of issue 13: reportsync's CLI end to end next to the standard tools.
 
-    python -m benchmarks [--quick] [--reps N] [--only KEY,...] [--profile N] ...
+    python -m benchmarks [--only ROW,...] [--repeat N] [--smoke] [--profile N] ...
 
-Sets up the tests' servers (real OpenSSH sshd, pyftpdlib) and the data in a temp folder, runs
-every workload alternating reportsync and the tool(s) (A B A B ...), prints a table of medians and
-ratios and writes benchmarks/results/latest.json plus a timestamped copy. Ratios are throughput
-ratios: tool time / reportsync time, so ≥ 1.0 means reportsync is as fast or faster.
+Sets up real servers on 127.0.0.1 (OpenSSH sshd, pyftpdlib, vsftpd), PGP keys and data in a temp
+folder; runs every row's sides in turn (A B A B ...) for N repetitions; prints a markdown table of
+medians and ratios; writes JSON to benchmarks/results/. Throughput ratios are tool time /
+reportsync time (> 1: reportsync is faster); no-op rows give the time ratio reportsync time /
+listing time and reportsync's seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import signal
 import statistics
 import subprocess
@@ -28,14 +31,14 @@ from types import FrameType
 from typing import Any
 
 from benchmarks import profiling
-from benchmarks.fixtures import MIB, Sizes, Workspace, ensure_tools
-from benchmarks.measure import BenchError, call_timed, run_timed, run_with_peak_rss
-from benchmarks.workloads import Attempt, Side, Suite, Target, Workload
+from benchmarks.fixtures import Sizes, Tool, Workspace, ensure_tools
+from benchmarks.measure import REPO_ROOT, BenchError, run_measured
+from benchmarks.workloads import ROW_KEYS, Compare, Row, Side, Suite, Target
+from tests.servers.vsftpd import vsftpd_version
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ALL_KEYS = ("sftp_big", "sftp_small", "ftp_big", "ftp_small", "decrypt_big", "decrypt_small",
-            "backfill", "noop", "rss", "rss_ref", "startup")
-ATTEMPT_CAP = 1800.0  # no single run may take longer than this
+ATTEMPT_CAP = 1800.0  # no single command may take longer than this
+DEFAULT_REPEAT = 5
 
 
 def log(message: str) -> None:
@@ -44,29 +47,35 @@ def log(message: str) -> None:
 
 @dataclass
 class SideResult:
-    name: str
-    method: str
-    samples: list[float] = field(default_factory=list)  # seconds (or MiB for rss)
-    extra: list[dict[str, float]] = field(default_factory=list)
+    key: str
+    label: str
+    reportsync: bool
+    seconds: list[float] = field(default_factory=list)
+    maxrss_mib: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
     skipped: str = ""
     error: str = ""
 
     @property
-    def median(self) -> float | None:
-        return statistics.median(self.samples) if self.samples else None
+    def median_seconds(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds else None
+
+    @property
+    def median_rss(self) -> float | None:
+        return statistics.median(self.maxrss_mib) if self.maxrss_mib else None
 
 
 @dataclass
-class Row:
-    """One line of the table: reportsync against one tool (or a goal)."""
+class Line:
+    """One line of the table: a reportsync side against a tool side (or a goal)."""
 
-    workload: Workload
+    row: Row
     reportsync: SideResult
     tool: SideResult | None
     target: Target | None
+    judged: bool
     ratio: float | None = None
-    met: bool | None = None
-    check: str = ""
+    met: bool | None = None  # None: info, not judged, or no figures
 
 
 class Deadline:
@@ -77,133 +86,144 @@ class Deadline:
         return self.end - time.monotonic()
 
 
-def _attempt(attempt: Attempt, deadline: Deadline) -> tuple[float, dict[str, float]]:
-    """Run one attempt; (seconds or MiB, extra figures). Verifies, always cleans up."""
+# --- running ---------------------------------------------------------------------------------------
+
+
+def run_row(row: Row, reps: int, deadline: Deadline, *, judged: bool) -> list[Line]:
+    results = {side.key: SideResult(side.key, side.label, side.reportsync, skipped=side.skipped)
+               for side in row.sides}
+    try:
+        started = time.monotonic()
+        if not all(side.skipped for side in row.sides):
+            row.setup()
+            log(f"  set-up done in {time.monotonic() - started:.1f} s")
+    except (BenchError, OSError, subprocess.SubprocessError) as exc:
+        log(f"  {row.key}: set-up FAILED: {exc}")
+        for result in results.values():
+            result.error = result.error or f"set-up: {exc}"
+    for rep in range(reps):
+        for side in row.sides:
+            result = results[side.key]
+            if result.skipped or result.error:
+                continue
+            try:
+                sample = _attempt(side, rep, deadline)
+            except (BenchError, OSError, subprocess.SubprocessError) as exc:
+                result.error = f"repetition {rep + 1}: {exc}"
+                log(f"  {row.key} / {side.key}: FAILED: {exc}")
+                continue
+            result.seconds.append(sample[0])
+            result.maxrss_mib.append(sample[1])
+            result.cpu_seconds.append(sample[2])
+            log(f"  {row.key} / {side.key} #{rep + 1}: {_fmt_value(row, sample[0], sample[1])}")
+    return [_line(row, compare, results, judged=judged) for compare in row.compares]
+
+
+def _attempt(side: Side, rep: int, deadline: Deadline) -> tuple[float, float, float]:
     timeout = min(ATTEMPT_CAP, deadline.left())
     if timeout <= 5:
         raise BenchError("the run's time limit was reached")
+    attempt = side.prepare(rep)
     try:
-        if attempt.rss:
-            assert attempt.argv is not None
-            sample = run_with_peak_rss(attempt.argv, timeout=timeout)
-            attempt.verify(sample.stdout, None)
-            extra = {"seconds": sample.seconds,
-                     "process_hwm_mib": sample.process_hwm_kib / 1024,
-                     "gpg_hwm_mib": sample.children_hwm_kib / 1024}
-            return sample.process_hwm_kib / 1024, extra
-        if attempt.call is not None:
-            seconds, value = call_timed(attempt.call)
-            attempt.verify("", value)
-            return seconds, {}
-        assert attempt.argv is not None
-        total = 0.0
-        output = ""
-        for _ in range(attempt.inner):
-            done = run_timed(attempt.argv, timeout=timeout, stdin=attempt.stdin)
-            total += done.seconds
-            output = done.stdout
-        attempt.verify(output, None)
-        return total / attempt.inner, {}
+        sample = run_measured(attempt.argv, timeout=timeout, stdin=attempt.stdin)
+        attempt.verify(sample)
+        return sample.seconds, sample.maxrss_kib / 1024, sample.cpu_seconds
     finally:
         attempt.cleanup()
 
 
-def run_workload(workload: Workload, reps: int, deadline: Deadline) -> list[Row]:
-    sides: list[tuple[Side, SideResult]] = [
-        (workload.reportsync, SideResult(workload.reportsync.name, workload.reportsync.method))]
-    for tool, _target in workload.tools:
-        sides.append((tool, SideResult(tool.name, tool.method, skipped=tool.skipped)))
-    for rep in range(reps):
-        for side, result in sides:
-            if result.skipped or result.error:
-                continue
-            try:
-                value, extra = _attempt(side.prepare(rep), deadline)
-            except (BenchError, OSError, subprocess.SubprocessError) as exc:
-                result.error = f"repetition {rep + 1}: {exc}"
-                log(f"  {workload.key} / {side.name}: FAILED: {exc}")
-                continue
-            except Exception as exc:  # reportsync raised in-process: report, do not hide
-                result.error = f"repetition {rep + 1}: {type(exc).__name__}: {exc}"
-                log(f"  {workload.key} / {side.name}: FAILED: {result.error}")
-                continue
-            result.samples.append(value)
-            if extra:
-                result.extra.append(extra)
-            log(f"  {workload.key} / {side.name} #{rep + 1}: {_fmt_sample(workload, value)}")
-    rs = sides[0][1]
-    check = workload.check() if workload.check is not None else None
-    rows: list[Row] = []
-    if not workload.tools:
-        rows.append(_row(workload, rs, None, workload.target_without_tool, check))
-    for (_tool, target), (_side, result) in zip(workload.tools, sides[1:], strict=True):
-        rows.append(_row(workload, rs, result, target, check))
-    return rows
+def _line(row: Row, compare: Compare, results: dict[str, SideResult], *, judged: bool) -> Line:
+    rs = results[compare.reportsync]
+    tool = results[compare.tool] if compare.tool is not None else None
+    line = Line(row, rs, tool, compare.target, judged=judged)
+    rs_s = rs.median_seconds
+    tool_s = tool.median_seconds if tool is not None else None
+    if row.kind == "throughput" and rs_s and tool_s:
+        line.ratio = tool_s / rs_s
+    elif row.kind in ("noop", "time") and rs_s and tool_s:
+        line.ratio = rs_s / tool_s
+    target = compare.target
+    if target is None or not judged:
+        return line
+    if row.kind == "rss":
+        # a memory bound holds for every run, not for the typical one: the worst repetition
+        if rs.maxrss_mib and target.max_mib is not None:
+            line.met = max(rs.maxrss_mib) < target.max_mib
+    elif line.ratio is not None and rs_s is not None:
+        met = True
+        if target.min_ratio is not None:
+            met = met and line.ratio >= target.min_ratio
+        if target.max_time_ratio is not None:
+            met = met and line.ratio <= target.max_time_ratio
+        if target.max_seconds is not None:
+            met = met and rs_s < target.max_seconds
+        line.met = met
+    return line
 
 
-def _row(workload: Workload, rs: SideResult, tool: SideResult | None, target: Target | None,
-         check: tuple[bool, str] | None) -> Row:
-    row = Row(workload, rs, tool, target)
-    if workload.metric == "rss":
-        if rs.median is not None:
-            row.ratio = workload.goal_mib / rs.median
-    elif tool is not None and rs.median and tool.median:
-        row.ratio = tool.median / rs.median
-    if target is not None and row.ratio is not None:
-        met = target.min_ratio is None or row.ratio >= target.min_ratio
-        if target.max_seconds is not None and rs.median is not None:
-            met = met and rs.median < target.max_seconds
-        row.met = met
-    if check is not None:
-        row.check = check[1]
-        if target is not None:
-            row.met = check[0] and (row.met if target.min_ratio is not None else True)
-    return row
+# --- the table -------------------------------------------------------------------------------------
 
 
-def _fmt_sample(workload: Workload, value: float) -> str:
-    if workload.metric == "rss":
-        return f"{value:.1f} MiB"
-    if workload.metric == "time":
-        return f"{value:.3f} s"
-    rate = workload.amount / value / (1e6 if workload.unit == "MB/s" else 1)
-    return f"{value:.2f} s = {rate:.0f} {workload.unit}"
+def _fmt_value(row: Row, seconds: float, mib: float) -> str:
+    if row.kind == "rss":
+        return f"{mib:.1f} MiB peak ({seconds:.1f} s)"
+    if row.kind == "throughput":
+        rate = row.amount / seconds / (1e6 if row.unit == "MB/s" else 1)
+        return f"{rate:.0f} {row.unit} ({seconds:.2f} s)"
+    return f"{seconds:.3f} s"
 
 
-def _fmt_median(workload: Workload, side: SideResult | None) -> str:
+def _fmt_median(row: Row, side: SideResult | None) -> str:
     if side is None:
         return "-"
     if side.skipped:
         return f"SKIPPED ({side.skipped})"
-    if side.median is None:
+    seconds = side.median_seconds
+    if seconds is None:
         return f"FAILED ({side.error})" if side.error else "-"
-    text = _fmt_sample(workload, side.median)
-    if workload.metric == "throughput":
-        text = text.split(" = ")[1] + f" ({side.median:.2f} s)"
+    text = _fmt_value(row, seconds, side.median_rss or 0.0)
+    if row.kind == "rss" and len(side.maxrss_mib) > 1:
+        worst = max(range(len(side.maxrss_mib)), key=side.maxrss_mib.__getitem__)
+        text = (f"median {text}; worst {side.maxrss_mib[worst]:.1f} MiB "
+                f"({side.seconds[worst]:.1f} s)")
     if side.error:
-        text += f" [then failed: {side.error}]"
+        text += f" [then FAILED: {side.error}]"
     return text
 
 
-def print_table(rows: list[Row]) -> list[str]:
-    header = ["workload", "reportsync (how)", "reportsync median", "tool", "tool median",
+def _fmt_ratio(line: Line) -> str:
+    if line.ratio is None:
+        return "-"
+    if line.row.kind == "throughput":
+        return f"{line.ratio:.2f}"
+    return f"time {line.ratio:.2f}x"
+
+
+def _fmt_met(line: Line) -> str:
+    if line.target is None:
+        return "(info)"
+    if not line.judged:
+        return "not judged"
+    if line.met is None:
+        return "-"
+    return "yes" if line.met else "NO"
+
+
+def table(lines: list[Line]) -> list[str]:
+    header = ["row", "workload", "reportsync", "median", "standard tool", "median",
               "ratio", "target", "met"]
-    body: list[list[str]] = []
-    for row in rows:
-        w = row.workload
-        tool_name = row.tool.name if row.tool is not None else (
-            f"goal {w.goal_mib:.0f} MiB" if w.metric == "rss" else "-")
-        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "-"
-        met = "-" if row.met is None else ("yes" if row.met else "NO")
-        target = row.target.text if row.target is not None else "(info)"
-        if row.check:
-            target += f"; {row.check}"
-        body.append([w.title, row.reportsync.method, _fmt_median(w, row.reportsync), tool_name,
-                     _fmt_median(w, row.tool) if row.tool is not None else "-", ratio, target, met])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    print("\n".join(lines), flush=True)
-    return lines
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for line in lines:
+        row = line.row
+        if line.tool is None:
+            tool, tool_median = (f"goal: {line.target.text}" if line.target else "-"), "-"
+        else:
+            tool, tool_median = line.tool.label, _fmt_median(row, line.tool)
+        cells = [f"`{row.key}`", row.title, line.reportsync.label,
+                 _fmt_median(row, line.reportsync), tool, tool_median, _fmt_ratio(line),
+                 line.target.text if line.target else "(info)", _fmt_met(line)]
+        out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return out
 
 
 # --- the machine -----------------------------------------------------------------------------------
@@ -226,33 +246,43 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def source_state() -> dict[str, str]:
-    """Which reportsync was measured: the checked-out commit (read from .git, without running
-    git) and a hash of the package's source, compared at the end to catch a change mid-run."""
-    root = RESULTS.parent.parent
-    digest = hashlib.sha256()
-    for path in sorted((root / "reportsync").rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    commit = "unknown"
+def uptime() -> str:
+    """The ``uptime`` line (the machine's load), or the load averages where there is none."""
     try:
-        head = (root / ".git" / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            ref = head[5:]
-            ref_file = root / ".git" / ref
-            if ref_file.exists():
-                commit = ref_file.read_text().strip()
-            else:
-                for line in (root / ".git" / "packed-refs").read_text().splitlines():
-                    if line.endswith(" " + ref):
-                        commit = line.split()[0]
-        else:
-            commit = head
-    except OSError:
+        done = subprocess.run(["uptime"], capture_output=True, text=True, timeout=10, check=False)
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
         pass
-    return {"commit": commit, "source_sha256": digest.hexdigest()[:16]}
+    try:
+        return "load average: " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
-def machine_info(tools: dict[str, Any]) -> dict[str, Any]:
+def source_state() -> dict[str, str]:
+    """Which reportsync was measured: the commit, whether reportsync/ differs from it, and a
+    hash of the package's source (compared at the end to catch a change mid-run)."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO_ROOT / "reportsync").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+    commit, dirty = "unknown", ""
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=False)
+        if done.returncode == 0:
+            commit = done.stdout.strip()
+        status = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--",
+                                 "reportsync"], capture_output=True, text=True, timeout=10,
+                                check=False)
+        dirty = "yes" if status.stdout.strip() else "no"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": commit, "reportsync_uncommitted_changes": dirty or "unknown",
+            "source_sha256": digest.hexdigest()[:16]}
+
+
+def machine_info(tools: dict[str, Tool]) -> dict[str, Any]:
     memory = ""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -260,6 +290,8 @@ def machine_info(tools: dict[str, Any]) -> dict[str, Any]:
                 memory = f"{int(line.split()[1]) // 1024} MiB"
     except OSError:
         pass
+    versions = {name: tool.version or f"missing: {tool.note}" for name, tool in tools.items()}
+    versions["vsftpd"] = vsftpd_version() or "missing"
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
@@ -271,11 +303,30 @@ def machine_info(tools: dict[str, Any]) -> dict[str, Any]:
         "cryptography": _version("cryptography"),
         "python-gnupg": _version("python-gnupg"),
         "pyftpdlib": _version("pyftpdlib"),
-        "tools": {name: {"path": tool.path, "version": tool.version, "note": tool.note}
-                  for name, tool in tools.items()},
-        "loadavg_start": os.getloadavg(),
+        "tools": versions,
+        "uptime_start": uptime(),
         "reportsync": source_state(),
     }
+
+
+def header(meta: dict[str, Any]) -> list[str]:
+    rs, tools = meta["reportsync"], meta["tools"]
+    dirty = " (with uncommitted changes to reportsync/)" if \
+        rs["reportsync_uncommitted_changes"] == "yes" else ""
+    return [
+        f"reportsync benchmark: `{meta['command']}`, {meta['mode']} mode, median of "
+        f"{meta['repeat']} interleaved repetition(s)",
+        f"commit {rs['commit']}{dirty}, {meta['date_utc']}",
+        f"machine: {meta['nproc']} CPUs ({meta['cpu_model']}), {meta['memory']}, Linux "
+        f"{meta['kernel']}, Python {meta['python']}, paramiko {meta['paramiko']}, "
+        f"pyftpdlib {meta['pyftpdlib']}",
+        f"tools: {tools.get('sftp')}; {tools.get('gpg')}; {tools.get('lftp')}; "
+        f"{tools.get('curl')}; {tools.get('vsftpd')}",
+        f"load before: {meta['uptime_start']}",
+        f"load after:  {meta.get('uptime_end', '?')}",
+        "ratio: throughput rows = tool time / reportsync time (> 1: reportsync faster); "
+        "no-op and start-up rows = reportsync time / tool time",
+    ]
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -284,40 +335,43 @@ def machine_info(tools: dict[str, Any]) -> dict[str, Any]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="2 repetitions and smaller data (64 MiB, 500 small files, ...)")
-    parser.add_argument("--reps", type=int, help="repetitions per side (default 5; --quick 2)")
-    parser.add_argument("--only", help=f"comma-separated workloads of: {', '.join(ALL_KEYS)}")
-    parser.add_argument("--noop-files", type=int, help="files of the no-op fetch (default 50000)")
-    parser.add_argument("--small-files", type=int, help="files of the many-files workloads "
-                        "(default 2000)")
-    parser.add_argument("--rsa-bits", type=int, default=4096, choices=(2048, 3072, 4096),
-                        help="size of the PGP key the reports are encrypted to (default 4096)")
-    parser.add_argument("--jobs", type=int, default=1, help="--jobs for the CLI fetches (default 1)")
-    parser.add_argument("--time-limit", type=float, help="minutes for the whole run; what is left "
-                        "then is reported as not run (default 120; --quick 30)")
+    parser.add_argument("--only", metavar="ROW[,ROW]",
+                        help="rows to run (names or shell patterns such as 'backfill_*') of: "
+                             + ", ".join(ROW_KEYS))
+    parser.add_argument("--repeat", type=int, metavar="N",
+                        help=f"repetitions per side (default {DEFAULT_REPEAT}; --smoke 1)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny data, one repetition, no target judged: checks that every "
+                             "row still runs (CI)")
+    parser.add_argument("--time-limit", type=float, metavar="MIN",
+                        help="minutes for the whole run; what is left then is reported as "
+                             "failed (default 120; --smoke 10)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS,
+                        help=f"where the JSON goes (default {RESULTS})")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="afterwards, run py-spy on reportsync's side of the N worst ratios")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get missing tools; report them as skipped")
+    parser.add_argument("--table-from", type=Path, metavar="JSON",
+                        help="run nothing: print the table of a saved results file, judged by "
+                             "the current targets")
     args = parser.parse_args(argv)
-    if args.only:
-        unknown = [key for key in args.only.split(",") if key not in ALL_KEYS]
-        if unknown:
-            parser.error(f"unknown workloads: {', '.join(unknown)}")
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    args.rows = select_rows(args.only, parser)
     return args
 
 
-def _sizes(args: argparse.Namespace) -> Sizes:
-    quick = args.quick
-    sizes = Sizes(big=(64 if quick else 256) * MIB, small_count=500 if quick else 2000,
-                  small_size=20 * 1024, rss_big=(256 if quick else 1024) * MIB,
-                  noop_files=5000 if quick else 50000, noop_real=100)
-    if args.noop_files is not None:
-        sizes.noop_files = max(args.noop_files, 100)
-    if args.small_files is not None:
-        sizes.small_count = max(args.small_files, 1)
-    return sizes
+def select_rows(only: str | None, parser: argparse.ArgumentParser) -> list[str]:
+    if not only:
+        return list(ROW_KEYS)
+    chosen: list[str] = []
+    for pattern in (part.strip() for part in only.split(",") if part.strip()):
+        matches = [key for key in ROW_KEYS if fnmatch.fnmatchcase(key, pattern)]
+        if not matches:
+            parser.error(f"no row matches {pattern!r}; rows: {', '.join(ROW_KEYS)}")
+        chosen += [key for key in matches if key not in chosen]
+    return [key for key in ROW_KEYS if key in chosen]
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -325,133 +379,162 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    reps = args.reps or (2 if args.quick else 5)
-    sizes = _sizes(args)
-    keys = args.only.split(",") if args.only else list(ALL_KEYS)
-    deadline = Deadline(args.time_limit or (30 if args.quick else 120))
+    arguments = sys.argv[1:] if argv is None else argv
+    args = parse_args(arguments)
+    if args.table_from is not None:
+        document = json.loads(args.table_from.read_text(encoding="utf-8"))
+        print("\n".join([*header(document["meta"]), "", *table(lines_from_results(document))]))
+        return 0
+    reps = args.repeat or (1 if args.smoke else DEFAULT_REPEAT)
+    sizes = Sizes.smoke() if args.smoke else Sizes.full()
+    deadline = Deadline(args.time_limit or (10 if args.smoke else 120))
     signal.signal(signal.SIGTERM, _terminate)
 
-    tools = ensure_tools(["sftp", "lftp", "curl", "gpg", "gpgconf"], install=not args.no_install,
+    tools = ensure_tools(["sftp", "lftp", "curl", "gpg", "sync"], install=not args.no_install,
                          log=log)
     for tool in tools.values():
         if not tool.available:
             log(f"{tool.name}: SKIPPED: {tool.note}")
     meta = machine_info(tools)
-    meta.update(mode="quick" if args.quick else "full", reps=reps, rsa_bits=args.rsa_bits,
-                fetch_jobs=args.jobs, sizes=sizes.__dict__, workloads=keys)
-    log(f"reportsync {meta['reportsync']['commit'][:12]} (source {meta['reportsync']['source_sha256']})")
-    log(f"{meta['nproc']} x {meta['cpu_model']}, Python {meta['python']}, paramiko "
-        f"{meta['paramiko']}, {tools['gpg'].version}; {reps} repetitions")
+    meta.update(command=shlex.join(["python", "-m", "benchmarks", *arguments]),
+                mode="smoke" if args.smoke else "full", repeat=reps, sizes=sizes.__dict__,
+                rows=args.rows)
+    log(f"reportsync {meta['reportsync']['commit'][:12]}, {meta['nproc']} CPUs, "
+        f"{reps} repetition(s), {len(args.rows)} row(s); load: {meta['uptime_start']}")
 
     ws = Workspace.create(log)
-    rows: list[Row] = []
+    lines: list[Line] = []
     profiles: dict[str, list[str]] = {}
-    suite: Suite | None = None
+    started = time.monotonic()
     try:
         log(f"workspace {ws.root}")
-        ws.start_sshd()
-        ws.start_ftpd()
-        log(f"sshd on 127.0.0.1:{ws.sshd.port if ws.sshd else '?'}, FTP on "
-            f"127.0.0.1:{ws.ftp_source.get('port')}; PGP key RSA {args.rsa_bits}")
-        ws.make_identity(args.rsa_bits)
-        suite = Suite(ws, sizes, tools, jobs=args.jobs, log=log)
-        suite.build_data()
-        factories = {
-            "sftp_big": suite.sftp_big, "sftp_small": suite.sftp_small, "ftp_big": suite.ftp_big,
-            "ftp_small": suite.ftp_small, "decrypt_big": suite.decrypt_big,
-            "decrypt_small": lambda: suite.decrypt_small(args.rsa_bits) if suite else None,
-            "backfill": suite.backfill, "noop": suite.noop,
-            "rss": lambda: suite.rss("rss", "rss", "report.bin", sizes.rss_big) if suite else None,
-            "rss_ref": lambda: suite.rss("rss_ref", "big", "big.bin", sizes.big) if suite else None,
-            "startup": suite.startup,
-        }
-        workloads: list[Workload] = []
-        for key in keys:
-            made = factories[key]()
-            assert isinstance(made, Workload)
-            workloads.append(made)
-        for workload in workloads:
-            log(f"{workload.key}: {workload.title}")
-            rows.extend(run_workload(workload, reps, deadline))
-        meta["loadavg_end"] = os.getloadavg()
+        ws.start_servers()
+        for name, why in ws.unavailable.items():
+            log(f"{name} server: SKIPPED: {why}")
+        factories = Suite(ws, sizes, tools).rows()
+        for key in args.rows:
+            row = factories[key]()
+            log(f"{row.key}: {row.title}")
+            lines.extend(run_row(row, reps, deadline, judged=not args.smoke))
+        meta["uptime_end"] = uptime()
+        meta["seconds"] = round(time.monotonic() - started, 1)
         meta["reportsync_at_end"] = source_state()
-        if meta["reportsync_at_end"] != meta["reportsync"]:
+        if meta["reportsync_at_end"]["source_sha256"] != meta["reportsync"]["source_sha256"]:
             log("WARNING: reportsync's source changed during the run: the figures mix versions")
-        print()
-        table = print_table(rows)
+        text = [*header(meta), "", *table(lines)]
+        print("\n".join(text), flush=True)
         if args.profile:
-            profiles = profile_worst(rows, args.profile, deadline)
-        write_results(meta, rows, table, profiles, partial=bool(args.only))
+            profiles = profile_worst(lines, args.profile, deadline, args.results_dir)
+        write_results(args.results_dir, meta, lines, text, profiles,
+                      partial=args.rows != list(ROW_KEYS) or (not args.smoke and reps < DEFAULT_REPEAT))
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         return 130
     finally:
         ws.close()
-        log("servers stopped, gpg-agent killed, workspace removed")
+        log(f"servers stopped, gpg-agents killed, workspace removed "
+            f"({time.monotonic() - started:.0f} s in all)")
+    failed = [line for line in lines if line.reportsync.error or
+              (line.tool is not None and line.tool.error)]
+    if failed:
+        log(f"{len(failed)} line(s) with a FAILED side: see the table")
+        return 1
     return 0
 
 
-def profile_worst(rows: list[Row], count: int, deadline: Deadline) -> dict[str, list[str]]:
-    """py-spy over reportsync's side of the ``count`` workloads with the worst ratios (among the
-    rows with a ratio target: not RSS, not start-up, whose ratio is against a floor)."""
-    candidates = [row for row in rows if row.ratio is not None and row.target is not None
-                  and row.target.min_ratio is not None and row.workload.metric != "rss"]
-    candidates.sort(key=lambda row: row.ratio or 0.0)
-    chosen: list[Workload] = []
-    for row in candidates:
-        if row.workload not in chosen:
-            chosen.append(row.workload)
+def profile_worst(lines: list[Line], count: int, deadline: Deadline,
+                  results_dir: Path) -> dict[str, list[str]]:
+    """py-spy over reportsync's side of the ``count`` lines furthest below their target."""
+    candidates = [line for line in lines if line.met is False and line.ratio is not None]
+    def shortfall(line: Line) -> float:  # lower is worse
+        ratio = line.ratio or 0.0
+        return ratio if line.row.kind == "throughput" else -ratio
+    candidates.sort(key=shortfall)
     profiles: dict[str, list[str]] = {}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for workload in chosen[:count]:
-        attempt = workload.reportsync.prepare(99)
-        argv = attempt.profile_argv or attempt.argv
-        if argv is None:
-            attempt.cleanup()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    seen: set[tuple[str, str]] = set()
+    for line in candidates:
+        if len(profiles) >= count:
+            break
+        side = line.row.side(line.reportsync.key)
+        if (line.row.key, side.key) in seen:
             continue
-        log(f"profiling {workload.key}: {' '.join(argv[:6])} ...")
+        seen.add((line.row.key, side.key))
+        name = f"{line.row.key}-{side.key}"
+        log(f"profiling {name}")
+        attempt = side.prepare(99)
         try:
-            lines = profiling.record(argv, RESULTS / f"profile-{workload.key}.txt",
-                                     timeout=min(ATTEMPT_CAP, max(deadline.left(), 60)))
+            summary = profiling.record(attempt.argv, results_dir / f"profile-{name}.txt",
+                                       timeout=min(ATTEMPT_CAP, max(deadline.left(), 60)))
         finally:
             attempt.cleanup()
-        profiles[workload.key] = lines
-        print(f"\nprofile of reportsync's side of {workload.key} ({workload.title}):")
-        print("\n".join(lines), flush=True)
+        profiles[name] = summary
+        print(f"\nprofile of {name} ({line.row.title}):\n" + "\n".join(summary), flush=True)
     return profiles
+
+
+def lines_from_results(document: dict[str, Any]) -> list[Line]:
+    """The lines of a saved run, judged again by the rows' current targets."""
+    meta = document["meta"]
+    sizes = Sizes.smoke() if meta["mode"] == "smoke" else Sizes.full()
+    # the rows only for their targets: nothing is set up or started
+    factories = Suite(Workspace(root=Path("/nonexistent"), log=log), sizes, {}).rows()
+    rows: dict[str, Row] = {}
+    lines = []
+    for item in document["lines"]:
+        if item["row"] not in rows:
+            rows[item["row"]] = factories[item["row"]]()
+        row = rows[item["row"]]
+        row.title, row.amount = item["title"], item["amount"]
+        sides = [_side_from_json(item["reportsync"]), _side_from_json(item["tool"])]
+        results = {side.key: side for side in sides if side is not None}
+        tool_key = sides[1].key if sides[1] is not None else None
+        compare = next(compare for compare in row.compares
+                       if (compare.reportsync, compare.tool) == (sides[0].key, tool_key)
+                       ) if sides[0] is not None else None
+        if compare is not None:
+            lines.append(_line(row, compare, results, judged=meta["mode"] != "smoke"))
+    return lines
+
+
+def _side_from_json(data: dict[str, Any] | None) -> SideResult | None:
+    if data is None:
+        return None
+    return SideResult(data["key"], data["label"], data["reportsync"], seconds=data["seconds"],
+                      maxrss_mib=data["maxrss_mib"], cpu_seconds=data["cpu_seconds"],
+                      skipped=data["skipped"], error=data["error"])
 
 
 def _side_json(side: SideResult | None) -> dict[str, Any] | None:
     if side is None:
         return None
-    return {"name": side.name, "method": side.method, "samples": side.samples,
-            "median": side.median, "extra": side.extra, "skipped": side.skipped,
-            "error": side.error}
+    return {"key": side.key, "label": side.label, "reportsync": side.reportsync,
+            "seconds": side.seconds, "median_seconds": side.median_seconds,
+            "maxrss_mib": side.maxrss_mib, "median_maxrss_mib": side.median_rss,
+            "cpu_seconds": side.cpu_seconds, "skipped": side.skipped, "error": side.error}
 
 
-def write_results(meta: dict[str, Any], rows: list[Row], table: list[str],
+def write_results(results_dir: Path, meta: dict[str, Any], lines: list[Line], text: list[str],
                   profiles: dict[str, list[str]], *, partial: bool) -> None:
     document = {
         "meta": meta,
-        "rows": [{
-            "key": row.workload.key, "title": row.workload.title, "metric": row.workload.metric,
-            "unit": row.workload.unit, "amount": row.workload.amount,
-            "reportsync": _side_json(row.reportsync), "tool": _side_json(row.tool),
-            "ratio": row.ratio, "target": row.target.text if row.target else None,
-            "target_min_ratio": row.target.min_ratio if row.target else None,
-            "met": row.met, "check": row.check, "notes": row.workload.notes,
-        } for row in rows],
-        "table_markdown": table,
+        "lines": [{
+            "row": line.row.key, "title": line.row.title, "kind": line.row.kind,
+            "unit": line.row.unit, "amount": line.row.amount, "notes": line.row.notes,
+            "reportsync": _side_json(line.reportsync), "tool": _side_json(line.tool),
+            "ratio": line.ratio, "target": line.target.text if line.target else None,
+            "judged": line.judged, "met": line.met,
+        } for line in lines],
+        "table_markdown": text,
         "profiles": profiles,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    text = json.dumps(document, indent=2, default=str)
-    stamped = RESULTS / f"{stamp}-{meta['mode']}{'-partial' if partial else ''}.json"
-    stamped.write_text(text)
+    body = json.dumps(document, indent=2, default=str)
+    stamped = results_dir / f"{stamp}-{meta['mode']}{'-partial' if partial else ''}.json"
+    stamped.write_text(body)
     written = [stamped]
-    if not partial:
-        (RESULTS / "latest.json").write_text(text)
-        written.append(RESULTS / "latest.json")
+    if meta["mode"] == "full" and not partial:
+        (results_dir / "latest.json").write_text(body)
+        written.append(results_dir / "latest.json")
     log("results: " + ", ".join(str(path) for path in written))

@@ -1,203 +1,222 @@
-"""The workloads of issue 8: data set-up, reportsync's side and the standard tool's side of each.
+"""The rows of issue 13: reportsync's CLI end to end next to the standard tool, per workload.
 
-A workload has one reportsync side and zero or more standard-tool sides; the runner alternates
-them (A B A B ...; A B C A B C ... with two tools) and compares medians. Each side hands out an
-``Attempt`` per repetition: what to run (a command, or an in-process call), how to check the
-result was right (untimed) and what to remove afterwards.
+A row has sides: one or more reportsync variants (``reportsync fetch`` as cron runs it, a
+subprocess with its own config, state dir and empty folders per repetition; some rows also have
+an "info" variant through reportsync's transport or pgp API) and the standard tool(s). The runner
+runs them in turn, A B C A B C ..., and compares medians as each ``Compare`` says. Each side hands
+out an ``Attempt`` per repetition: the command to time, a check of its result (after the clock
+stopped) and what to remove afterwards.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import random
+import functools
 import re
+import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from benchmarks import probe
 from benchmarks.fixtures import (
     MIB,
+    SOURCE,
+    Server,
     Sizes,
     Tool,
     Workspace,
-    age,
     count_files,
     link_tree,
-    report_text,
-    write_random,
 )
-from benchmarks.measure import BenchError, run_timed
-from reportsync.ledger import Ledger
+from benchmarks.measure import BenchError, Sample, run_untimed
 
 PY = sys.executable
-SOURCE = "bench"
-NOOP_REAL_PATTERN = "n0000[0-9][0-9].xml"  # the first 100 no-op files: fetched for real
-NOOP_REAL_COUNT = 100
+_SCRIPT = Path(sys.executable).parent / "reportsync"
+# the console script cron runs, where it is installed next to this interpreter
+REPORTSYNC = [str(_SCRIPT)] if _SCRIPT.exists() else [PY, "-m", "reportsync"]
+JOBS = 4  # the parallel reportsync variant and lftp's mirror -P
+ROW_KEYS = (
+    "backfill_200_rsa2048", "backfill_200_rsa3072", "backfill_2000_rsa2048",
+    "backfill_2000_rsa3072", "sftp_small_500", "sftp_small_2000", "sftp_big",
+    "ftp_small_pyftpdlib", "ftp_small_vsftpd", "decrypt_big", "decrypt_small", "noop_sftp",
+    "noop_vsftpd", "rss_1g", "startup",
+)
 
 
 @dataclass
 class Attempt:
     """One timed run of one side."""
 
-    argv: list[str] | None = None  # a command to time ...
-    call: Callable[[], object] | None = None  # ... or an in-process call
-    stdin: str | None = None
-    inner: int = 1  # run the command this many times, report the mean (start-up workloads)
-    rss: bool = False  # measure peak RSS instead of (as well as) time
-    verify: Callable[[str, object], None] = lambda output, value: None  # untimed check
+    argv: list[str]
+    verify: Callable[[Sample], None] = lambda sample: None  # untimed check of the result
     cleanup: Callable[[], None] = lambda: None
-    profile_argv: list[str] | None = None  # the same work as a standalone command (profiler)
+    stdin: str | None = None
 
 
 @dataclass
 class Side:
-    name: str  # "reportsync", "OpenSSH sftp", ...
-    method: str  # how it is driven: "transport API (in-process)", "CLI", "command line"
+    key: str  # unique in its row: "fetch", "fetch_jobs4", "api", "sftp", ...
+    label: str  # how it is driven, as the table shows it
+    reportsync: bool  # reportsync's side (else a standard tool's)
     prepare: Callable[[int], Attempt]
-    skipped: str = ""  # why this side cannot run (a tool missing): reported, never dropped
+    skipped: str = ""  # why this side cannot run (a tool or server missing): shown, never dropped
 
 
 @dataclass
 class Target:
-    text: str  # as the issue words it
-    min_ratio: float | None = None  # ratio (higher = reportsync better) needed to meet it
-    max_seconds: float | None = None  # an absolute bound on reportsync's median as well
-    note: str = ""
+    """A row's goal, as the issue words it. Which bound applies depends on the row's kind."""
+
+    text: str
+    min_ratio: float | None = None  # throughput: tool time / reportsync time must reach this
+    max_time_ratio: float | None = None  # no-op: reportsync time / listing time at most this
+    max_seconds: float | None = None  # no-op: reportsync's median time below this
+    max_mib: float | None = None  # peak RSS below this
 
 
 @dataclass
-class Workload:
-    key: str
-    title: str
-    metric: str  # "throughput" (amount/s), "time" (seconds) or "rss" (MiB)
-    unit: str  # "MB/s", "files/s", "s", "MiB"
-    amount: float  # bytes (1e6 per MB) or files for throughput; ignored otherwise
-    reportsync: Side
-    tools: list[tuple[Side, Target | None]]
-    target_without_tool: Target | None = None  # rss: a goal, no tool
-    goal_mib: float = 0.0
+class Compare:
+    reportsync: str  # side key
+    tool: str | None  # side key; None for a goal without a tool (peak RSS)
+    target: Target | None  # None: an "info" line
+
+
+@dataclass
+class Row:
+    key: str  # the stable name (--only); the full sizes are in it
+    title: str  # with the sizes of this run
+    kind: str  # "throughput" (amount per second), "noop" (seconds), "rss" (MiB), "time"
+    unit: str  # "MB/s" or "files/s" for throughput
+    amount: float  # bytes (1e6 per MB) or files, for throughput
+    sides: list[Side]
+    compares: list[Compare]
+    setup: Callable[[], None] = lambda: None  # data, snapshots (once, untimed)
     notes: list[str] = field(default_factory=list)
-    check: Callable[[], tuple[bool, str]] | None = None  # an extra yes/no check (imports)
+
+    def side(self, key: str) -> Side:
+        return next(side for side in self.sides if side.key == key)
 
 
-# --- helpers -------------------------------------------------------------------------------------
+# --- checks ----------------------------------------------------------------------------------------
+
+_SUMMARY = re.compile(
+    rf"^{SOURCE}: (?P<archived>\d+) archived, (?:(?P<downloaded>\d+) downloaded, not decrypted, )?"
+    r"(?P<skipped>\d+) already archived(?P<rest>.*?), (?P<bytes>\S+ \S+) transferred$",
+    re.MULTILINE)
 
 
-def _expect_count(folder: Path, number: int, suffix: str = "") -> None:
-    found, _ = count_files(folder, suffix)
-    if found != number:
-        raise BenchError(f"expected {number} files in {folder}, found {found}")
-
-
-def _expect_size(path: Path, size: int) -> None:
-    actual = path.stat().st_size if path.exists() else -1
-    if actual != size:
-        raise BenchError(f"{path.name}: expected {size} bytes, found {actual}")
-
-
-_SUMMARY = re.compile(r"^bench: (?P<archived>\d+) archived, .*?(?P<skipped>\d+) already archived",
-                      re.MULTILINE)
-
-
-def _expect_fetch(output: str, archived: int, skipped: int) -> None:
+def expect_fetch(output: str, *, archived: int = 0, downloaded: int = 0, skipped: int = 0,
+                 no_transfer: bool = False) -> None:
     match = _SUMMARY.search(output)
     if match is None:
         raise BenchError(f"no fetch summary in the output: {output[-300:]!r}")
-    if (int(match["archived"]), int(match["skipped"])) != (archived, skipped):
-        raise BenchError(f"fetch did {match['archived']} archived / {match['skipped']} skipped, "
-                         f"expected {archived} / {skipped}: {match.group(0)!r}")
-    if "failed" in match.group(0):
-        raise BenchError(f"fetch reported failures: {match.group(0)!r}")
+    found = (int(match["archived"]), int(match["downloaded"] or 0), int(match["skipped"]))
+    if found != (archived, downloaded, skipped):
+        raise BenchError(f"fetch did {found} (archived, downloaded, already archived), expected "
+                         f"{(archived, downloaded, skipped)}: {match.group(0)!r}")
+    if match["rest"]:
+        raise BenchError(f"fetch reported more: {match.group(0)!r}")
+    if no_transfer and match["bytes"] != "0 B":
+        raise BenchError(f"expected no transfer: {match.group(0)!r}")
 
 
-def _rmtree(path: Path) -> Callable[[], None]:
+def expect_files(folder: Path, number: int, total: int | None = None, suffix: str = "") -> None:
+    found, size = count_files(folder, suffix)
+    if found != number or (total is not None and size != total):
+        raise BenchError(f"expected {number} files{'' if total is None else f' ({total} bytes)'} "
+                         f"in {folder}, found {found} ({size} bytes)")
+
+
+def expect_listing(output: str, number: int, what: str) -> None:
+    lines = sum(1 for line in output.splitlines() if line.startswith("-"))
+    if lines != number:
+        raise BenchError(f"{what} listed {lines} files, expected {number}")
+
+
+def rmtree(path: Path) -> Callable[[], None]:
     return lambda: shutil.rmtree(path, ignore_errors=True)
 
 
-def _api_attempt(task: str, kwargs: dict[str, Any], verify: Callable[[str, object], None],
-                 cleanup: Callable[[], None]) -> Attempt:
-    return Attempt(call=lambda: probe.run_task(task, kwargs), verify=verify, cleanup=cleanup,
-                   profile_argv=probe.probe_argv(task, kwargs))
+def sh(*commands: list[str]) -> list[str]:
+    """``sh -c 'A && B'``: several commands timed as one. A last word ending in ``/*.gpg`` is
+    left for the shell to expand (every encrypted file of that folder)."""
+    parts = []
+    for command in commands:
+        words = [shlex.quote(word) for word in command]
+        if command and command[-1].endswith("/*.gpg"):
+            words[-1] = shlex.quote(command[-1][:-len("/*.gpg")]) + "/*.gpg"
+        parts.append(" ".join(words))
+    return ["sh", "-c", " && ".join(parts)]
 
 
-# --- the suite -----------------------------------------------------------------------------------
+# --- the suite -------------------------------------------------------------------------------------
 
 
 class Suite:
-    """Builds the data once, then hands out the workloads."""
+    """Hands out the rows; builds their data when a row is set up."""
 
-    def __init__(self, ws: Workspace, sizes: Sizes, tools: dict[str, Tool], *, jobs: int,
-                 log: Callable[[str], None]) -> None:
+    def __init__(self, ws: Workspace, sizes: Sizes, tools: dict[str, Tool]) -> None:
         self.ws = ws
         self.sizes = sizes
         self.tools = tools
-        self.jobs = jobs
-        self.log = log
-        self.big_plain = sizes.big
-        self.big_cipher = 0
-        self.small_bytes = 0
-        self.rss_cipher = 0
 
-    # -- data --
+    def rows(self) -> dict[str, Callable[[], Row]]:
+        s = self.sizes
+        made: dict[str, Callable[[], Row]] = {}
+        for label, count in zip(("200", "2000"), s.backfill, strict=True):
+            for bits in (2048, 3072):
+                key = f"backfill_{label}_rsa{bits}"
+                made[key] = functools.partial(self.backfill, key, count, bits)
+        for label, count in zip(("500", "2000"), s.small, strict=True):
+            key = f"sftp_small_{label}"
+            made[key] = functools.partial(self.sftp_small, key, count, api=count == s.small[1])
+        made["sftp_big"] = self.sftp_big
+        made["ftp_small_pyftpdlib"] = lambda: self.ftp_small("ftp_small_pyftpdlib", "pyftpdlib")
+        made["ftp_small_vsftpd"] = lambda: self.ftp_small("ftp_small_vsftpd", "vsftpd")
+        made["decrypt_big"] = self.decrypt_big
+        made["decrypt_small"] = self.decrypt_small
+        made["noop_sftp"] = lambda: self.noop("noop_sftp", "sftp")
+        made["noop_vsftpd"] = lambda: self.noop("noop_vsftpd", "vsftpd")
+        made["rss_1g"] = self.rss
+        made["startup"] = self.startup
+        assert tuple(made) == ROW_KEYS
+        return made
 
-    def build_data(self) -> None:
-        ws, sizes = self.ws, self.sizes
-        root = ws.sftp_root
-        started = time.monotonic()
-        self.log(f"data: one {sizes.big // MIB} MiB report, {sizes.small_count} x "
-                 f"{sizes.small_size // 1024} KiB reports, one {sizes.rss_big // MIB} MiB report, "
-                 f"{sizes.noop_files} tiny files")
-        big = root / "big" / "big.bin"
-        write_random(big, sizes.big)
-        rss = root / "rss" / "report.bin"
-        write_random(rss, sizes.rss_big)
-        small_dir = root / "small"
-        small_dir.mkdir()
-        rng = random.Random(8)
-        plain = []
-        for index in range(sizes.small_count):
-            path = small_dir / f"r{index:05d}.xml"
-            path.write_bytes(report_text(index, sizes.small_size, rng))
-            plain.append(path)
-        ws.encrypt_files([big, rss, *plain])
-        for path in [big, rss, *plain]:
-            path.unlink()
-        for path in [*small_dir.iterdir(), root / "big" / "big.bin.gpg",
-                     root / "rss" / "report.bin.gpg"]:
-            age(path)
-        self.big_cipher = (root / "big" / "big.bin.gpg").stat().st_size
-        self.rss_cipher = (root / "rss" / "report.bin.gpg").stat().st_size
-        self.small_bytes = count_files(small_dir)[1]
+    # -- commands --
 
-        noop = root / "noop"
-        noop.mkdir()
-        stamp = time.time() - 86400
-        for index in range(sizes.noop_files):
-            path = noop / f"n{index:06d}.xml"
-            path.write_bytes(b"<r n='%d'/>\n" % index)
-            os.utime(path, (stamp, stamp))
+    def _missing(self, *needs: str) -> str:
+        """Why a side cannot run ("" if it can): a standard tool or a server is missing."""
+        for need in needs:
+            tool = self.tools.get(need)
+            if tool is not None and not tool.available:
+                return f"{need}: {tool.note}"
+            if need in ("sftp-server", "pyftpdlib", "vsftpd"):
+                name = "sftp" if need == "sftp-server" else need
+                if name not in self.ws.servers:
+                    return f"{name} server: {self.ws.unavailable.get(name, 'not started')}"
+        return ""
 
-        assert ws.ftp_home is not None
-        link_tree(root / "big", ws.ftp_home / "big")
-        link_tree(small_dir, ws.ftp_home / "small")
-        link_tree(root / "big", ws.root / "dec" / "big")
-        link_tree(small_dir, ws.root / "dec" / "small")
-        self.log(f"data ready in {time.monotonic() - started:.0f} s")
+    def _fetch(self, key: str, label: str, server: str, *extra: str,
+               prepare_run: Callable[[int], tuple[Path, Path]],
+               verify: Callable[[Path, Sample], None]) -> Side:
+        """A reportsync side: ``reportsync --config RUN/config.toml fetch EXTRA...``."""
+        def prepare(rep: int) -> Attempt:
+            run, config = prepare_run(rep)
+            return Attempt(argv=[*REPORTSYNC, "--config", str(config), "fetch", *extra],
+                           verify=lambda sample: verify(run, sample), cleanup=rmtree(run))
+        return Side(key, label, True, prepare, skipped=self._missing(server))
 
-    # -- common sides --
-
-    def _tool_side(self, tool: str, name: str, prepare: Callable[[int], Attempt]) -> Side:
-        found = self.tools.get(tool)
-        skipped = "" if found is not None and found.available else \
-            f"{tool}: {found.note if found else 'not checked'}"
-        return Side(name=name, method="command line", prepare=prepare, skipped=skipped)
+    def _fresh_run(self, name: str, server: str, remote_dir: str, bits: int = 2048,
+                   ) -> Callable[[int], tuple[Path, Path]]:
+        """A new config, state dir and empty folders for each repetition."""
+        def prepare_run(rep: int) -> tuple[Path, Path]:
+            run = self.ws.fresh_dir(name)
+            config = self.ws.write_config(run / "config.toml",
+                                          self.ws.server(server).table(remote_dir), run, bits)
+            return run, config
+        return prepare_run
 
     def _ssh_options(self) -> list[str]:
         assert self.ws.sshd is not None
@@ -206,356 +225,438 @@ class Suite:
                 f"UserKnownHostsFile={source['known_hosts']}", "-o", "BatchMode=yes",
                 "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes"]
 
-    def _sftp_base(self) -> list[str]:
+    def _sftp(self, *args: str) -> list[str]:
         assert self.ws.sshd is not None
-        return ["sftp", "-q", "-P", str(self.ws.sshd.port), *self._ssh_options()]
+        return ["sftp", "-q", "-P", str(self.ws.sshd.port), *self._ssh_options(), *args]
 
     def _user_at(self) -> str:
         assert self.ws.sshd is not None
         return f"{self.ws.sshd.source['username']}@127.0.0.1"
 
-    def _lftp_sftp_open(self) -> str:
-        assert self.ws.sshd is not None
-        program = "ssh -a -x " + " ".join(self._ssh_options())
-        return (f'set sftp:connect-program "{program}"; set net:max-retries 1; '
-                f"set net:timeout 60; open -u {self.ws.sshd.source['username']}, "
-                f"-p {self.ws.sshd.port} sftp://127.0.0.1")
+    def _sftp_batch(self, name: str, commands: str) -> list[str]:
+        """OpenSSH ``sftp -b FILE`` running ``commands`` (one per line)."""
+        batch = self.ws.root / "runs" / f"{name}.sftp-batch"
+        batch.parent.mkdir(parents=True, exist_ok=True)
+        batch.write_text(commands)
+        return self._sftp("-b", str(batch), self._user_at())
 
-    def _lftp_ftp_open(self) -> str:
-        return ("set ftp:ssl-allow no; set ftp:passive-mode on; set net:max-retries 1; "
-                f"set net:timeout 60; open -u {self.ws.ftp_source['username']},{self.ws.ftp_password} "
-                f"-p {self.ws.ftp_source['port']} ftp://127.0.0.1")
+    def _lftp(self, name: str, server: Server, command: str) -> list[str]:
+        """``lftp -f SCRIPT``: the (throwaway) password stays out of argv, in a 0600 script."""
+        script = self.ws.root / "runs" / f"{name}.lftp"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(
+            "set cmd:fail-exit yes\nset ftp:ssl-allow no\nset ftp:passive-mode on\n"
+            "set net:max-retries 1\nset net:timeout 60\n"
+            f"open -u {server.source['username']},{server.password} -p {server.source['port']} "
+            f"ftp://127.0.0.1\n{command}\n")
+        script.chmod(0o600)
+        return ["lftp", "-f", str(script)]
 
-    def _cli_fetch(self, config: Path, *extra: str) -> list[str]:
-        return [PY, "-m", "reportsync", "--config", str(config), "fetch",
-                *(["--jobs", str(self.jobs)] if self.jobs != 1 else []), *extra]
+    def _curl_list(self, name: str, server: Server, remote_dir: str) -> list[str]:
+        netrc = self.ws.root / "runs" / f"{name}.netrc"
+        netrc.parent.mkdir(parents=True, exist_ok=True)
+        netrc.write_text(f"machine 127.0.0.1 login {server.source['username']} "
+                         f"password {server.password}\n")
+        netrc.chmod(0o600)
+        return ["curl", "-sS", "--fail", "--netrc-file", str(netrc),
+                f"ftp://127.0.0.1:{server.source['port']}/{remote_dir}/"]
 
-    # -- transfer-only --
+    def _api(self, task: str, kwargs: Callable[[], dict[str, object]], out: Path | None,
+             verify: Callable[[Sample], None], needs: str, label: str = "") -> Side:
+        """reportsync's transport/pgp API in a process of its own (benchmarks/probe.py): no
+        ledger, no fsync, no hashing. An info line: what the CLI costs on top of it."""
+        def prepare(rep: int) -> Attempt:
+            if out is not None:
+                self.ws.fresh_dir(out.name)
+            return Attempt(argv=probe.probe_argv(task, kwargs()), verify=verify,
+                           cleanup=rmtree(out) if out is not None else lambda: None)
+        return Side("api", label or f"API probe: {task} (info)", True, prepare,
+                    skipped=self._missing(needs))
 
-    def sftp_big(self) -> Workload:
-        size = self.big_cipher
+    # -- rows --
 
-        def rs(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"sftp-big-rs-{rep}")
-            return _api_attempt("get_one", {"table": self.ws.sftp_table("big"),
-                                            "name": "big.bin.gpg", "out": str(out / "big.bin.gpg")},
-                                lambda _o, _v: _expect_size(out / "big.bin.gpg", size), _rmtree(out))
+    def backfill(self, key: str, count: int, bits: int) -> Row:
+        ws = self.ws
+        remote = ""
+        plain_total = 0
+
+        def setup() -> None:
+            nonlocal remote, plain_total
+            remote = ws.publish(ws.reports(bits, count), "sftp")
+            plain_total = ws.plaintext_bytes(count)
+
+        def verify_fetch(run: Path, sample: Sample) -> None:
+            expect_fetch(sample.stdout, archived=count)
+            expect_files(run / "statements", count, plain_total)
 
         def tool(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"sftp-big-tool-{rep}")
-            argv = [*self._sftp_base(), f"{self._user_at()}:big/big.bin.gpg", str(out / "big.bin.gpg")]
-            return Attempt(argv=argv, verify=lambda _o, _v: _expect_size(out / "big.bin.gpg", size),
-                           cleanup=_rmtree(out))
+            out = ws.fresh_dir(f"{key}-tool")
+            argv = sh(self._sftp_batch(key, f"get -r {remote} {out / 'files'}\n"),
+                      ws.gpg_argv(bits, "--decrypt-files", str(out / "files" / "*.gpg")))
+            return Attempt(argv=argv, cleanup=rmtree(out),
+                           verify=lambda _s: expect_files(out / "files", count, plain_total, ".xml"))
 
-        return Workload(
-            key="sftp_big", title=f"SFTP, one {self.sizes.big // MIB} MiB file", metric="throughput",
-            unit="MB/s", amount=size,
-            reportsync=Side("reportsync", "transport API: connect, download, close", rs),
-            tools=[(self._tool_side("sftp", "OpenSSH sftp (default cipher)", tool),
-                    Target("≥ 0.6x OpenSSH sftp (then ≥ 1.0x)", 0.6))])
+        return Row(
+            key=key, title=f"backfill: {count} PGP reports (RSA {bits}), fetch + decrypt over SFTP",
+            kind="throughput", unit="files/s", amount=count, setup=setup,
+            sides=[self._fetch("fetch", "CLI fetch", "sftp-server",
+                               prepare_run=lambda rep: self._fresh_run(key, "sftp", remote, bits)(rep),
+                               verify=verify_fetch),
+                   Side("tool", "sftp -b (get -r) && gpg --decrypt-files", False, tool,
+                        skipped=self._missing("sftp", "gpg", "sftp-server"))],
+            compares=[Compare("fetch", "tool", Target("≥ 1.0x", min_ratio=1.0))])
 
-    def sftp_small(self) -> Workload:
-        count = self.sizes.small_count
-
-        def rs(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"sftp-small-rs-{rep}")
-            return _api_attempt("get_all", {"table": self.ws.sftp_table("small"), "out_dir": str(out)},
-                                lambda _o, _v: _expect_count(out, count), _rmtree(out))
-
-        def sftp(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"sftp-small-sftp-{rep}")
-            return Attempt(argv=[*self._sftp_base(), "-b", "-", self._user_at()],
-                           stdin=f"get -r small {out / 'small'}\n",
-                           verify=lambda _o, _v: _expect_count(out / "small", count),
-                           cleanup=_rmtree(out))
-
-        def lftp(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"sftp-small-lftp-{rep}")
-            return Attempt(argv=["lftp", "-c", f"{self._lftp_sftp_open()}; mirror small {out / 'small'}"],
-                           verify=lambda _o, _v: _expect_count(out / "small", count),
-                           cleanup=_rmtree(out))
-
-        return Workload(
-            key="sftp_small", title=f"SFTP, {count} x {self.sizes.small_size // 1024} KiB files",
-            metric="throughput", unit="files/s", amount=count,
-            reportsync=Side("reportsync", "transport API: connect, list, download one by one", rs),
-            tools=[(self._tool_side("sftp", "OpenSSH sftp get -r", sftp),
-                    Target("≥ 0.6x sftp get -r (then ≥ 1.0x)", 0.6)),
-                   (self._tool_side("lftp", "lftp mirror (sftp)", lftp), None)])
-
-    def ftp_big(self) -> Workload:
-        size = self.big_cipher
-
-        def rs(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"ftp-big-rs-{rep}")
-            return _api_attempt("get_one", {"table": self.ws.ftp_table("big"), "name": "big.bin.gpg",
-                                            "out": str(out / "big.bin.gpg")},
-                                lambda _o, _v: _expect_size(out / "big.bin.gpg", size), _rmtree(out))
-
-        def curl(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"ftp-big-curl-{rep}")
-            source = self.ws.ftp_source
-            argv = ["curl", "-sS", "--fail", "-u", f"{source['username']}:{self.ws.ftp_password}",
-                    "-o", str(out / "big.bin.gpg"),
-                    f"ftp://127.0.0.1:{source['port']}/big/big.bin.gpg"]
-            return Attempt(argv=argv, verify=lambda _o, _v: _expect_size(out / "big.bin.gpg", size),
-                           cleanup=_rmtree(out))
-
-        def lftp(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"ftp-big-lftp-{rep}")
-            argv = ["lftp", "-c", f"{self._lftp_ftp_open()}; get big/big.bin.gpg -o {out / 'big.bin.gpg'}"]
-            return Attempt(argv=argv, verify=lambda _o, _v: _expect_size(out / "big.bin.gpg", size),
-                           cleanup=_rmtree(out))
-
-        return Workload(
-            key="ftp_big", title=f"FTP passive, one {self.sizes.big // MIB} MiB file",
-            metric="throughput", unit="MB/s", amount=size,
-            reportsync=Side("reportsync", "transport API: connect, download, close", rs),
-            tools=[(self._tool_side("curl", "curl", curl), Target("≥ 1.0x curl", 1.0)),
-                   (self._tool_side("lftp", "lftp get", lftp), None)])
-
-    def ftp_small(self) -> Workload:
-        count = self.sizes.small_count
-
-        def rs(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"ftp-small-rs-{rep}")
-            return _api_attempt("get_all", {"table": self.ws.ftp_table("small"), "out_dir": str(out)},
-                                lambda _o, _v: _expect_count(out, count), _rmtree(out))
-
-        def lftp(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"ftp-small-lftp-{rep}")
-            argv = ["lftp", "-c", f"{self._lftp_ftp_open()}; mirror -P4 small {out / 'small'}"]
-            return Attempt(argv=argv, verify=lambda _o, _v: _expect_count(out / "small", count),
-                           cleanup=_rmtree(out))
-
-        return Workload(
-            key="ftp_small", title=f"FTP passive, {count} x {self.sizes.small_size // 1024} KiB files",
-            metric="throughput", unit="files/s", amount=count,
-            reportsync=Side("reportsync", "transport API: connect, list, download one by one", rs),
-            tools=[(self._tool_side("lftp", "lftp mirror -P4", lftp),
-                    Target("≥ 1.0x lftp mirror -P4", 1.0))],
-            notes=["pyftpdlib (the tests' FTP server) is single-threaded Python: on 2 cores it is "
-                   "often the bottleneck for both sides"])
-
-    # -- decrypt-only --
-
-    def decrypt_big(self) -> Workload:
-        size = self.big_plain
-        home = self.ws.root / "gpg"
-        encrypted = self.ws.root / "dec" / "big" / "big.bin.gpg"
-
-        def rs(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"dec-big-rs-{rep}")
-            return _api_attempt("decrypt_one", {"home": str(home), "encrypted": str(encrypted),
-                                                "out": str(out / "big.bin")},
-                                lambda _o, _v: _expect_size(out / "big.bin", size), _rmtree(out))
-
-        def gpg(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"dec-big-gpg-{rep}")
-            return Attempt(argv=self.ws.gpg_argv("--decrypt", "-o", str(out / "big.bin"), str(encrypted)),
-                           verify=lambda _o, _v: _expect_size(out / "big.bin", size),
-                           cleanup=_rmtree(out))
-
-        return Workload(
-            key="decrypt_big", title=f"decrypt one {self.sizes.big // MIB} MiB file",
-            metric="throughput", unit="MB/s", amount=size,
-            reportsync=Side("reportsync", "pgp API: Gpg.decrypt to a file", rs),
-            tools=[(self._tool_side("gpg", "gpg --decrypt -o", gpg), Target("≥ 0.95x gpg", 0.95))])
-
-    def decrypt_small(self, bits: int) -> Workload:
-        count = self.sizes.small_count
-        home = self.ws.root / "gpg"
-        folder = self.ws.root / "dec" / "small"
-
-        def rs(rep: int) -> Attempt:
-            out = self.ws.fresh_dir(f"dec-small-rs-{rep}")
-            return _api_attempt("decrypt_all", {"home": str(home), "in_dir": str(folder),
-                                                "out_dir": str(out)},
-                                lambda _o, _v: _expect_count(out, count), _rmtree(out))
-
-        def remove_plaintexts() -> None:
-            for path in folder.glob("*.xml"):
-                path.unlink()
-
-        def gpg(rep: int) -> Attempt:
-            remove_plaintexts()
-            files = sorted(str(path) for path in folder.glob("*.gpg"))
-            return Attempt(argv=self.ws.gpg_argv("--decrypt-files", *files),
-                           verify=lambda _o, _v: _expect_count(folder, count, ".xml"),
-                           cleanup=remove_plaintexts)
-
-        return Workload(
-            key="decrypt_small", title=f"decrypt {count} small files (RSA {bits})",
-            metric="throughput", unit="files/s", amount=count,
-            reportsync=Side("reportsync", "pgp API: Gpg.decrypt per file, in turn", rs),
-            tools=[(self._tool_side("gpg", "gpg --decrypt-files", gpg),
-                    Target("≥ 1.0x gpg --decrypt-files", 1.0))])
-
-    # -- end to end (the CLI) --
-
-    def backfill(self) -> Workload:
-        count = self.sizes.small_count
+    def sftp_small(self, key: str, count: int, *, api: bool) -> Row:
         ws = self.ws
-        snapshot = ws.root / "backfill-snapshot"
+        remote = ""
+        cipher_total = 0
 
-        def make_snapshot() -> None:
-            """Once: `fetch --no-decrypt` of the 2,000 files; each decrypt-only run starts from a
-            copy of its ledger and (hard links to) its downloads, at the same path."""
-            run = ws.root / "runs" / "backfill-decrypt-only"
-            shutil.rmtree(run, ignore_errors=True)
-            run.mkdir(parents=True)
-            config = ws.write_config(run / "config.toml", dict(ws.sftp_table("small")), run)
-            done = run_timed(self._cli_fetch(config, "--no-decrypt"), timeout=3600)
-            if f"{count} downloaded, not decrypted" not in done.stdout:
-                raise BenchError(f"snapshot fetch --no-decrypt: {done.stdout[-300:]!r}")
-            shutil.rmtree(snapshot, ignore_errors=True)
-            run.rename(snapshot)
+        def setup() -> None:
+            nonlocal remote, cipher_total
+            folder = ws.reports(2048, count)
+            remote = ws.publish(folder, "sftp")
+            cipher_total = count_files(folder)[1]
 
-        def rs(rep: int) -> Attempt:
-            run = ws.fresh_dir(f"backfill-{rep}")
-            config = ws.write_config(run / "config.toml", dict(ws.sftp_table("small")), run)
-            return Attempt(argv=self._cli_fetch(config),
-                           verify=lambda output, _v: _expect_fetch(output, count, 0),
-                           cleanup=_rmtree(run))
+        def verify_fetch(run: Path, sample: Sample) -> None:
+            expect_fetch(sample.stdout, downloaded=count)
+            expect_files(run / "encrypted", count, cipher_total)
 
-        def decrypt_only(rep: int) -> Attempt:
-            if not snapshot.exists():
-                make_snapshot()
-            run = ws.root / "runs" / "backfill-decrypt-only"
-            shutil.rmtree(run, ignore_errors=True)
-            run.mkdir(parents=True)
-            shutil.copy2(snapshot / "config.toml", run / "config.toml")
-            shutil.copytree(snapshot / "state", run / "state")
-            shutil.copytree(snapshot / "encrypted", run / "encrypted", copy_function=os.link)
-            return Attempt(argv=self._cli_fetch(run / "config.toml"),
-                           verify=lambda output, _v: _expect_fetch(output, count, 0),
-                           cleanup=_rmtree(run))
+        def fetch(side_key: str, label: str, *extra: str) -> Side:
+            return self._fetch(side_key, label, "sftp-server", "--no-decrypt", *extra,
+                               prepare_run=lambda rep: self._fresh_run(f"{key}-{side_key}", "sftp",
+                                                                       remote)(rep),
+                               verify=verify_fetch)
 
-        return Workload(
-            key="backfill", title=f"backfill: download + decrypt {count} files over SFTP",
-            metric="throughput", unit="files/s", amount=count,
-            reportsync=Side("reportsync", "CLI fetch (empty state)", rs),
-            tools=[(Side("reportsync decrypt-only", "CLI fetch, downloads already in place",
-                         decrypt_only),
-                    Target("≤ 1.1x the decrypt-only time", 1 / 1.1))],
-            notes=["the 'tool' here is reportsync itself: the same fetch when the encrypted "
-                   "copies are already downloaded (listing + decrypt + archive only)"])
+        def tool(rep: int) -> Attempt:
+            out = ws.fresh_dir(f"{key}-tool")
+            return Attempt(argv=self._sftp_batch(key, f"get -r {remote} {out / 'files'}\n"),
+                           verify=lambda _s: expect_files(out / "files", count, cipher_total),
+                           cleanup=rmtree(out))
 
-    def noop(self) -> Workload:
-        ws = self.ws
-        count = self.sizes.noop_files
-        run = ws.root / "runs" / "noop"
-        config = run / "config.toml"
+        sides = [fetch("fetch", "CLI fetch --no-decrypt"),
+                 fetch("fetch_jobs4", f"CLI fetch --no-decrypt --jobs {JOBS}", "--jobs", str(JOBS)),
+                 Side("tool", "OpenSSH sftp -b (get -r)", False, tool,
+                      skipped=self._missing("sftp", "sftp-server"))]
+        compares = [Compare("fetch", "tool", Target("≥ 1.0x", min_ratio=1.0)),
+                    Compare("fetch_jobs4", "tool", Target("≥ 1.0x", min_ratio=1.0))]
+        if api:
+            api_out = ws.root / "runs" / f"{key}-api"
+            sides.insert(2, self._api(
+                "get_all", lambda: {"table": ws.server("sftp").table(remote),
+                                    "out_dir": str(api_out)}, api_out,
+                lambda _s: expect_files(api_out, count, cipher_total), "sftp-server"))
+            compares.append(Compare("api", "tool", None))
+        return Row(key=key, title=f"SFTP, {count} x 20 KiB files, fetch --no-decrypt",
+                   kind="throughput", unit="files/s", amount=count, setup=setup, sides=sides,
+                   compares=compares)
 
-        def seed() -> None:
-            """The ledger of 50,000 archived files, built cheaply (see docs/performance.md)."""
-            started = time.monotonic()
-            run.mkdir(parents=True, exist_ok=True)
-            real = ws.write_config(run / "seed.toml", dict(ws.sftp_table("noop"),
-                                                           include=[NOOP_REAL_PATTERN]), run)
-            done = run_timed(self._cli_fetch(real), timeout=900)
-            _expect_fetch(done.stdout, NOOP_REAL_COUNT, 0)
-            ws.write_config(config, dict(ws.sftp_table("noop")), run)
-            remote = ws.sftp_root / "noop"
-            versions = []
-            for entry in os.scandir(remote):
-                info = entry.stat()
-                versions.append((entry.name, info.st_size, int(info.st_mtime)))
-            encrypted, statements = run / "encrypted", run / "statements"
-            with Ledger.in_state_dir(run / "state") as ledger:
-                ledger._db.execute("PRAGMA synchronous=OFF")  # seeding only; the timed runs use FULL
-                run_id = ledger.start_run("fetch", os.getpid())
-                ids = ledger.see_files(SOURCE, versions)
-                records = ledger.file_records(SOURCE)
-                added = 0
-                for name, size, mtime in versions:
-                    if records[(name, size, mtime)].archived:
-                        continue
-                    data = (remote / name).read_bytes()
-                    digest = hashlib.sha256(data).hexdigest()
-                    for folder in (encrypted, statements):
-                        path = folder / name
-                        path.write_bytes(data)
-                        path.chmod(0o600)
-                    os.utime(encrypted / name, (mtime, mtime))
-                    file_id = ids[(name, size, mtime)]
-                    ledger.record_download(file_id, run_id, encrypted / name, size, digest)
-                    ledger.record_archived(file_id, run_id, statements / name, size, digest,
-                                           decrypted=False, signer=None)
-                    added += 1
-                ledger.finish_run(run_id, 0, {"archived": added})
-            check = run_timed(self._cli_fetch(config), timeout=900)
-            _expect_fetch(check.stdout, 0, count)
-            self.log(f"no-op ledger: {NOOP_REAL_COUNT} files by a real fetch, {added} added "
-                     f"through the Ledger API, in {time.monotonic() - started:.0f} s")
+    def sftp_big(self) -> Row:
+        ws, size = self.ws, self.sizes.big
+        remote = ""
+        cipher = 0
 
-        def rs(rep: int) -> Attempt:
-            if not config.exists():
-                seed()
-            return Attempt(argv=self._cli_fetch(config),
-                           verify=lambda output, _v: _expect_fetch(output, 0, count))
+        def setup() -> None:
+            nonlocal remote, cipher
+            folder = ws.big_file("big.bin", size)
+            remote = ws.publish(folder, "sftp")
+            cipher = (folder / "big.bin.gpg").stat().st_size
+            row.amount = cipher
 
-        def listing(rep: int) -> Attempt:
-            argv = probe.probe_argv("list_only", {"table": ws.sftp_table("noop")})
+        def verify_fetch(run: Path, sample: Sample) -> None:
+            expect_fetch(sample.stdout, downloaded=1)
+            expect_files(run / "encrypted", 1, cipher)
 
-            def verify(output: str, _v: object) -> None:
-                if output.strip() != str(count):
-                    raise BenchError(f"listing found {output.strip()!r} files, expected {count}")
-            return Attempt(argv=argv, verify=verify)
+        def tool(rep: int) -> Attempt:
+            out = ws.fresh_dir("sftp_big-tool")
+            return Attempt(argv=self._sftp(f"{self._user_at()}:{remote}/big.bin.gpg",
+                                           str(out / "big.bin.gpg")),
+                           verify=lambda _s: expect_files(out, 1, cipher), cleanup=rmtree(out))
 
-        def sftp_ls(rep: int) -> Attempt:
-            def verify(output: str, _v: object) -> None:
-                lines = sum(1 for line in output.splitlines() if line.startswith("-"))
-                if lines != count:
-                    raise BenchError(f"sftp ls -l listed {lines} files, expected {count}")
-            return Attempt(argv=[*self._sftp_base(), "-b", "-", self._user_at()],
-                           stdin="ls -l noop\n", verify=verify)
+        api_out = ws.root / "runs" / "sftp_big-api"
+        api = self._api("get_one", lambda: {"table": ws.server("sftp").table(remote),
+                                            "name": "big.bin.gpg",
+                                            "out": str(api_out / "big.bin.gpg")}, api_out,
+                        lambda _s: expect_files(api_out, 1, cipher), "sftp-server")
+        row = Row(
+            key="sftp_big", title=f"SFTP, one {size // MIB} MiB file, fetch --no-decrypt",
+            kind="throughput", unit="MB/s", amount=size, setup=setup,
+            sides=[self._fetch("fetch", "CLI fetch --no-decrypt", "sftp-server", "--no-decrypt",
+                               prepare_run=lambda rep: self._fresh_run("sftp_big", "sftp",
+                                                                       remote)(rep),
+                               verify=verify_fetch),
+                   api,
+                   Side("tool", "OpenSSH sftp get (default cipher)", False, tool,
+                        skipped=self._missing("sftp", "sftp-server"))],
+            compares=[Compare("fetch", "tool", Target("≥ 1.0x", min_ratio=1.0)),
+                      Compare("api", "tool", None)])
+        return row
 
-        return Workload(
-            key="noop", title=f"no-op fetch, {count} files already archived", metric="time",
-            unit="s", amount=0, reportsync=Side("reportsync", "CLI fetch", rs),
-            tools=[(Side("bare listing", "python: connect + Transport.list_files", listing),
-                    Target("< 2 s and < 1.5x the bare listing", 1 / 1.5, max_seconds=2.0)),
-                   (self._tool_side("sftp", "OpenSSH sftp ls -l", sftp_ls), None)],
-            notes=[f"ledger built with one real fetch of {NOOP_REAL_COUNT} files plus the rest "
-                   "recorded through reportsync's Ledger API (see docs/performance.md)"])
+    def ftp_small(self, key: str, server_name: str) -> Row:
+        ws, count = self.ws, self.sizes.ftp_small
+        remote = ""
+        cipher_total = 0
 
-    def rss(self, key: str, remote_dir: str, name: str, plain: int) -> Workload:
-        ws = self.ws
+        def setup() -> None:
+            nonlocal remote, cipher_total
+            folder = ws.reports(2048, count)
+            remote = ws.publish(folder, server_name)
+            cipher_total = count_files(folder)[1]
 
-        def rs(rep: int) -> Attempt:
-            run = ws.fresh_dir(f"{key}-{rep}")
-            config = ws.write_config(run / "config.toml", dict(ws.sftp_table(remote_dir)), run)
+        def verify_fetch(run: Path, sample: Sample) -> None:
+            expect_fetch(sample.stdout, downloaded=count)
+            expect_files(run / "encrypted", count, cipher_total)
 
-            def verify(output: str, _v: object) -> None:
-                _expect_fetch(output, 1, 0)
-                _expect_size(run / "statements" / name, plain)
-            return Attempt(argv=self._cli_fetch(config), rss=True, verify=verify,
-                           cleanup=_rmtree(run))
+        def fetch(side_key: str, label: str, *extra: str) -> Side:
+            return self._fetch(side_key, label, server_name, "--no-decrypt", *extra,
+                               prepare_run=lambda rep: self._fresh_run(
+                                   f"{key}-{side_key}", server_name, remote)(rep),
+                               verify=verify_fetch)
 
-        return Workload(
-            key=key, title=f"peak RSS, fetch + decrypt of one {plain // MIB} MiB report",
-            metric="rss", unit="MiB", amount=0, reportsync=Side("reportsync", "CLI fetch", rs),
-            tools=[], target_without_tool=Target("< 100 MiB, flat in file size", 1.0),
-            goal_mib=100.0)
+        def tool(rep: int) -> Attempt:
+            out = ws.fresh_dir(f"{key}-tool")
+            argv = self._lftp(key, ws.server(server_name),
+                              f"mirror -P{JOBS} {remote} {out / 'files'}")
+            return Attempt(argv=argv, verify=lambda _s: expect_files(out / "files", count,
+                                                                     cipher_total),
+                           cleanup=rmtree(out))
 
-    def startup(self) -> Workload:
-        def rs(rep: int) -> Attempt:
-            return Attempt(argv=[PY, "-m", "reportsync", "--help"], inner=5)
+        sides = [fetch("fetch", "CLI fetch --no-decrypt"),
+                 fetch("fetch_jobs4", f"CLI fetch --no-decrypt --jobs {JOBS}", "--jobs", str(JOBS)),
+                 Side("tool", f"lftp mirror -P{JOBS}", False, tool,
+                      skipped=self._missing("lftp", server_name))]
+        compares = [Compare("fetch", "tool", Target("≥ 1.0x", min_ratio=1.0)),
+                    Compare("fetch_jobs4", "tool", Target("≥ 1.0x", min_ratio=1.0))]
+        notes = []
+        if server_name == "pyftpdlib":
+            api_out = ws.root / "runs" / f"{key}-api"
+            sides.insert(2, self._api(
+                "get_all", lambda: {"table": ws.server(server_name).table(remote),
+                                    "out_dir": str(api_out)}, api_out,
+                lambda _s: expect_files(api_out, count, cipher_total), server_name))
+            compares.append(Compare("api", "tool", None))
+            notes.append("pyftpdlib is single-threaded Python sharing the machine's cores")
+        else:
+            notes.append("vsftpd has no MLSD: reportsync lists with LIST, then SIZE and MDTM "
+                         "per file")
+        return Row(key=key, title=f"FTP passive ({server_name}), {count} x 20 KiB files, "
+                                  "fetch --no-decrypt",
+                   kind="throughput", unit="files/s", amount=count, setup=setup, sides=sides,
+                   compares=compares, notes=notes)
 
-        def floor(rep: int) -> Attempt:
-            return Attempt(argv=[PY, "-c", "import click"], inner=5)
+    def decrypt_big(self) -> Row:
+        ws, size = self.ws, self.sizes.big
+        encrypted = Path()
+        snapshot = Snapshot(ws, "decrypt_big-fetch")
 
-        def check() -> tuple[bool, str]:
-            done = subprocess.run([PY, "-X", "importtime", "-m", "reportsync", "--help"],
-                                  capture_output=True, text=True, timeout=60, check=False)
-            heavy = sorted({match for match in re.findall(r"\|\s+(paramiko|gnupg|rich)\s*$",
-                                                          done.stderr, re.MULTILINE)})
-            return (not heavy, "imported at --help: " + (", ".join(heavy) or "none of them"))
+        def setup() -> None:
+            nonlocal encrypted
+            folder = ws.big_file("big.bin", size)
+            encrypted = folder / "big.bin.gpg"
+            snapshot.make("sftp", ws.publish(folder, "sftp"), 1)
 
-        return Workload(
-            key="startup", title="reportsync --help start-up", metric="time", unit="s", amount=0,
-            reportsync=Side("reportsync", "CLI --help (mean of 5 starts)", rs),
-            tools=[(Side("python + click", "python -c 'import click' (mean of 5)", floor),
-                    Target("paramiko, gnupg, rich not imported"))],
-            check=check)
+        def verify_fetch(run: Path, sample: Sample) -> None:
+            expect_fetch(sample.stdout, archived=1, no_transfer=True)
+            expect_files(run / "statements", 1, size)
+
+        def tool(rep: int) -> Attempt:
+            out = ws.fresh_dir("decrypt_big-tool")
+            argv = sh(ws.gpg_argv(2048, "--decrypt", "-o", str(out / "big.bin"), str(encrypted)),
+                      ["sync", str(out / "big.bin")])
+            return Attempt(argv=argv, verify=lambda _s: expect_files(out, 1, size),
+                           cleanup=rmtree(out))
+
+        api_out = ws.root / "runs" / "decrypt_big-api"
+        api = self._api("decrypt_one", lambda: {"home": str(ws.identity(2048).home),
+                                                "encrypted": str(encrypted),
+                                                "out": str(api_out / "big.bin")}, api_out,
+                        lambda _s: expect_files(api_out, 1, size), "gpg",
+                        label="API probe: Gpg.decrypt (info; no fsync)")
+
+        return Row(
+            key="decrypt_big", title=f"decrypt one {size // MIB} MiB report in a fetch",
+            kind="throughput", unit="MB/s", amount=size, setup=setup,
+            sides=[self._fetch("fetch", "CLI fetch (download kept from an earlier --no-decrypt)",
+                               "sftp-server", prepare_run=snapshot.restore,
+                               verify=verify_fetch),
+                   api,
+                   Side("tool", "gpg -o FILE && sync FILE", False, tool,
+                        skipped=self._missing("gpg", "sync"))],
+            compares=[Compare("fetch", "tool", Target("≥ 1.0x", min_ratio=1.0)),
+                      Compare("api", "tool", None)],
+            notes=["both sides durable: reportsync fsyncs the report, the tool side runs sync FILE"])
+
+    def decrypt_small(self) -> Row:
+        ws, count = self.ws, self.sizes.decrypt_small
+        folder = Path()
+        plain_total = 0
+        snapshot = Snapshot(ws, "decrypt_small-fetch")
+
+        def setup() -> None:
+            nonlocal folder, plain_total
+            folder = ws.reports(2048, count)
+            plain_total = ws.plaintext_bytes(count)
+            snapshot.make("sftp", ws.publish(folder, "sftp"), count)
+
+        def verify_fetch(run: Path, sample: Sample) -> None:
+            expect_fetch(sample.stdout, archived=count, no_transfer=True)
+            expect_files(run / "statements", count, plain_total)
+
+        def tool(rep: int) -> Attempt:
+            out = ws.fresh_dir("decrypt_small-tool")
+            link_tree(folder, out / "files")
+            return Attempt(argv=sh(ws.gpg_argv(2048, "--decrypt-files",
+                                               str(out / "files" / "*.gpg"))),
+                           verify=lambda _s: expect_files(out / "files", count, plain_total,
+                                                          ".xml"),
+                           cleanup=rmtree(out))
+
+        return Row(
+            key="decrypt_small", title=f"decrypt {count} small reports (RSA 2048) in a fetch",
+            kind="throughput", unit="files/s", amount=count, setup=setup,
+            sides=[self._fetch("fetch", "CLI fetch (downloads kept from an earlier --no-decrypt)",
+                               "sftp-server", prepare_run=snapshot.restore,
+                               verify=verify_fetch),
+                   Side("tool", "gpg --decrypt-files", False, tool, skipped=self._missing("gpg"))],
+            compares=[Compare("fetch", "tool", Target("≥ 1.0x", min_ratio=1.0))])
+
+    def noop(self, key: str, server_name: str) -> Row:
+        """A no-op fetch over ``noop_files`` archived files. Both no-op rows share one ledger:
+        one real ``fetch`` over SFTP archives every file; the vsftpd row's config names the same
+        source (``bench``), state dir and folders, and its first (untimed) run must find all of
+        them archived already, or the row fails."""
+        ws, count = self.ws, self.sizes.noop_files
+        run = ws.root / "runs" / "noop-ledger"
+        remote = f"noop-{count}"
+        config = run / f"{server_name}.toml"
+
+        def setup() -> None:
+            folder = ws.noop_files(count)
+            for name in ("sftp", "vsftpd"):
+                if name in ws.servers:
+                    ws.publish(folder, name)
+            seeded = run / "seeded"
+            if not seeded.exists():
+                started = time.monotonic()
+                run.mkdir(parents=True, exist_ok=True)
+                seeder = "sftp" if "sftp" in ws.servers else server_name
+                seed_config = ws.write_config(run / "seed.toml", ws.server(seeder).table(remote),
+                                              run, 2048)
+                output = run_untimed([*REPORTSYNC, "--config", str(seed_config), "fetch",
+                                      "--jobs", str(JOBS)], timeout=3600)
+                expect_fetch(output, archived=count)
+                seeded.write_text(seeder)
+                ws.log(f"no-op ledger: {count} files archived by a real fetch --jobs {JOBS} over "
+                       f"{seeder} in {time.monotonic() - started:.0f} s")
+            ws.write_config(config, ws.server(server_name).table(remote), run, 2048)
+            if seeded.read_text() != server_name:
+                # The other server's first look at the shared ledger, untimed: it must find every
+                # file archived (a timed run that archived them would pass its later repetitions).
+                check = run_untimed([*REPORTSYNC, "--config", str(config), "fetch"],
+                                    timeout=3600)
+                expect_fetch(check, skipped=count, no_transfer=True)
+
+        def fetch(rep: int) -> Attempt:
+            return Attempt(argv=[*REPORTSYNC, "--config", str(config), "fetch"],
+                           verify=lambda sample: expect_fetch(sample.stdout, skipped=count,
+                                                              no_transfer=True))
+
+        target = Target("< 2 s and ≤ 1.5x the listing", max_time_ratio=1.5, max_seconds=2.0)
+        sides = [Side("fetch", "CLI fetch (all archived)", True, fetch,
+                      skipped=self._missing("sftp-server" if server_name == "sftp"
+                                            else server_name))]
+        compares: list[Compare] = []
+        if server_name == "sftp":
+            sides.append(Side("sftp", "OpenSSH sftp -b (ls -l)", False,
+                              lambda rep: Attempt(
+                                  argv=self._sftp_batch(key, f"ls -l {remote}\n"),
+                                  verify=lambda s: expect_listing(s.stdout, count, "sftp ls -l")),
+                              skipped=self._missing("sftp", "sftp-server")))
+            compares.append(Compare("fetch", "sftp", target))
+        else:
+            sides.append(Side("curl", "curl LIST", False, lambda rep: Attempt(
+                argv=self._curl_list(key, ws.server(server_name), remote),
+                verify=lambda s: expect_listing(s.stdout, count, "curl LIST")),
+                skipped=self._missing("curl", server_name)))
+            sides.append(Side("lftp", "lftp cls -l", False, lambda rep: Attempt(
+                argv=self._lftp(key, ws.server(server_name), f"cls -l {remote}"),
+                verify=lambda s: expect_listing(s.stdout, count, "lftp cls -l")),
+                skipped=self._missing("lftp", server_name)))
+            compares += [Compare("fetch", "curl", target), Compare("fetch", "lftp", None)]
+        notes = [f"ledger: {count} files archived by one real fetch over SFTP, shared by both "
+                 "no-op rows"]
+        if server_name == "vsftpd":
+            notes.append("vsftpd has no MLSD: reportsync lists with LIST, then SIZE and MDTM "
+                         "per file")
+        return Row(key=key, title=f"no-op fetch, {count} files archived ({server_name})",
+                   kind="noop", unit="s", amount=0, setup=setup, sides=sides, compares=compares,
+                   notes=notes)
+
+    def rss(self) -> Row:
+        ws, size = self.ws, self.sizes.rss_big
+        remote = ""
+
+        def setup() -> None:
+            nonlocal remote
+            remote = ws.publish(ws.big_file("report.bin", size), "sftp")
+
+        def verify_fetch(run: Path, sample: Sample) -> None:
+            expect_fetch(sample.stdout, archived=1)
+            expect_files(run / "statements", 1, size)
+
+        return Row(
+            key="rss_1g", title=f"peak RSS, fetch + decrypt of one {size // MIB} MiB report (SFTP)",
+            kind="rss", unit="MiB", amount=0, setup=setup,
+            sides=[self._fetch("fetch", "CLI fetch", "sftp-server",
+                               prepare_run=lambda rep: self._fresh_run("rss_1g", "sftp",
+                                                                       remote)(rep),
+                               verify=verify_fetch)],
+            compares=[Compare("fetch", None, Target("< 100 MiB", max_mib=100.0))],
+            notes=["peak RSS: ru_maxrss from wait4 of the reportsync process (the largest of it "
+                   "and the gpg processes it waited for)"])
+
+    def startup(self) -> Row:
+        return Row(
+            key="startup", title="start-up: reportsync --help", kind="time", unit="s", amount=0,
+            sides=[Side("help", "reportsync --help", True,
+                        lambda rep: Attempt(argv=[*REPORTSYNC, "--help"])),
+                   Side("python", "python -c 'import click'", False,
+                        lambda rep: Attempt(argv=[PY, "-c", "import click"]))],
+            compares=[Compare("help", "python", None)],
+            notes=["the interpreter and click: the floor under every CLI row"])
+
+
+class Snapshot:
+    """Decrypt-only runs: once, a ``fetch --no-decrypt``; every repetition then starts from a
+    copy of its state dir and (hard links to) its downloads, at the same paths, so that the timed
+    ``fetch`` lists, finds the kept copies and decrypts and archives them without a transfer."""
+
+    def __init__(self, ws: Workspace, name: str) -> None:
+        self.ws = ws
+        self.run = ws.root / "runs" / name
+        self.saved = ws.root / "runs" / f"{name}.snapshot"
+
+    def make(self, server: str, remote_dir: str, count: int) -> None:
+        if self.saved.exists():
+            return
+        shutil.rmtree(self.run, ignore_errors=True)
+        self.run.mkdir(parents=True)
+        config = self.ws.write_config(self.run / "config.toml",
+                                      self.ws.server(server).table(remote_dir), self.run, 2048)
+        output = run_untimed([*REPORTSYNC, "--config", str(config), "fetch", "--no-decrypt",
+                              "--jobs", str(JOBS)], timeout=3600)
+        expect_fetch(output, downloaded=count)
+        self.run.rename(self.saved)
+
+    def restore(self, rep: int) -> tuple[Path, Path]:
+        shutil.rmtree(self.run, ignore_errors=True)
+        self.run.mkdir(parents=True)
+        shutil.copy2(self.saved / "config.toml", self.run / "config.toml")
+        shutil.copytree(self.saved / "state", self.run / "state")
+        shutil.copytree(self.saved / "encrypted", self.run / "encrypted", copy_function=_link)
+        return self.run, self.run / "config.toml"
+
+
+def _link(source: str, target: str) -> None:
+    Path(target).hardlink_to(source)
+
+

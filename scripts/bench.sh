@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The benchmark runner (issue 8; docs/performance.md): installs what it needs like scripts/test,
-# then `python -m benchmarks` with the arguments given (--quick, --reps N, --only KEYS, --profile N).
-# Not part of the test suite or CI. Missing standard tools (sftp, lftp, curl) are installed with
-# apt-get when root, otherwise reported as skipped in the table.
+# The end-to-end benchmark (issue 13; docs/performance.md): installs what scripts/test installs
+# (gpg, sshd, vsftpd, lftp, the virtualenv), then runs `python -m benchmarks` with the arguments
+# given (--only ROWS, --repeat N, --smoke, --profile N, ...). A full run took 85 minutes on a
+# loaded 2-core machine (docs/performance.md).
+# CI runs only `--smoke`, through tests/test_benchmarks.py. Standard tools still missing (sftp,
+# lftp, curl) are installed with apt-get when root, otherwise their sides are reported as skipped.
 source "$(dirname "$0")/_bootstrap.sh"
 need_system_packages
 make_venv

@@ -19,6 +19,7 @@ others return objects of their own (``PostgresServer``, ``HttpReceiver``, ``Smtp
 
 from __future__ import annotations
 
+import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,3 +42,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` consecutive ports that are free right now (an FTP server's passive range)."""
+    for _ in range(200):
+        start = secrets.randbelow(20000) + 40000
+        probes: list[socket.socket] = []
+        try:
+            for port in range(start, start + count):
+                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                probes.append(probe)
+                probe.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return list(range(start, start + count))
+    raise RuntimeError("no free block of passive ports found")

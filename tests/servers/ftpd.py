@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import socket
 import stat
 import threading
 import time
@@ -36,7 +35,7 @@ from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
-from tests.servers import LocalServer
+from tests.servers import LocalServer, free_port_block
 
 USERNAME = "reportsync"
 HOST = "127.0.0.1"
@@ -178,25 +177,6 @@ def _reuse_requiring_dtp_handler() -> type[Any]:
     return ReuseRequiringDTPHandler
 
 
-def _free_port_block(count: int) -> list[int]:
-    """``count`` consecutive ports that are free right now (for the passive range)."""
-    for _ in range(200):
-        start = secrets.randbelow(20000) + 40000
-        probes: list[socket.socket] = []
-        try:
-            for port in range(start, start + count):
-                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                probes.append(probe)
-                probe.bind((HOST, port))
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-        return list(range(start, start + count))
-    raise RuntimeError("no free block of passive ports found")
-
-
 def _handler_class(*, home: Path, password: str, tls: bool, mlsd: bool, list_style: str,
                    certfile: Path | None) -> type[FTPHandler]:
     authorizer = DummyAuthorizer()
@@ -204,7 +184,7 @@ def _handler_class(*, home: Path, password: str, tls: bool, mlsd: bool, list_sty
     base: type[FTPHandler]
     attributes: dict[str, Any] = {
         "authorizer": authorizer,
-        "passive_ports": _free_port_block(PASSIVE_PORT_COUNT),
+        "passive_ports": free_port_block(PASSIVE_PORT_COUNT, HOST),
         "auth_failed_timeout": 0.1,  # pyftpdlib waits 3 s before a 530 by default
         "use_gmt_times": True,  # LIST and MDTM in UTC (the default, made explicit)
         "banner": "reportsync test FTP server ready.",

@@ -20,8 +20,8 @@ from typing import Any
 
 from pyftpdlib.handlers import FTPHandler
 
-from tests.servers import LocalServer
-from tests.servers.ftpd import HOST, USERNAME, _free_port_block, _write_private, serve_in_thread
+from tests.servers import LocalServer, free_port_block
+from tests.servers.ftpd import HOST, USERNAME, _write_private, serve_in_thread
 
 
 @dataclass
@@ -164,7 +164,7 @@ def start_hostile_ftpd(workdir: Path, script: Script, *, mlsd: bool = True) -> L
     authorizer.add_user(USERNAME, password, str(home), perm="elradfmwMT")
     attributes: dict[str, Any] = {
         "authorizer": authorizer,
-        "passive_ports": _free_port_block(10),
+        "passive_ports": free_port_block(10, HOST),
         "auth_failed_timeout": 0.1,
         "use_gmt_times": True,
         "banner": "hostile test FTP server ready.",
