@@ -16,6 +16,7 @@ from reportsync.pgpkeys import GeneratedPgpKey, ImportReport, PgpKeyInfo
 from reportsync.retention import DeletionOutcome, Notice, RetentionResult
 from reportsync.sshkeys import SshCertificateInfo, SshKeyInfo
 from reportsync.status import StatusReport, VerifyReport
+from reportsync.units import human_bytes
 
 if TYPE_CHECKING:  # doctor imports paramiko: only the doctor command loads it
     from reportsync.doctor import DoctorReport
@@ -27,15 +28,6 @@ class Rendered:
 
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
-
-
-def human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"  # pragma: no cover
 
 
 def error_lines(error: ReportsyncError, prefix: str = "error") -> list[str]:
