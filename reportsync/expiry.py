@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EXPIRY_WARN_DAYS = 30  # warn when a credential ends sooner than this
+from reportsync.units import EXPIRY_WARN_DAYS
+
 PGP = "pgp"
 SSH_CERTIFICATE = "ssh-certificate"
 
