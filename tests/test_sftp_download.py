@@ -20,7 +20,7 @@ from typing import Any
 import paramiko
 import pytest
 
-import reportsync.transports.sftp as sftp_module
+import reportsync.transports.sftp.wire as sftp_module
 from benchmarks.measure import BenchError, run_with_peak_rss
 from reportsync.errors import NetworkError
 from reportsync.transports import open_transport
