@@ -25,19 +25,8 @@ from typing import Any
 
 import pytest
 
-from reportsync.config import parse_config
-from reportsync.doctor import (
-    FAIL,
-    PASS,
-    SKIPPED,
-    WARN,
-    _Findings,
-    _Prepared,
-    _redacted_config,
-    _SourceChecks,
-    run_doctor,
-)
-from reportsync.errors import AuthenticationError
+from reportsync.doctor import FAIL, PASS, SKIPPED, WARN, run_doctor
+from reportsync.doctor.bundle import _redacted_config
 from reportsync.ledger import Ledger
 from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
 from tests.servers import LocalServer, free_port
@@ -712,16 +701,13 @@ def test_inline_passwords_are_redacted_in_every_toml_form(tmp_path: Path) -> Non
     assert text.count('"<redacted>"') == 4 and 'password_env = "VAR"' in text
 
 
-def test_old_rsa_only_server_is_named_when_an_rsa_key_is_refused(tmp_path: Path) -> None:
+def test_old_rsa_only_server_is_named_when_an_rsa_key_is_refused() -> None:
     """OpenSSH before 7.2 sends no server-sig-algs and refuses rsa-sha2 signatures (the modern
-    sshd of the tests cannot be made to do that, so this one is checked against a stand-in)."""
-    config = parse_config({"sources": {"old": {
-        "protocol": "sftp", "host": "127.0.0.1", "username": "u", "key_file": "/k",
-        "host_key_fingerprint": "SHA256:" + "A" * 43, "download_dir": str(tmp_path / "d"),
-        "output_dir": str(tmp_path / "o")}}})
-    checks = _SourceChecks(config.sources["old"], config, _Prepared(), _Findings(), time.time())
+    sshd of the tests cannot be made to do that, so this one is checked against a stand-in).
+    The SFTP auth step asks this of a key the server refused."""
+    from reportsync.transports.sftp.auth import old_rsa_server
+
     rsa = types.SimpleNamespace(get_name=lambda: "ssh-rsa")
-    refused = AuthenticationError("login as 'u' failed: server refused our key (ssh-rsa SHA256:x)")
     old = types.SimpleNamespace(remote_version="SSH-2.0-OpenSSH_6.6.1p1", server_extensions={})
     new = types.SimpleNamespace(remote_version="SSH-2.0-OpenSSH_9.2p1",
                                 server_extensions={"server-sig-algs": b"ssh-ed25519,rsa-sha2-512"})
@@ -729,5 +715,4 @@ def test_old_rsa_only_server_is_named_when_an_rsa_key_is_refused(tmp_path: Path)
     ed25519 = types.SimpleNamespace(get_name=lambda: "ssh-ed25519")
     for ssh, key, expected in ((old, rsa, True), (quiet, rsa, True), (new, rsa, False),
                                (old, ed25519, False)):
-        checks.ssh = ssh  # type: ignore[assignment]
-        assert checks._old_rsa_server(key, refused) is expected  # type: ignore[arg-type]
+        assert old_rsa_server(key, ssh) is expected  # type: ignore[arg-type]

@@ -32,9 +32,9 @@ from reportsync.errors import (
 )
 from reportsync.transports import open_transport
 from reportsync.transports.ftp import (
+    Client,
     FtpTransport,
     ListEntry,
-    Client,
     open_ftp,
     parse_ftp_time,
     parse_list,
