@@ -142,6 +142,9 @@ class HostileFtp:
     ``mode="blackhole"``: EPSV/PASV name a port that is listening but whose accept queue is full,
     so the client's connect gets no answer at all (what a firewall that drops packets looks like).
     ``mode="refuse"``: EPSV and PASV are refused.
+    ``mode="closed-port"``: EPSV names a port where nothing listens: the connection is refused.
+    ``mode="silent"``: the data connection opens and the listing is announced (150), but no byte
+    ever comes (what an FTP-filtering proxy or antivirus that holds the data looks like).
     """
 
     def __init__(self, mode: str = "blackhole") -> None:
@@ -151,10 +154,13 @@ class HostileFtp:
         self.port = int(self.listener.getsockname()[1])
         self.data = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.data.bind(("127.0.0.1", 0))
-        self.data.listen(0)
+        self.data.listen(0 if mode == "blackhole" else 8)
         self.data_port = int(self.data.getsockname()[1])
+        if mode == "closed-port":
+            self.data_port = free_port()
         self.fillers: list[socket.socket] = []
-        for _ in range(2):  # fill the accept queue: later SYNs are dropped, connects time out
+        for _ in range(2 if mode == "blackhole" else 0):
+            # fill the accept queue: later SYNs are dropped, connects time out
             filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             filler.setblocking(False)
             with contextlib.suppress(BlockingIOError):
@@ -192,6 +198,8 @@ class HostileFtp:
         }
         if self.mode == "refuse" and command in ("EPSV", "PASV"):
             return "500 Passive mode not allowed"
+        if self.mode == "silent" and command in ("MLSD", "LIST", "NLST"):
+            return "150 Here comes the listing"  # ... and it never does
         return replies.get(command, "502 Command not implemented")
 
     def _serve(self, conn: socket.socket) -> None:
@@ -379,6 +387,42 @@ def test_passive_mode_refused_is_its_own_finding(setup: Setup) -> None:
     assert_within_timeout(doctor)
 
 
+def test_data_port_refused_is_a_server_problem_to_tell_the_provider(setup: Setup) -> None:
+    """Issue 14: docs and doctor disagreed; a refused data port (nothing listens where the server
+    pointed) is the provider's to fix, while a local firewall that rejects stays possible."""
+    server = HostileFtp("closed-port")
+    try:
+        setup.write({"broker": hostile_source(setup, server, setup.root / "pw")})
+        doctor = setup.doctor()
+    finally:
+        server.stop()
+    fail = doctor.first_fail()
+    assert (fail["scope"], fail["check"], fail["id"]) == ("broker", "data channel",
+                                                          "data-channel.refused")
+    assert f"127.0.0.1:{server.data_port} was refused" in fail["finding"]
+    assert "tell the provider" in fail["remedy"]
+    assert "passive = true" in fail["remedy"] and "above 1024" in fail["remedy"]
+    assert_skipped_after(doctor, "broker", "data channel")
+    assert_within_timeout(doctor)
+
+
+def test_data_connection_open_but_silent_is_a_filter_in_between(setup: Setup) -> None:
+    server = HostileFtp("silent")
+    try:
+        setup.write({"broker": hostile_source(setup, server, setup.root / "pw")})
+        doctor = setup.doctor()
+    finally:
+        server.stop()
+    fail = doctor.first_fail()
+    assert (fail["scope"], fail["check"], fail["id"]) == ("broker", "data channel",
+                                                          "data-channel.silent")
+    assert f"opened, but no data arrived within {TIMEOUT}s" in fail["finding"]
+    assert "firewall" in fail["remedy"] and "antivirus" in fail["remedy"]
+    assert "provider" not in fail["remedy"]
+    assert TIMEOUT - 0.2 <= fail["seconds"] <= TIMEOUT + 0.5
+    assert_skipped_after(doctor, "broker", "data channel")
+
+
 def test_pasv_reply_naming_another_address_is_a_nat_hint_and_the_listing_works(
     setup: Setup, nat_ftp_server: LocalServer
 ) -> None:
@@ -494,6 +538,36 @@ def test_expired_certificate_fails_auth_and_asks_for_a_new_one(
     assert "new certificate" in fail["remedy"]
     assert_skipped_after(doctor, "ibkr", "auth")
     assert_within_timeout(doctor)
+
+
+@pytest.mark.skipif(find_ssh_keygen() is None, reason="ssh-keygen is not installed")
+def test_certificate_not_yet_valid_fails_auth_and_says_fix_the_clock(
+    setup: Setup, sftp_cert_server: LocalServer
+) -> None:
+    """Issue 14: a certificate from the future (or a machine clock in the past) needs the clock
+    fixed; a new certificate would be just as early."""
+    key = setup.root / "id_rsa"
+    shutil.copyfile(sftp_cert_server.extra["user_key"], key)
+    shutil.copyfile(sftp_cert_server.extra["user_key"] + ".pub", f"{key}.pub")
+    key.chmod(0o600)
+    keygen = find_ssh_keygen()
+    assert keygen is not None
+    subprocess.run([keygen, "-q", "-s", sftp_cert_server.extra["ca_key"], "-I", "future",
+                    "-n", sftp_cert_server.source["username"], "-V", "+2d:+30d",
+                    f"{key}.pub"], check=True, capture_output=True)
+    certificate = setup.root / "id_rsa-cert.pub"
+    setup.write({"ibkr": setup.source(sftp_cert_server.source, key_file=str(key),
+                                      certificate_file=str(certificate))})
+
+    doctor = setup.doctor()
+
+    fail = doctor.first_fail()
+    assert (fail["scope"], fail["check"]) == ("ibkr", "auth")
+    assert fail["id"] == "auth.certificate-not-yet-valid"
+    assert "is not valid before" in fail["finding"] and str(certificate) in fail["finding"]
+    assert "clock" in fail["remedy"] and "NTP" in fail["remedy"]
+    assert "new certificate" not in fail["remedy"]
+    assert_skipped_after(doctor, "ibkr", "auth")
 
 
 # --- local: GnuPG ----------------------------------------------------------------------------
@@ -687,6 +761,42 @@ def test_unfetched_files_near_purge_are_at_risk_and_zero_matches_show_the_names(
     assert listing.status == WARN and "none of the 3 files matches" in listing.finding
     assert "U1.Activity.20260101.xml.pgp" in listing.finding
     assert "include/exclude" in listing.remedy
+
+
+def test_at_risk_is_what_retention_plans_and_status_reports(setup: Setup,
+                                                             ftp_server: LocalServer) -> None:
+    """doctor had its own at-risk rule: it took a failing file whose encrypted copy is kept for
+    safe, and warned about a loss a person had acknowledged. Now both come from retention.plan,
+    so doctor names the files status names."""
+    put(ftp_server.remote_root, "U1.Failing.20260101.xml.pgp", age_days=95)
+    put(ftp_server.remote_root, "U1.Acked.20260102.xml.pgp", age_days=96)
+    state = setup.root / "state"
+    copy = setup.root / "dl" / "U1.Failing.20260101.xml.pgp"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"-----")
+    with Ledger.in_state_dir(state) as ledger:
+        run_id = ledger.start_run("fetch", os.getpid())
+        versions = []
+        for name in ("U1.Failing.20260101.xml.pgp", "U1.Acked.20260102.xml.pgp"):
+            listed = (ftp_server.remote_root / name).stat()
+            versions.append((name, listed.st_size, int(listed.st_mtime)))
+        ids = ledger.see_files("broker", versions)
+        failing, acked = versions
+        ledger.record_download(ids[failing], run_id, copy, 5, "0" * 64)
+        ledger.record_failure("broker", failing[0], ids[failing], run_id, "archive",
+                              "encrypted to a key this GnuPG home does not hold")
+        ledger.record_failure("broker", acked[0], ids[acked], run_id, "download", "lost")
+        assert ledger.acknowledge_lost("broker", acked[0]) == 1
+    setup.write({"broker": setup.source(ftp_server.source)})
+
+    risk = next(f for f in run_doctor(setup.config_path).findings if f.check == "at risk")
+    status = run_cli_inprocess("--config", str(setup.config_path), "--json", "status").result()
+
+    assert [notice["name"] for notice in status["sources"][0]["at_risk"]] == [failing[0]]
+    assert risk.status == WARN and risk.finding_id == "at-risk.files"
+    assert risk.finding.startswith("1 file(s) not archived")
+    assert f"{failing[0]} (5 days left)" in risk.finding
+    assert acked[0] not in risk.finding, "an acknowledged file is a person's decision"
 
 
 def test_inline_passwords_are_redacted_in_every_toml_form(tmp_path: Path) -> None:
