@@ -20,7 +20,6 @@ from reportsync.config import Secret, SourceConfig
 from reportsync.errors import (
     ConfigError,
     InternalError,
-    NetworkError,
     RemoteError,
     ReportsyncError,
     TlsError,
@@ -194,7 +193,7 @@ class FtpConnector(Connector):
                 finding_id = StepFinding.BANNER_NOT_FTP
             elif isinstance(cause, TimeoutError):
                 finding_id = StepFinding.BANNER_SILENT
-            elif isinstance(error, NetworkError):
+            elif isinstance(cause, EOFError | OSError):
                 finding_id = StepFinding.BANNER_LOST
             return StepResult.failed(Check.BANNER, finding_id, error)
         self._sock = None  # the client's now
@@ -264,8 +263,10 @@ class FtpConnector(Connector):
     def _login_refused(self, error: ReportsyncError) -> StepResult:
         source = self.source
         cause = _cause(error)
+        if isinstance(cause, ftplib.error_temp):
+            return StepResult.failed(Check.AUTH, StepFinding.AUTH_REJECTED, error)
         if not isinstance(cause, ftplib.error_perm):
-            finding_id = StepFinding.AUTH_LOST if isinstance(error, NetworkError) \
+            finding_id = StepFinding.AUTH_LOST if isinstance(cause, EOFError | OSError) \
                 else StepFinding.AUTH_FAILED
             return StepResult.failed(Check.AUTH, finding_id, error)
         if wants_tls(source, str(cause)):
