@@ -32,7 +32,7 @@ from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
 from tests.servers import LocalServer, free_port
 from tests.servers.ftpd import start_ftpd
 from tests.servers.sshd import find_ssh_keygen
-from tests.support import PgpIdentity, make_identity, run_cli_inprocess, write_config
+from tests.support import REPO_ROOT, PgpIdentity, make_identity, run_cli_inprocess, write_config
 
 TIMEOUT = 2
 SLACK = 1.5  # process start, gpg probe and the local checks, on top of the network timeout
@@ -826,3 +826,27 @@ def test_old_rsa_only_server_is_named_when_an_rsa_key_is_refused() -> None:
     for ssh, key, expected in ((old, rsa, True), (quiet, rsa, True), (new, rsa, False),
                                (old, ed25519, False)):
         assert old_rsa_server(key, ssh) is expected  # type: ignore[arg-type]
+
+
+def test_doctor_has_no_protocol_branch_and_reaches_into_no_private_name() -> None:
+    """doctor runs what the transports expose (their Connector); it does not know which protocol
+    it talks, nor any transport's internals (issue 12)."""
+    import ast
+
+    modules = sorted((REPO_ROOT / "reportsync" / "doctor").glob("*.py"))
+    assert {path.stem for path in modules} >= {"__init__", "config", "local", "network", "bundle"}
+    for path in modules:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.ImportFrom):
+                private = [alias.name for alias in node.names
+                           if alias.name.startswith("_") and not alias.name.startswith("__")]
+                assert not private, f"{where} imports {private}"
+            if isinstance(node, ast.Attribute):
+                assert node.attr != "protocol", f"{where} looks at the protocol"
+                owner = node.value.id if isinstance(node.value, ast.Name) else ""
+                if node.attr.startswith("_") and not node.attr.startswith("__"):
+                    assert owner in ("self", "cls"), f"{where} reaches into {owner}.{node.attr}"
+            if isinstance(node, ast.Constant) and node.value in ("sftp", "ftp", "ftps"):
+                raise AssertionError(f"{where} names the protocol {node.value!r}")
