@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
-from reportsync.errors import InternalError, ReportsyncError
+from reportsync.errors import ConfigError, InternalError, ReportsyncError
 from reportsync.fsutil import printable
 from reportsync.transports.findings import StepFinding
 from reportsync.vocab import CheckStatus, StrEnum
@@ -197,6 +197,11 @@ def connect(connector: Connector) -> Transport:
     except BaseException:
         connector.close()
         raise
+
+
+def first_problem(error: ConfigError) -> str:
+    """The first problem a ConfigError lists (what a finding about one file or secret shows)."""
+    return str(error.problems[0]) if error.problems else error.message
 
 
 def shown_names(names: Iterable[str], limit: int = 5) -> str:

@@ -31,6 +31,7 @@ from reportsync.transports.base import (
     RemoteFile,
     Step,
     StepResult,
+    first_problem,
     run_steps,
     secret_where,
 )
@@ -129,7 +130,7 @@ class FtpConnector(Connector):
         try:
             source.password.resolve()
         except ConfigError as error:  # doctor's secret check has said so
-            self._password_problem = error.problems[0] if error.problems else error.message
+            self._password_problem = first_problem(error)
         if source.protocol == "ftps" and source.ca_file is not None:
             where = f"sources.{source.name}.ca_file"
             try:

@@ -28,6 +28,7 @@ from reportsync.transports.base import (
     Step,
     StepFailure,
     StepResult,
+    first_problem,
     shown_names,
 )
 from reportsync.transports.findings import StepFinding
@@ -110,7 +111,7 @@ class SftpConnector(Connector):
         try:
             self._password = self.source.password.resolve()
         except ConfigError as error:  # doctor's secret check has said so
-            self._password_problem = error.problems[0] if error.problems else error.message
+            self._password_problem = first_problem(error)
         if self.source.key_file is not None:
             results += self._check_key_file(self.source.key_file)
         if self.source.known_hosts is not None:
@@ -138,7 +139,7 @@ class SftpConnector(Connector):
         try:
             self._key = load_private_key(source)
         except ConfigError as error:
-            self._key_problem = error.problems[0] if error.problems else error.message
+            self._key_problem = first_problem(error)
             return [*results, StepResult.failed(check, StepFinding.KEY_FILE_UNUSABLE, error,
                                                 finding=self._key_problem)]
         except Exception as exc:  # a defect: said, and the login is not tried with it
@@ -162,7 +163,7 @@ class SftpConnector(Connector):
         try:
             self._known = load_known_hosts(path, names)
         except ConfigError as error:
-            self._known_problem = error.problems[0] if error.problems else error.message
+            self._known_problem = first_problem(error)
             return [StepResult.failed(
                 check, StepFinding.KNOWN_HOSTS_UNREADABLE, error, finding=self._known_problem,
                 remedy=f"Fix the permissions of {path} or point {where}.known_hosts at a "
