@@ -168,7 +168,7 @@ class Findings:
 
     def add(self, check: str, scope: str, status: str, finding_id: str, finding: str,
             remedy: str = "", seconds: float = 0.0) -> Finding:
-        item = Finding(check=check, scope=scope, status=status, finding=one_line(finding),
+        item = Finding(check=str(check), scope=scope, status=status, finding=one_line(finding),
                        remedy=without_doctor_advice(one_line(remedy)), seconds=seconds,
                        finding_id=str(finding_id))
         self.items.append(item)
