@@ -6,6 +6,7 @@ Core modules raise these; only ``cli.py`` turns them into text and an exit statu
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -110,14 +111,35 @@ class UsageError(ReportsyncError):
     default_remedy = "Run `reportsync --help` for the commands and options."
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: the key it concerns (``sources.ibkr.port``; None when the
+    problem is about the file as a whole) and what is wrong. ``str()`` is the line the user reads:
+    ``sources.ibkr.port: must be between 1 and 65535``."""
+
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
 class ConfigError(ReportsyncError):
-    """Every problem found in a config file, reported together."""
+    """Every problem found in a config file, reported together.
+
+    ``problems`` are :class:`Problem` objects, so a reader (doctor) takes the key from
+    ``problem.key`` instead of parsing the text; a plain string is a problem without a key.
+    """
 
     exit_code = ExitCode.CONFIG
     default_remedy = "Fix the config file, then run `reportsync doctor`."
 
-    def __init__(self, problems: list[str], *, path: str | None = None, remedy: str | None = None):
-        self.problems = list(problems)
+    def __init__(self, problems: Iterable[Problem | str], *, path: str | None = None,
+                 remedy: str | None = None):
+        self.problems: list[Problem] = [
+            problem if isinstance(problem, Problem) else Problem(None, problem)
+            for problem in problems
+        ]
         if len(self.problems) == 1:
             message = f"config problem: {self.problems[0]}"
         else:
@@ -127,7 +149,7 @@ class ConfigError(ReportsyncError):
 
     def to_dict(self) -> dict[str, object]:
         result = super().to_dict()
-        result["problems"] = self.problems
+        result["problems"] = [str(problem) for problem in self.problems]
         return result
 
 

@@ -27,6 +27,7 @@ TEMP_PREFIX = ".rs-"
 # such flag, and creating symlinks there needs a privilege).
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 O_BINARY = getattr(os, "O_BINARY", 0)
+O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to block on
 CRASH_ENV = "REPORTSYNC_TEST_CRASH_AT"
 """Test-only fault injector: the process SIGKILLs itself at the named point (see crash_point)."""
 
@@ -236,6 +237,47 @@ def regular_file_info(path: Path) -> os.stat_result | None:
     except OSError:
         return None
     return info if stat.S_ISREG(info.st_mode) else None
+
+
+class NotARegularFileError(OSError):
+    """A path that names a folder, a named pipe, a socket or a device where a file is expected."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        self.kind = kind
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` names, in words for a message ("a named pipe (FIFO)")."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file (a symlink to one is fine).
+
+    Anything else is refused with NotARegularFileError, without blocking: opening a FIFO for
+    reading waits for a writer, so it is opened non-blocking (POSIX) and checked before a read.
+    """
+    mode = path.stat().st_mode  # first, as a socket cannot even be opened
+    if not stat.S_ISREG(mode):
+        raise NotARegularFileError(path, file_kind(mode))
+    descriptor = os.open(path, os.O_RDONLY | O_NONBLOCK | O_BINARY)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFileError(path, file_kind(mode))
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(descriptor)
 
 
 def open_private_new(path: Path) -> int:

@@ -17,7 +17,7 @@ from types import TracebackType
 import filelock
 
 from reportsync.errors import LockHeldError
-from reportsync.fsutil import ensure_private_dir, remove_quietly
+from reportsync.fsutil import ensure_private_dir, remove_quietly, storage_error
 
 LOCK_FILE = "reportsync.lock"
 HOLDER_FILE = "reportsync.lock.holder"
@@ -42,7 +42,14 @@ class RunLock:
             ) from None
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                   "since": time.time()}
-        self._holder_path.write_text(json.dumps(holder), encoding="utf-8")
+        try:
+            self._holder_path.write_text(json.dumps(holder), encoding="utf-8")
+        except OSError as exc:
+            # a full disk (or a read-only state dir) shows here first: said as what it is, and
+            # the lock is let go again, since the run cannot record anything anyway
+            remove_quietly(self._holder_path)
+            self._lock.release()
+            raise storage_error(exc, self.state_dir) from None
         return self
 
     def __exit__(

@@ -224,6 +224,10 @@ def generate_pgp_key(
             "create another one (then send the provider the new public key).",
         )
     parameters: dict[str, str | int] = dict(ALGORITHMS[algorithm])
+    # the usual shape: a primary key that signs and certifies ([SC], certify is implied) and a
+    # subkey that only encrypts ([E]); gpg's batch default gives both every usage, and some
+    # encryptors then encrypt to the primary key
+    parameters.update(key_usage="sign", subkey_usage="encrypt")
     parameters.update(name_real=name, name_email=email,
                       expire_date="0" if expire == "never" else expire)
     if passphrase is not None:

@@ -1,7 +1,9 @@
 """The docs and the starter config cannot drift from the code.
 
-- Every key of the schema (config.SETTINGS_KEYS, RETENTION_KEYS, SOURCE_KEYS) is in the starter
-  config `init` writes, for every provider, and in docs/configuration.md, in its section.
+- Every key of the schema (every registered section, config.SECTIONS) is in the starter config
+  `init` writes, for every provider, and in docs/configuration.md, in its section, with the
+  schema's type, range, default and (for sources) the protocols it applies to; the docs list no
+  key the schema does not have.
 - Every command and option is in docs/commands.md, and every JSON example there has the shape the
   command really prints (run against a real sshd).
 - The README shows the two set-up commands CI runs, and links every page of docs/.
@@ -23,13 +25,13 @@ import pytest
 from reportsync.cli import cli
 from reportsync.config import (
     PROVIDER_PRESETS,
-    RETENTION_KEYS,
-    SETTINGS_KEYS,
+    SECTIONS,
     SOURCE_KEYS,
     Key,
     load_config,
     parse_config,
     starter_config,
+    toml_literal,
 )
 from reportsync.errors import ExitCode
 from tests.servers import LocalServer
@@ -43,8 +45,7 @@ else:  # pragma: no cover
 
 DOCS = REPO_ROOT / "docs"
 README = REPO_ROOT / "README.md"
-SCHEMA: dict[str, tuple[Key, ...]] = {"settings": SETTINGS_KEYS, "retention": RETENTION_KEYS,
-                                      "sources": SOURCE_KEYS}
+SCHEMA: dict[str, tuple[Key, ...]] = {name: section.keys for name, section in SECTIONS.items()}
 PROVIDERS = [None, *PROVIDER_PRESETS]
 
 
@@ -128,15 +129,35 @@ def markdown_sections(text: str, level: str = "## ") -> dict[str, str]:
     return sections
 
 
+def documented_keys(section_text: str) -> dict[str, list[str]]:
+    """Key → the cells after its name in the section's table (type, default, ...)."""
+    rows = re.findall(r"^\| `([a-z_]+)` \|(.*)\|$", section_text, flags=re.MULTILINE)
+    return {key: [cell.strip() for cell in re.split(r"(?<!\\)\|", rest)] for key, rest in rows}
+
+
 def test_configuration_md_documents_every_schema_key() -> None:
     sections = markdown_sections((DOCS / "configuration.md").read_text())
-    headings = {"settings": "`[settings]`", "retention": "`[retention]`",
-                "sources": "`[sources.NAME]`"}
-    for section, keys in SCHEMA.items():
-        text = sections[headings[section]]
-        documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.MULTILINE))
-        missing = [key.name for key in keys if key.name not in documented]
-        assert not missing, f"docs/configuration.md [{section}] lacks {missing}"
+    for name, section in SECTIONS.items():
+        documented = documented_keys(sections[section.doc_heading])
+        missing = [key.name for key in section.keys if key.name not in documented]
+        assert not missing, f"docs/configuration.md [{name}] lacks {missing}"
+        extra = sorted(set(documented) - {key.name for key in section.keys})
+        assert not extra, f"docs/configuration.md [{name}] documents keys the schema lacks: {extra}"
+        for key in section.keys:
+            cells = documented[key.name]
+            where = f"docs/configuration.md {name}.{key.name}"
+            assert cells[0] == key.type_text, f"{where}: type {cells[0]!r}, schema {key.type_text!r}"
+            if key.required:
+                assert "**required**" in cells[1], f"{where}: required"
+            elif key.default is None:
+                assert key.default_of is not None or cells[1].startswith("none"), \
+                    f"{where}: no default"
+            else:
+                assert cells[1].startswith(f"`{toml_literal(key.default)}`"), \
+                    f"{where}: default {cells[1]!r}, schema {toml_literal(key.default)}"
+            if section.variant_key is not None:
+                assert cells[2].startswith(key.protocols_text), \
+                    f"{where}: protocols {cells[2]!r}, schema {key.protocols_text!r}"
 
 
 def all_commands(group: click.Group = cli, prefix: str = "") -> list[tuple[str, click.Command]]:

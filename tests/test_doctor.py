@@ -811,6 +811,25 @@ def test_inline_passwords_are_redacted_in_every_toml_form(tmp_path: Path) -> Non
     assert text.count('"<redacted>"') == 4 and 'password_env = "VAR"' in text
 
 
+def test_the_bundle_redacts_by_schema_what_the_schema_does_not_know(tmp_path: Path) -> None:
+    """The bundle's config is redacted by the config schema: a table or key the schema does not
+    know (a newer version's [notify], a typo) is redacted wholesale, not copied."""
+    from reportsync.doctor import write_bundle
+
+    config = tmp_path / "c.toml"
+    config.write_text('[settings]\nstate_dir = "state"\n\n[notify]\n'
+                      'url = "https://hooks.example/token-4711"\n\n[sources.a]\nprotocol = "ftp"\n'
+                      'host = "h"\nusername = "u"\npassword_env = "X"\ndownload_dir = "d"\n'
+                      'output_dir = "o"\npasword = "typo-secret-0815"\n', encoding="utf-8")
+    report = run_doctor(config, environ={})
+    bundle = write_bundle(report, tmp_path / "b.zip")
+    with zipfile.ZipFile(bundle) as archive:
+        members = {name: archive.read(name).decode("utf-8") for name in archive.namelist()}
+    for name, text in members.items():
+        assert "token-4711" not in text and "typo-secret-0815" not in text, name
+    assert 'password_env = "X"' in members["config.toml"]
+
+
 def test_old_rsa_only_server_is_named_when_an_rsa_key_is_refused() -> None:
     """OpenSSH before 7.2 sends no server-sig-algs and refuses rsa-sha2 signatures (the modern
     sshd of the tests cannot be made to do that, so this one is checked against a stand-in).

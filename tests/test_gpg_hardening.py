@@ -278,7 +278,7 @@ def test_require_signature_fails_a_plain_file_as_unsigned(ws: Workspace) -> None
 
 
 def test_require_signature_without_decrypt_is_a_config_error() -> None:
-    # Line of defence: config._parse_source: a file archived as delivered is never verified.
+    # Line of defence: config.model._signature_and_folders: a file archived as delivered is never verified.
     table = {"protocol": "ftp", "host": "h", "username": "u", "password_env": "X",
              "download_dir": "/d", "output_dir": "/o", "decrypt": False,
              "require_signature": "0123456789ABCDEF"}

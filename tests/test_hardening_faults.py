@@ -149,3 +149,29 @@ def test_disk_full_during_decryption_is_7_and_no_plaintext_is_kept(ws: Workspace
     assert again.exit_code == 0, again.stderr
     assert again.result()["sources"][0]["bytes_transferred"] == 0
     assert ws.outputs() == {"big.xml": plaintext}
+
+
+def _fill(folder: Path) -> None:
+    """Write until the file system says it is full (ENOSPC), leaving 0 bytes free."""
+    with contextlib.suppress(OSError), (folder / "filler").open("wb") as handle:
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+
+
+def test_a_full_disk_under_state_dir_says_disk_full_and_names_the_folder(ws: Workspace) -> None:
+    # Line of defence: RunLock turns the failed write of its holder file into a StorageError
+    # (exit 7, "disk full", the folder named) instead of a traceback; nothing else is written.
+    ws.put_report("r.xml.pgp", b"<r/>")
+    with tiny_filesystem(ws.root / "small") as small:
+        state = small / "state"
+        state.mkdir(mode=0o700)
+        ws.write_config()
+        text = ws.config_path.read_text().replace(str(ws.state_dir), str(state))
+        ws.config_path.write_text(text)
+        _fill(small)
+        result = ws.fetch()
+        assert result.exit_code == 7, result.stderr
+        assert "disk full" in result.stderr and str(state) in result.stderr
+        assert "Traceback" not in result.stderr and "damaged" not in result.stderr
+        assert not ws.output_dir.exists() or list(ws.output_dir.iterdir()) == []

@@ -166,7 +166,7 @@ def test_compression_bomb_is_stopped_at_the_plaintext_cap_and_its_temp_deleted(
 def test_plaintext_cap_is_a_documented_validated_setting(
     pgp_identity: PgpIdentity, tmp_path: Path,
 ) -> None:
-    # Line of defence: config.SETTINGS_KEYS (init documents the key; 0 is refused), and the
+    # Line of defence: config.Settings.max_plaintext_bytes (init documents the key; 0 is refused), and the
     # default cap of 2 GiB reaches gpg through Gpg.from_settings.
     assert "max_plaintext_bytes = 2147483648" in starter_config()
     table = {"protocol": "ftp", "host": "h", "username": "u", "password_env": "X",

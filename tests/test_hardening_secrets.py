@@ -61,9 +61,9 @@ def test_private_key_readable_by_others_is_refused_like_openssh_before_connectin
 def test_password_bearing_config_and_secret_files_readable_by_others_are_refused(
     ftp_server: LocalServer, tmp_path: Path, pgp_identity: PgpIdentity,
 ) -> None:
-    # Line of defence: config._parse_source (inline password in a group/other-readable config),
-    # ftp.FtpTransport.connect and Gpg.from_settings (password and passphrase files), all with
-    # OpenSSH's "Permissions 0644 for 'PATH' are too open."
+    # Line of defence: config.model._inline_password_in_private_file (inline password in a
+    # group/other-readable config), ftp.FtpTransport.connect and Gpg.from_settings (password and
+    # passphrase files), all with OpenSSH's "Permissions 0644 for 'PATH' are too open."
     password = ftp_server.extra["password"]
     ws = Workspace(tmp_path, pgp_identity, ftp_server)
     inline = {key: value for key, value in ftp_server.source.items() if key != "password_file"}

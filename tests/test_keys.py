@@ -499,3 +499,41 @@ def test_a_config_with_only_settings_serves_the_keys_commands_and_schedule(tmp_p
     assert "no source is configured" in findings[("config", "source")]["finding"]
     assert findings[("local", "secret key")]["status"] == "PASS", "the local checks still run"
     kill_agent(gnupg_home)
+
+
+@pytest.mark.parametrize("algorithm", ["rsa2048", "ed25519"])
+def test_a_generated_key_has_the_usual_shape_primary_sc_subkey_e(tmp_path: Path,
+                                                                  algorithm: str) -> None:
+    # Encryptors that pick "a key that can encrypt" must find only the subkey: a primary key that
+    # can also encrypt ([SCEA]) invites them to encrypt to it, and rotating the encryption subkey
+    # then no longer helps.
+    home = tmp_path / "gnupg"
+    config = write_config(tmp_path / "config.toml", {"settings": {"gnupg_home": str(home)}})
+    made = run_cli_inprocess("--config", str(config), "--json", "keys", "pgp", "generate",
+                             "--name", "Acme Ltd", "--email", "acme@example.com", "--algo",
+                             algorithm, "--no-passphrase")
+    assert made.exit_code == 0, made.stderr
+    listing = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--with-colons",
+                              "--list-keys"], capture_output=True, text=True, check=True).stdout
+    capabilities = {fields[0]: fields[11] for fields in
+                    (line.split(":") for line in listing.splitlines())
+                    if fields[0] in ("pub", "sub")}
+    own = {kind: "".join(char for char in caps if char.islower())
+           for kind, caps in capabilities.items()}
+    assert own == {"pub": "sc", "sub": "e"}, capabilities
+    kill_agent(home)
+
+
+def test_generating_a_protected_key_names_the_passphrase_file_the_guide_uses(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "gnupg"
+    config = write_config(tmp_path / "config.toml", {"settings": {"gnupg_home": str(home)}})
+    made = run_cli_inprocess("--config", str(config), "keys", "pgp", "generate", "--name", "Acme",
+                             "--email", "acme@example.com", "--algo", "rsa2048",
+                             "--passphrase-env", "NEW_KEY_PASSPHRASE",
+                             env={"NEW_KEY_PASSPHRASE": "correct horse"})
+    assert made.exit_code == 0, made.stderr
+    assert "settings.gpg_passphrase_file" in made.stdout, made.stdout
+    assert "correct horse" not in made.stdout + made.stderr
+    kill_agent(home)

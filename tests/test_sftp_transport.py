@@ -397,7 +397,8 @@ def test_silent_server_times_out(sftp_server: LocalServer, tmp_path: Path,
     banners[0] = b""
     started = time.monotonic()
     with pytest.raises(NetworkError) as caught:
-        connect(make_source(sftp_server, tmp_path, port=port, timeout=0.5))
+        # 1 s: the smallest timeout a config allows (docs/configuration.md)
+        connect(make_source(sftp_server, tmp_path, port=port, timeout=1.0))
     assert time.monotonic() - started < 5
     assert caught.value.retryable
     assert caught.value.source == "t"

@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import platform
-import re
 import sqlite3
 import ssl
 import sys
@@ -20,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reportsync import __version__
-from reportsync.config import Config, SecretRef
+from reportsync.config import REDACTED, Config, redacted_text, secret_values
+from reportsync.config.tomlio import tomllib
 from reportsync.errors import ReportsyncError
 from reportsync.fsutil import write_atomically
 from reportsync.ledger import LEDGER_FILE, Ledger
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from reportsync.doctor import DoctorReport
 
 BUNDLE_LOG_LINES = 200
-REDACTED = "<redacted>"
+
 
 def write_bundle(report: DoctorReport, path: Path) -> Path:
     """A zip for a support ticket (0600, written atomically): findings, versions, the redacted
@@ -77,42 +76,24 @@ def versions(gpg_version: str | None = None) -> dict[str, str | None]:
     }
 
 
-_SECRET_KEYS = ("password", "password_env", "password_file", "key_passphrase_env",
-                "key_passphrase_file", "gpg_passphrase_env", "gpg_passphrase_file")
+def _config_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _secret_values(config_path: Path, config: Config | None) -> list[str]:
-    """Every secret value the config names (resolved), to scrub from the bundle's members."""
-    found: set[str] = set()
-    refs: list[SecretRef] = []
-    if config is not None:
-        refs.append(config.settings.gpg_passphrase)
-        for source in config.sources.values():
-            refs += [source.password, source.key_passphrase]
-    for ref in refs:
-        try:
-            value = ref.resolve()
-        except ReportsyncError:
-            continue
-        if value is not None:
-            found.add(value.reveal())
-    # also from the raw text, so a config that does not validate is scrubbed too
-    try:
-        text = config_path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    pattern = re.compile(r"\b(" + "|".join(_SECRET_KEYS) + r")\s*=\s*(\"[^\"]*\"|'[^']*')")
-    for key, quoted in pattern.findall(text):
-        value = quoted[1:-1]
-        if key == "password":
-            found.add(value)
-        elif key.endswith("_env"):
-            found.add((os.environ if config is None else config.environ).get(value, ""))
-        else:
-            with contextlib.suppress(OSError):
-                found.add(Path(os.path.expanduser(value)).read_text(encoding="utf-8")
-                          .rstrip("\r\n"))
-    return sorted((value for value in found if value), key=len, reverse=True)
+    """Every secret the config names (resolved), to scrub from the bundle's members: what the
+    loaded config resolves, and what the file's text names, so a config that does not validate
+    is scrubbed too (the schema says which keys are secrets: ``config.secret_values``)."""
+    found = set(secret_values(config)) if config is not None else set()
+    text = _config_text(config_path)
+    if text is not None:
+        with contextlib.suppress(tomllib.TOMLDecodeError):
+            found |= set(secret_values(tomllib.loads(text), config.environ if config else None,
+                                       config_path=config_path))
+    return sorted(found, key=len, reverse=True)
 
 
 def _scrub(text: str, secrets: list[str]) -> str:
@@ -122,16 +103,10 @@ def _scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
-_INLINE_PASSWORD = re.compile(
-    r"(\bpassword\s*=\s*)(\"\"\".*?\"\"\"|'''.*?'''|\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*')", re.S)
-
-
 def _redacted_config(path: Path) -> str | None:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    return _INLINE_PASSWORD.sub(lambda match: f'{match.group(1)}"{REDACTED}"', text)
+    """The config file redacted by schema: its secrets, and every key the schema does not know."""
+    text = _config_text(path)
+    return redacted_text(text) if text is not None else None
 
 
 def _log_tail(path: Path) -> str | None:

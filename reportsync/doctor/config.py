@@ -40,12 +40,11 @@ def check_config_file(path: Path, out: Findings, environ: Mapping[str, str] | No
         # is its own finding below
         config = load_config(path, environ=environ, allow_no_sources=True)
     except ConfigError as error:
-        for problem in map(str, error.problems):
+        for problem in error.problems:
             remedy = error.remedy
             if remedy == ConfigError.default_remedy:
-                # until ConfigError's problems say their key (issue 12, the config schema)
-                key = problem.split(":", 1)[0]
-                where = key if re.fullmatch(r"[\w.-]+", key) and ":" in problem else "this"
+                key = problem.key
+                where = key if key and re.fullmatch(r"[\w.-]+", key) else "this"
                 remedy = f"Fix {where} in {path}; docs/configuration.md describes every key."
             out.add("parse", SCOPE, FAIL, DoctorFinding.PARSE_PROBLEM, f"{path}: {problem}",
                     remedy)

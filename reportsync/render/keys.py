@@ -34,9 +34,10 @@ def generated_pgp_text(result: GeneratedPgpKey) -> Rendered:
     key = result.key
     rendered = Rendered(stdout=[
         f"created PGP key {key.fingerprint} ({key.algorithm}) for {', '.join(key.uids)}",
-        f"  in {result.gnupg_home}; " + ("protected by a passphrase: put it in the variable "
-                                  "settings.gpg_passphrase_env names" if result.protected
-                                  else "no passphrase"),
+        f"  in {result.gnupg_home}; " + ("protected by a passphrase: the nightly run reads it "
+                                         "from the 0600 file settings.gpg_passphrase_file names "
+                                         "(or the variable gpg_passphrase_env names)"
+                                         if result.protected else "no passphrase"),
     ])
     if result.exported_to is not None:
         rendered.stdout.append(f"  public key written to {result.exported_to}: send this file "
