@@ -8,6 +8,7 @@ the error-handling shell that turns a ``ReportsyncError`` into its message, reme
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import logging
@@ -36,11 +37,12 @@ from reportsync.config import (
 )
 from reportsync.errors import ExitCode, ReportsyncError, UsageError
 from reportsync.fsutil import ensure_private_dir, make_private
+from reportsync.notify import monitored_fetch
 from reportsync.pgp import Gpg, gpg_version_line
 from reportsync.render import Rendered
 from reportsync.results import CommandResult, DoctorRun
+from reportsync.runlog import LOG_FORMAT
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PROG_NAME = "reportsync"
 
 R = TypeVar("R", bound=CommandResult)
@@ -107,6 +109,15 @@ class App:
 
     def echo(self, text: str, *, err: bool = False, nl: bool = True) -> None:
         click.echo(text, file=self.stderr if err else self.stdout, nl=nl)
+
+    def stdout_is_terminal(self) -> bool:
+        return bool(getattr(self.stdout, "isatty", lambda: False)())
+
+    def stdout_takes_unicode(self) -> bool:
+        """Whether stdout encodes as UTF-8 (else pictures fall back to plain ASCII)."""
+        with contextlib.suppress(LookupError):
+            return codecs.lookup(getattr(self.stdout, "encoding", None) or "ascii").name == "utf-8"
+        return False
 
     def show_progress(self) -> bool:
         return not self.quiet and not self.as_json and self.stderr.isatty()
@@ -274,10 +285,14 @@ def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, j
         from reportsync.progress import ProgressBar
 
         with ProgressBar(app.stderr) as bar:
-            result = fetch_core.run(config, options, reporter=bar)
+            run = monitored_fetch(config, options, reporter=bar)
     else:
-        result = fetch_core.run(config, options)
-    return app.finish(result, render.fetch_text)
+        run = monitored_fetch(config, options)
+    if run.error is not None:  # the fetch stopped as a whole: its error is what the run reports
+        for line in render.monitoring_lines(run):
+            app.echo(line, err=True)
+        raise run.error
+    return app.finish(run, render.monitored_fetch_text)
 
 
 @cli.command()
@@ -332,7 +347,8 @@ def status_command(app: App, sources: tuple[str, ...], acknowledge: tuple[str, .
     config = app.load_config()
     with Ledger.in_state_dir(config.settings.state_dir) as ledger:
         report = status(config, ledger, sources, acknowledge=acknowledge)
-    return app.finish(report, render.status_text)
+    return app.finish(report, functools.partial(render.status_text, strip=app.stdout_is_terminal(),
+                                                unicode=app.stdout_takes_unicode()))
 
 
 @cli.command("verify")

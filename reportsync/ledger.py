@@ -152,6 +152,11 @@ class VersionState:
         return self.lost_acked_at is not None
 
     @property
+    def in_archive(self) -> bool:
+        """Its report is in ``output_dir`` now: archived, and not deleted since (archive_days)."""
+        return self.output_path is not None and "archive" not in self.deleted
+
+    @property
     def has_local_copy(self) -> bool:
         """An encrypted copy was downloaded and not deleted: the purge cannot take it from us."""
         return self.download_path is not None and DeletionTarget.LOCAL_ENCRYPTED not in self.deleted
@@ -380,10 +385,14 @@ class Ledger:
                  json.dumps(counts, sort_keys=True), error),
             )
 
-    def last_source_run(self, source: str, command: str = "fetch") -> dict[str, object] | None:
+    def last_source_run(self, source: str, command: str = "fetch", *,
+                        succeeded: bool = False) -> dict[str, object] | None:
+        """The source's last run of ``command``; with ``succeeded``, its last one that exited 0
+        (the "last success" monitoring alerts on)."""
         row = self._db.execute(
             "SELECT run_id, finished_at, exit_code, counts, error FROM source_runs "
-            "WHERE source = ? AND command = ? ORDER BY finished_at DESC, id DESC LIMIT 1",
+            "WHERE source = ? AND command = ?" + (" AND exit_code = 0" if succeeded else "")
+            + " ORDER BY finished_at DESC, id DESC LIMIT 1",
             (source, command)).fetchone()
         if row is None:
             return None

@@ -69,3 +69,21 @@ class RunLock:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("since", 0))))
         return (f"pid {holder.get('pid')} on {holder.get('host')} "
                 f"(`reportsync {holder.get('command')}`, since {started})")
+
+
+def is_held(state_dir: Path) -> bool:
+    """Whether another run holds the lock of ``state_dir`` now: a probe (taken and let go at
+    once) for what must happen only when the run will not stop at the lock, such as telling a
+    healthchecks receiver that a run starts. Creates nothing: no lock file, no holder file."""
+    path = state_dir / LOCK_FILE
+    if not path.exists():
+        return False
+    probe = filelock.FileLock(str(path), timeout=0)
+    try:
+        probe.acquire(timeout=0)
+    except filelock.Timeout:
+        return True
+    except OSError:
+        return False  # cannot tell: the run itself reports what it finds
+    probe.release()
+    return False

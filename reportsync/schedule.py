@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from reportsync import process
-from reportsync.config import Config
+from reportsync.config import Config, secret_refs
 from reportsync.errors import ExitCode, UsageError
 from reportsync.fsutil import write_atomically
 
@@ -147,23 +147,23 @@ def fetch_command(program: Iterable[str], config_path: Path) -> tuple[str, ...]:
 def secret_env_names(config: Config) -> tuple[str, ...]:
     """The environment variables the config takes secrets from, in config order, once each."""
     names: list[str] = []
-    refs = [config.settings.gpg_passphrase]
-    for source in config.sources.values():
-        refs += [source.password, source.key_passphrase]
-    for ref in refs:
+    for ref in secret_refs(config):  # by the schema: [notify]'s URLs are secrets too
         if ref.env and ref.env not in names:
             names.append(ref.env)
     return tuple(names)
 
 
 def writable_paths(config: Config) -> tuple[Path, ...]:
-    """The folders a fetch writes to: state dir, GnuPG home, every download and output dir.
+    """The folders a fetch writes to: state dir, GnuPG home, every download and output dir, the
+    metrics file's folder.
 
     Absolute, without duplicates and without folders inside another one of the list.
     """
     paths = [config.settings.state_dir, config.settings.gnupg_home]
     for source in config.sources.values():
         paths += [source.download_dir, source.output_dir]
+    if config.notify.metrics_file is not None:  # written atomically: a temp file beside it
+        paths.append(config.notify.metrics_file.parent)
     absolute = sorted({Path(os.path.abspath(path)) for path in paths}, key=lambda p: len(p.parts))
     kept: list[Path] = []
     for path in absolute:

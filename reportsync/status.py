@@ -1,21 +1,48 @@
 """`reportsync status` and `reportsync verify`: what the ledger and the archive say, no network.
 
-status: per source, the last run, the archive, pending failures, and the retention notices (at
-risk, lost, stale) computed by the same planner retention uses. verify: every archived report and
-kept encrypted copy re-hashed against the ledger.
+status: per source, the last run and the last success, the archive, pending failures, the
+retention notices (at risk, lost, stale) computed by the same planner retention uses, and the
+provider's window day by day. verify: every archived report and kept encrypted copy re-hashed
+against the ledger.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from reportsync.config import Config
+from reportsync.config import Config, RetentionPolicy
 from reportsync.errors import ExitCode, UsageError
 from reportsync.fsutil import printable, sha256_file
-from reportsync.ledger import Ledger
-from reportsync.retention import ARCHIVE, LOCAL_ENCRYPTED, REMOTE, Notice, plan
+from reportsync.ledger import Ledger, VersionState
+from reportsync.retention import LOCAL_ENCRYPTED, REMOTE, Notice, plan
+
+MAX_WINDOW_DAYS = 366  # the strip of a provider that keeps files longer shows its last year
+
+
+@dataclass(frozen=True)
+class DayTally:
+    """One delivery day of the provider's window: the file versions with that delivery date
+    (their remote modification time, local calendar day) and what became of them."""
+
+    date: date
+    delivered: int = 0
+    archived: int = 0
+    failing: int = 0  # not archived: an open failure (a bad download, a decryption error ...)
+    at_risk: int = 0  # not archived, and the purge takes it within retention.warn_days
+    lost: int = 0  # never archived and gone from the server
+
+
+@dataclass(frozen=True)
+class DeliveryWindow:
+    """The provider's window, oldest day first: the first day is the next the purge takes."""
+
+    purge_days: int  # retention.days: how long the provider keeps a file
+    warn_days: int  # retention.warn_days: the first this many days are purged soon
+    days: tuple[DayTally, ...]
 
 
 @dataclass(frozen=True)
@@ -26,6 +53,9 @@ class SourceStatus:
     failures: list[dict[str, object]]
     notices: list[Notice]
     purged: int  # versions that vanished from the server without reportsync deleting them
+    last_success: float | None = None  # when the last fetch of this source that exited 0 ended
+    in_archive: int = 0  # archived reports still in output_dir (archive_days deletes old ones)
+    window: DeliveryWindow | None = None
 
     def of_kind(self, kind: str) -> list[Notice]:
         return [notice for notice in self.notices if notice.kind == kind]
@@ -74,6 +104,7 @@ def status(config: Config, ledger: Ledger, names: tuple[str, ...] = (), *,
     for source in sources:
         versions = ledger.versions(source.name)
         retention_plan = plan(source, config.retention, versions, None, moment)
+        success = ledger.last_source_run(source.name, succeeded=True)
         healths.append(SourceStatus(
             name=source.name,
             last_run=ledger.last_source_run(source.name),
@@ -82,8 +113,47 @@ def status(config: Config, ledger: Ledger, names: tuple[str, ...] = (), *,
             notices=retention_plan.notices,
             purged=sum(1 for version in versions
                        if version.gone_at is not None and REMOTE not in version.deleted),
+            last_success=_timestamp(success["finished_at"]) if success else None,
+            in_archive=sum(1 for version in versions if version.in_archive),
+            window=delivery_window(versions, retention_plan.notices, config.retention, moment),
         ))
     return StatusReport(sources=tuple(healths), acknowledged=acknowledged)
+
+
+def _timestamp(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def delivery_window(versions: Iterable[VersionState], notices: Iterable[Notice],
+                    policy: RetentionPolicy, now: float) -> DeliveryWindow:
+    """The last ``retention.days`` delivery days (at most MAX_WINDOW_DAYS), oldest first, each
+    with its versions' fates. At risk and lost are the retention plan's word (``notices``), not a
+    second rule: a version counts as at risk or lost when the plan names it so."""
+    length = min(max(policy.days, 1), MAX_WINDOW_DAYS)
+    today = datetime.fromtimestamp(now).date()
+    first = today - timedelta(days=length - 1)
+    named = {kind: {notice.name for notice in notices if notice.kind == kind}
+             for kind in ("at-risk", "lost")}
+    tallies = {first + timedelta(days=offset): [0, 0, 0, 0, 0] for offset in range(length)}
+    for version in versions:
+        day = min(datetime.fromtimestamp(version.mtime).date(), today)  # a clock ahead: today
+        counts = tallies.get(day)
+        if counts is None:
+            continue  # delivered before the window: purged from the server by now
+        counts[0] += 1
+        if version.archived:
+            counts[1] += 1
+        elif version.acknowledged:
+            continue  # a person dealt with it (status --ack)
+        elif version.name in named["lost"]:
+            counts[4] += 1
+        elif version.failing:
+            counts[2] += 1
+        elif version.name in named["at-risk"]:
+            counts[3] += 1
+    return DeliveryWindow(
+        purge_days=policy.days, warn_days=policy.warn_days,
+        days=tuple(DayTally(day, *counts) for day, counts in tallies.items()))
 
 
 @dataclass(frozen=True)
@@ -113,7 +183,7 @@ def verify(config: Config, ledger: Ledger, names: tuple[str, ...] = ()) -> Verif
     for source in config.select(names):
         for version in ledger.versions(source.name):
             copies = []
-            if version.output_path and ARCHIVE not in version.deleted:
+            if version.in_archive and version.output_path:
                 copies.append(("archive", version.output_path, version.output_sha256))
             if (version.download_path and LOCAL_ENCRYPTED not in version.deleted
                     and version.download_path != version.output_path):

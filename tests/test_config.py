@@ -471,18 +471,22 @@ def test_redacted_document_hides_every_secret_and_every_unknown_value(tmp_path: 
         "settings": {"gpg_passphrase_file": "~/gpg.pass", "gpg_binary": "gpg"},
         "sources": {"a": ftp_source(password_env=None, password="hunter2", pasword="hunter3"),
                     "b": sftp_source(key_passphrase_env="RS_KEY_PASS")},
-        "notify": {"healthchecks_url": "https://hc.example/ping/0123-secret"},
+        "notify": {"healthchecks_url": "https://hc.example/ping/0123-secret",
+                   "urls_env": "RS_APPRISE_URLS"},
+        "alerts": {"url": "https://alerts.example/4567-secret"},  # a section of a newer version
         "stray": "top-level value",
     }
     redacted = redacted_document(document)
     assert redacted["sources"]["a"]["password"] == REDACTED
     assert redacted["sources"]["a"]["pasword"] == REDACTED, "a typo's value is not copied"
-    assert redacted["notify"] == REDACTED and redacted["stray"] == REDACTED
+    assert redacted["notify"] == {"healthchecks_url": REDACTED, "urls_env": "RS_APPRISE_URLS"}
+    assert redacted["alerts"] == REDACTED and redacted["stray"] == REDACTED
     assert redacted["sources"]["b"]["key_passphrase_env"] == "RS_KEY_PASS"
     assert redacted["settings"] == document["settings"]
     assert redacted["sources"]["a"]["username"] == "acme"
     text = redacted_text(dump_toml(document))
     assert "hunter" not in text and "0123-secret" not in text and "top-level" not in text
+    assert "4567-secret" not in text
     assert tomllib.loads(text) == redacted, "the text form is the same redaction"
     broken = redacted_text('password = "hunter2"\n[sources.a\n')
     assert "hunter2" not in broken and broken.startswith("# the config is not valid TOML")

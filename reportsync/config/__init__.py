@@ -1,7 +1,8 @@
 """The config: TOML → frozen dataclasses, every problem reported at once, from one schema.
 
 - ``model``: the dataclasses others read (``Config``, ``Settings``, ``RetentionPolicy``,
-  ``SourceConfig``, ``SecretRef``); each field declares its key, and the sections are registered.
+  ``SourceConfig``, ``NotifySettings``, ``SecretRef``); each field declares its key, and the
+  sections are registered.
 - ``schema``: a key's metadata (``Key``), the field helpers (``setting``, ``secret``), the section
   registry (``SECTIONS``, ``register_section``) and the checks of one value.
 - ``loader``: ``load_config`` / ``parse_config``, generic over the registered sections.
@@ -21,6 +22,7 @@ from reportsync.config.model import (
     MAX_PLAINTEXT_DEFAULT,
     NO_SOURCE,
     NO_SOURCE_REMEDY,
+    NOTIFY_EVENTS,
     PROTOCOLS,
     REQUIRED_SOURCE_KEYS,
     RETENTION_KEYS,
@@ -28,11 +30,13 @@ from reportsync.config.model import (
     SOURCE_KEYS,
     SOURCE_NAME_PATTERN,
     Config,
+    NotifySettings,
     RetentionPolicy,
     Secret,
     SecretRef,
     Settings,
     SourceConfig,
+    split_urls,
 )
 from reportsync.config.paths import (
     APP_NAME,
@@ -42,7 +46,7 @@ from reportsync.config.paths import (
     default_state_dir,
     expand_path,
 )
-from reportsync.config.redact import redacted_document, redacted_text, secret_values
+from reportsync.config.redact import redacted_document, redacted_text, secret_refs, secret_values
 from reportsync.config.schema import (
     REDACTED,
     SECTIONS,
@@ -69,6 +73,7 @@ __all__ = [
     "DEFAULT_PORTS",
     "GENERIC_PRESET",
     "MAX_PLAINTEXT_DEFAULT",
+    "NOTIFY_EVENTS",
     "NO_SOURCE",
     "NO_SOURCE_REMEDY",
     "PROTOCOLS",
@@ -84,6 +89,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Key",
+    "NotifySettings",
     "Problem",
     "ProviderPreset",
     "RetentionPolicy",
@@ -104,8 +110,10 @@ __all__ = [
     "redacted_text",
     "register_section",
     "secret",
+    "secret_refs",
     "secret_values",
     "setting",
+    "split_urls",
     "starter_config",
     "toml_literal",
 ]

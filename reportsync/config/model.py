@@ -18,6 +18,7 @@ from typing import Any
 
 from reportsync.config.paths import default_gnupg_home, default_state_dir
 from reportsync.config.schema import (
+    Check,
     TableView,
     dns_name_or_ip,
     folder,
@@ -202,6 +203,57 @@ class SourceConfig:
         return included and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.exclude)
 
 
+NOTIFY_EVENTS = ("fail", "warn", "new", "success")
+# Between two Apprise URLs: spaces, commas or line breaks, where the next URL's scheme follows; a
+# comma inside a URL (mailto://...?to=a@x,b@x) is not followed by one, so it stays in its URL.
+_URL_SEPARATOR = re.compile(r"[\s,]+(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def split_urls(text: str) -> list[str]:
+    """The URLs in ``text`` (a urls_env value, or a urls_file): separated by spaces, commas or
+    line breaks; in a file, a line that starts with ``#`` is a comment."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = "\n".join(lines).strip().strip(",").strip()
+    if not joined:
+        return []
+    return [url.strip().rstrip(",") for url in _URL_SEPARATOR.split(joined) if url.strip(" ,\n")]
+
+
+def _not_a_folder(path: Path) -> str | None:
+    return f"{path} is a folder; name the file to write" if path.is_dir() else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifySettings:
+    """``[notify]``: who hears about a fetch (docs/monitoring.md). Nothing is sent unless set."""
+
+    healthchecks_url: SecretRef = secret(
+        env_doc="env var holding the healthchecks ping URL (a secret: never logged)",
+        env_example="REPORTSYNC_HC_URL", file_doc="or: a file (0600) holding it",
+        inline_doc="inline ping URL: only accepted if this file is 0600")
+    urls: SecretRef = secret(
+        env_doc="env var holding Apprise URLs, separated by spaces or commas",
+        file_doc="or: a file (0600) of Apprise URLs, one a line (mail, Slack, ntfy, ...)",
+        file_example="~/.config/reportsync/notify.urls", items=split_urls)
+    on: tuple[str, ...] = setting("events that notify `urls`: fail, warn, new, success", kind="list",
+                                  choices=NOTIFY_EVENTS, default=["fail", "warn"])
+    metrics_file: Path | None = setting(
+        "Prometheus text file (node_exporter's textfile folder), rewritten after every fetch",
+        kind="path", example="/var/lib/prometheus/node-exporter/reportsync.prom",
+        form=_not_a_folder)
+
+    @property
+    def configured(self) -> bool:
+        """Whether any monitoring is set up (a fetch without it does no monitoring work)."""
+        return self.healthchecks_url.configured or self.urls.configured or \
+            self.metrics_file is not None
+
+
+def _unconfigured_notify() -> NotifySettings:
+    return NotifySettings(healthchecks_url=SecretRef("notify.healthchecks_url"),
+                          urls=SecretRef("notify.urls"))
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None
@@ -213,6 +265,7 @@ class Config:
                                        compare=False)
     # sections registered without an attribute here, by their name in the file
     extra_sections: Mapping[str, Any] = field(default_factory=dict)
+    notify: NotifySettings = field(default_factory=_unconfigured_notify)
 
     def select(self, names: tuple[str, ...] | list[str] = ()) -> list[SourceConfig]:
         """The sources named (all when none are), in config order; unknown names are an error."""
@@ -256,18 +309,22 @@ def _login(table: TableView) -> None:
         table.problem("certificate_file", "needs key_file (the certificate's private key)")
 
 
-def _inline_password_in_private_file(table: TableView) -> None:
-    if table.values["password"] is None or table.file_is_private:
-        return
-    prefix = ""
-    if table.config_path is not None:  # OpenSSH's words, as for a private key left open
-        with contextlib.suppress(OSError):
-            mode = too_open(table.config_path)
-            if mode is not None:
-                prefix = f"Permissions {mode:04o} for '{table.config_path}' are too open. "
-    table.problem("password", f"{prefix}An inline password is accepted only if the config file "
-                  "is not readable by group or others (chmod 600); better use password_env or "
-                  "password_file")
+def _inline_secret_in_private_file(attribute: str, what: str) -> Check:
+    """The rule for an inline secret (``attribute`` set in the file itself): only in a config
+    that group and others cannot read."""
+    def check(table: TableView) -> None:
+        if table.values[attribute] is None or table.file_is_private:
+            return
+        prefix = ""
+        if table.config_path is not None:  # OpenSSH's words, as for a private key left open
+            with contextlib.suppress(OSError):
+                mode = too_open(table.config_path)
+                if mode is not None:
+                    prefix = f"Permissions {mode:04o} for '{table.config_path}' are too open. "
+        table.problem(attribute, f"{prefix}An inline {what} is accepted only if the config file "
+                      "is not readable by group or others (chmod 600); better use "
+                      f"{attribute}_env or {attribute}_file")
+    return check
 
 
 def _signature_and_folders(table: TableView) -> None:
@@ -292,10 +349,20 @@ RETENTION = register_section(
 )
 SOURCES = register_section(
     "sources", SourceConfig, attribute="sources", many=True, variant_key="protocol",
-    checks=(_login, _inline_password_in_private_file, _signature_and_folders),
+    checks=(_login, _inline_secret_in_private_file("password", "password"),
+            _signature_and_folders),
     table_name=(SOURCE_NAME_PATTERN,
                 "a source name may hold letters, digits, '.', '_' and '-' only"),
     needed=(NO_SOURCE, NO_SOURCE_REMEDY),
+)
+NOTIFY = register_section(
+    "notify", NotifySettings, attribute="notify",
+    checks=(_inline_secret_in_private_file("healthchecks_url", "ping URL"),),
+    starter_note=(
+        "Monitoring (docs/monitoring.md): healthchecks pings around every fetch, Apprise",
+        "notifications (mail, Slack, ntfy, ...) for the events in `on`, a Prometheus metrics",
+        "file. The URLs hold credentials: keep them in a variable or a 0600 file.",
+    ),
 )
 SETTINGS_KEYS = SETTINGS.keys
 RETENTION_KEYS = RETENTION.keys

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ def redacted_text(text: str) -> str:
     return header + dump_toml(redacted_document(document))
 
 
+Items = Callable[[str], list[str]] | None  # Key.items: how a secret that holds several splits
+
+
 def secret_values(source: Config | Mapping[str, Any], environ: Mapping[str, str] | None = None,
                   *, config_path: Path | None = None) -> list[str]:
     """Every secret the config resolves to (inline values, the variables ``*_env`` names, the
@@ -69,11 +72,17 @@ def secret_values(source: Config | Mapping[str, Any], environ: Mapping[str, str]
     """
     if isinstance(source, Config):
         environ = source.environ if environ is None else environ
-        found = {_resolved(ref, environ) for ref in _config_refs(source)}
+        refs = _config_refs(source)
     else:
         environ = os.environ if environ is None else environ
         base = config_path.parent if config_path is not None else None
-        found = {_resolved(ref, environ) for ref in _document_refs(source, base, environ)}
+        refs = _document_refs(source, base, environ)
+    found: set[str] = set()
+    for ref, items in refs:
+        value = _resolved(ref, environ)
+        if value:
+            found.add(value)
+            found.update(items(value) if items is not None else ())
     return sorted((value for value in found if value), key=len, reverse=True)
 
 
@@ -85,25 +94,32 @@ def _resolved(ref: SecretRef, environ: Mapping[str, str]) -> str | None:
     return value.reveal() if value is not None else None
 
 
-def _config_refs(config: Config) -> list[SecretRef]:
-    refs: list[SecretRef] = []
+def secret_refs(config: Config) -> list[SecretRef]:
+    """Every secret the config names (resolved or not), by the schema, in section order: where
+    each lives (an ``*_env`` variable, an ``*_file``), for what must bring them along (the
+    environment file of a systemd unit)."""
+    return [ref for ref, _items in _config_refs(config)]
+
+
+def _config_refs(config: Config) -> list[tuple[SecretRef, Items]]:
+    refs: list[tuple[SecretRef, Items]] = []
     for section in SECTIONS.values():
         value = getattr(config, section.attribute, None) if section.attribute else None
         if value is None:
             value = config.extra_sections.get(section.name)
         models = list(value.values()) if section.many and value is not None else [value]
         for model in models:
-            for attribute, _parts in section.secrets():
+            for attribute, parts in section.secrets():
                 ref = getattr(model, attribute, None)
                 if isinstance(ref, SecretRef):
-                    refs.append(ref)
+                    refs.append((ref, next(iter(parts.values())).items))
     return refs
 
 
 def _document_refs(document: Mapping[str, Any], base: Path | None,
-                   environ: Mapping[str, str]) -> list[SecretRef]:
+                   environ: Mapping[str, str]) -> list[tuple[SecretRef, Items]]:
     """The secrets a (possibly invalid) document names, read as the loader would read them."""
-    refs: list[SecretRef] = []
+    refs: list[tuple[SecretRef, Items]] = []
     for section in SECTIONS.values():
         value = document.get(section.name)
         if not isinstance(value, Mapping):
@@ -119,10 +135,11 @@ def _document_refs(document: Mapping[str, Any], base: Path | None,
                         continue
                     if part == "file":
                         with contextlib.suppress(ValueError):
-                            refs.append(SecretRef(attribute,
-                                                  file=expand_path(raw, base, environ)))
+                            refs.append((SecretRef(attribute,
+                                                   file=expand_path(raw, base, environ)),
+                                         key.items))
                     elif part == "env":
-                        refs.append(SecretRef(attribute, env=raw))
+                        refs.append((SecretRef(attribute, env=raw), key.items))
                     else:
-                        refs.append(SecretRef(attribute, inline=raw))
+                        refs.append((SecretRef(attribute, inline=raw), key.items))
     return refs

@@ -63,6 +63,8 @@ class Key:
     default_of: Callable[[Mapping[str, Any]], Any] | None = field(default=None, compare=False,
                                                                   repr=False)
     normalize: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
+    # a secret that holds several (Apprise URLs): its items, each scrubbed on its own as well
+    items: Callable[[str], list[str]] | None = field(default=None, compare=False, repr=False)
 
     def applies_to(self, protocol: str) -> bool:
         return not self.protocols or protocol in self.protocols
@@ -131,18 +133,21 @@ def secret(
     file_doc: str = "or: a file (0600) holding it",
     inline_doc: str | None = None,
     env_example: str | None = None,
+    file_example: str | None = None,
     protocols: tuple[str, ...] = (),
+    items: Callable[[str], list[str]] | None = None,
 ) -> Any:
     """A dataclass field (a ``SecretRef``) filled from the keys ``<name>_env`` (a variable's
     name), ``<name>_file`` (a file) and, with ``inline_doc``, ``<name>`` (the secret itself,
-    accepted only in a private file). At most one of them may be set."""
+    accepted only in a private file). At most one of them may be set. ``items``: how a secret
+    that holds several (a list of URLs) splits into them, so each is scrubbed on its own."""
     keys = [Key(name="", kind="str", default=None, doc=env_doc, example=env_example,
-                protocols=protocols, part="env"),
-            Key(name="", kind="path", default=None, doc=file_doc, protocols=protocols,
-                part="file")]
+                protocols=protocols, part="env", items=items),
+            Key(name="", kind="path", default=None, doc=file_doc, example=file_example,
+                protocols=protocols, part="file", items=items)]
     if inline_doc is not None:
         keys.append(Key(name="", kind="str", default=None, doc=inline_doc, protocols=protocols,
-                        secret=True, part="inline"))
+                        secret=True, part="inline", items=items))
     return field(metadata={KEYS_METADATA: tuple(keys)})
 
 
@@ -198,6 +203,9 @@ class Section:
     table_name: tuple[re.Pattern[str], str] | None = None  # NAME's rule and the problem text
     # a ``many`` section without any table: the problem, and its remedy when it is the only one
     needed: tuple[str, str] | None = None
+    # an optional feature: the starter config shows the whole section commented out, after these
+    # comment lines, with each key's example (rather than a table of defaults)
+    starter_note: tuple[str, ...] = ()
 
     @property
     def doc_heading(self) -> str:
@@ -282,8 +290,9 @@ def _converted(key: Key, raw: Any, base: Path | None, environ: Mapping[str, str]
     if kind == "list":
         if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
             raise Invalid("must be a list of strings")
-        for item in raw:
+        for item in raw:  # the line rule first: a choice's problem line quotes the value
             _one_line(item)
+        for item in raw:
             if key.choices and item not in key.choices:
                 raise Invalid(f"may hold {', '.join(key.choices)}, not {printable_value(item)}")
         return tuple(raw)

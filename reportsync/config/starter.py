@@ -150,6 +150,9 @@ def starter_config(source_name: str = "ibkr", provider: str | None = None,
             section(f"sources.{table}", registered.keys, values, preset.docs)
         elif registered.many:  # an example table, all commented: NAME is the user's to choose
             section(f"{registered.name}.NAME", registered.keys, {}, {}, header_commented=True)
+        elif registered.starter_note:  # an optional feature: off until its lines are uncommented
+            lines.extend(f"# {note}" for note in registered.starter_note)
+            section(registered.name, registered.keys, {}, {}, header_commented=True)
         else:
             section(registered.name, registered.keys, {}, {})
     return "\n".join(lines)

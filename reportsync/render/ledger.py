@@ -11,7 +11,15 @@ from reportsync.render.base import Rendered, error_lines
 from reportsync.render.envelope import to_json
 from reportsync.render.fetch import deletion_lines, held_back_line, notice_line
 from reportsync.retention import RetentionResult, SourceRetention
-from reportsync.status import SourceStatus, StatusReport, VerifyReport
+from reportsync.status import DayTally, DeliveryWindow, SourceStatus, StatusReport, VerifyReport
+
+# The strip's marks, one a day: (Unicode, plain ASCII for a terminal that is not UTF-8)
+ARCHIVED_MARK = ("\u2588", "#")  # full block
+PROBLEM_MARK = ("\u2717", "!")  # ballot x: a file failing, at risk or lost
+WAITING_MARK = ("\u2592", "+")  # medium shade: delivered, not archived yet, nothing wrong yet
+NOTHING_MARK = ("\u00b7", ".")  # middle dot
+STRIP_ROW_DAYS = 50  # two rows for the usual 100 days: fits 80 columns with the day groups
+STRIP_GROUP_DAYS = 10
 
 
 def retention_text(result: RetentionResult) -> Rendered:
@@ -43,7 +51,9 @@ def _when(timestamp: object) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
-def status_text(report: StatusReport) -> Rendered:
+def status_text(report: StatusReport, *, strip: bool = False, unicode: bool = True) -> Rendered:
+    """``strip``: each source's delivery window as a strip of days (on a terminal); ``unicode``
+    False: its marks in plain ASCII."""
     rendered = Rendered()
     if report.acknowledged:
         rendered.stdout.append(f"acknowledged {report.acknowledged} file version(s): no longer "
@@ -53,10 +63,14 @@ def status_text(report: StatusReport) -> Rendered:
         last = ("no fetch recorded yet" if run is None else
                 f"last fetch {_when(run.get('finished_at'))}, exit {run.get('exit_code')}")
         health = "OK" if source.healthy else "NEEDS ATTENTION"
+        if run is not None and run.get("exit_code") not in (0, None):
+            last += f" (last success: {_when(source.last_success)})"
         rendered.stdout.append(f"{source.name}: {health}: {last}; {source.archived} archived; "
                                f"{len(source.failures)} failing; {len(source.of_kind('at-risk'))} "
                                f"at risk; {len(source.of_kind('lost'))} lost; "
                                f"{source.purged} purged by the provider")
+        if strip and source.window is not None:
+            rendered.stdout.extend(strip_lines(source.window, unicode=unicode))
         # what needs a person goes to stderr, so `-q status` in cron still mails it
         if run is not None and run.get("error"):
             rendered.stderr.append(f"{source.name}: last error: {run['error']}")
@@ -66,7 +80,47 @@ def status_text(report: StatusReport) -> Rendered:
                                    f"({failure['stage']}, "
                                    f"{failure['attempts']} attempt(s)): {failure['reason']}")
         rendered.stderr.extend(notice_line(notice) for notice in source.notices)
+    if strip and any(source.window is not None for source in report.sources):
+        rendered.stdout.append(strip_legend(unicode=unicode))
     return rendered
+
+
+def _mark(day: DayTally, unicode: bool) -> str:
+    marks = (PROBLEM_MARK if day.failing or day.at_risk or day.lost else
+             ARCHIVED_MARK if day.archived else WAITING_MARK if day.delivered else NOTHING_MARK)
+    return marks[0 if unicode else 1]
+
+
+def strip_lines(window: DeliveryWindow, *, unicode: bool = True) -> list[str]:
+    """The window as rows of days, oldest first, in groups of ten, each row led by its first
+    day; under the first row, the days the purge takes within ``warn_days``; then the legend."""
+    days = window.days
+    if not days:
+        return []
+    lines = [f"  deliveries of the last {len(days)} days, oldest first (the provider purges "
+             f"after {window.purge_days} days, from the left):"]
+    for start in range(0, len(days), STRIP_ROW_DAYS):
+        row = days[start:start + STRIP_ROW_DAYS]
+        groups = [row[i:i + STRIP_GROUP_DAYS] for i in range(0, len(row), STRIP_GROUP_DAYS)]
+        lines.append(f"  {row[0].date:%m-%d} "
+                     + " ".join("".join(_mark(day, unicode) for day in group)
+                                for group in groups))
+        if start == 0 and window.purge_days > 0 and window.warn_days > 0 and \
+                len(days) >= window.purge_days:
+            # the window is the provider's whole horizon: its left edge is the purge
+            soon = min(window.warn_days, len(row))
+            marker = "".join("^" if i < soon else " " for i in range(len(row)))
+            marker = " ".join(marker[i:i + STRIP_GROUP_DAYS]
+                              for i in range(0, len(marker), STRIP_GROUP_DAYS)).rstrip()
+            lines.append(f"        {marker} purged within {window.warn_days} days")
+    return lines
+
+
+def strip_legend(*, unicode: bool = True) -> str:
+    index = 0 if unicode else 1
+    return (f"{ARCHIVED_MARK[index]} archived  {PROBLEM_MARK[index]} a file failing, at risk or "
+            f"lost  {WAITING_MARK[index]} delivered, not archived yet  {NOTHING_MARK[index]} "
+            "nothing delivered")
 
 
 def verify_text(report: VerifyReport) -> Rendered:
@@ -107,4 +161,7 @@ def _source_status(source: SourceStatus) -> dict[str, Any]:
         "lost": to_json(source.of_kind("lost")),
         "stale": to_json(source.of_kind("stale")),
         "purged_by_provider": source.purged,
+        "last_success": source.last_success,
+        "in_archive": source.in_archive,
+        "window": to_json(source.window),
     }
