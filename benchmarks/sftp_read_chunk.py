@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import reportsync.transports.sftp as sftp_transport
+import reportsync.transports.sftp.wire as sftp_transport
 from reportsync.config import parse_config
 from reportsync.transports import open_transport
 from tests.servers.sshd import start_sshd

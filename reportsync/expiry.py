@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from reportsync.units import EXPIRY_WARN_DAYS
+
 if TYPE_CHECKING:
     from reportsync.config import Config
 
 log = logging.getLogger(__name__)
 
-EXPIRY_WARN_DAYS = 30  # warn when a credential ends sooner than this
 PGP = "pgp"
 SSH_CERTIFICATE = "ssh-certificate"
 

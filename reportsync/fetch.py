@@ -34,7 +34,6 @@ from reportsync.errors import (
 )
 from reportsync.expiry import CredentialExpiry
 from reportsync.fsutil import (
-    HASH_CHUNK,
     contained_path,
     crash_point,
     ensure_private_dir,
@@ -58,11 +57,11 @@ from reportsync.pgp import Decrypted, Gpg, needs_decryption, plaintext_name
 from reportsync.retention import DeletionOutcome, Notice
 from reportsync.sshkeys import SshCertificateInfo, certificate_expiry, inspect_ssh_file
 from reportsync.transports import RemoteFile, Transport, open_transport
+from reportsync.units import HASH_CHUNK, MAX_BACKOFF
+from reportsync.vocab import Action, Command, NoticeKind, ProtocolName, Stage
 
 log = logging.getLogger(__name__)
 
-DAY = 86400.0
-MAX_BACKOFF = 30.0
 T = TypeVar("T")
 
 
@@ -100,8 +99,7 @@ class FileOutcome:
     name: str
     size: int
     mtime: int
-    action: str  # archived | downloaded | skipped | acknowledged | would-fetch | failed | refused
-    # | pending
+    action: Action
     local_path: str | None = None
     output_path: str | None = None
     transferred: int = 0
@@ -131,22 +129,22 @@ class SourceResult:
     @property
     def at_risk(self) -> list[AtRisk]:
         return [AtRisk(notice.name, notice.days) for notice in self.notices
-                if notice.kind == "at-risk"]
+                if notice.kind == NoticeKind.AT_RISK]
 
     @property
     def lost(self) -> list[Notice]:
-        return [notice for notice in self.notices if notice.kind == "lost"]
+        return [notice for notice in self.notices if notice.kind == NoticeKind.LOST]
 
     @property
     def deletions_withheld(self) -> Notice | None:
         """Why no deletion was done this run (the whole folder looks expired), or None."""
-        return next((notice for notice in self.notices if notice.kind == retention.WITHHELD),
+        return next((notice for notice in self.notices if notice.kind == NoticeKind.DELETIONS_WITHHELD),
                     None)
 
     @property
     def stale_days(self) -> float | None:
         """Days since the newest file when the feed is stale (inf: never any), else None."""
-        stale = [notice.days for notice in self.notices if notice.kind == "stale"]
+        stale = [notice.days for notice in self.notices if notice.kind == NoticeKind.STALE]
         return stale[0] if stale else None
 
     def count(self, action: str) -> int:
@@ -154,7 +152,7 @@ class SourceResult:
 
     @property
     def failed(self) -> list[FileOutcome]:
-        return [outcome for outcome in self.files if outcome.action in ("failed", "refused")]
+        return [outcome for outcome in self.files if outcome.action in (Action.FAILED, Action.REFUSED)]
 
     @property
     def bytes_transferred(self) -> int:
@@ -199,10 +197,10 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None)
     sources = config.select(options.sources)
     started = time.monotonic()
     reporter = reporter or SilentReporter()
-    with RunLock(config.settings.state_dir, "fetch"), Ledger.in_state_dir(
+    with RunLock(config.settings.state_dir, Command.FETCH), Ledger.in_state_dir(
         config.settings.state_dir, create=not options.dry_run
     ) as ledger:
-        run_id = None if options.dry_run else ledger.start_run("fetch", os.getpid())
+        run_id = None if options.dry_run else ledger.start_run(Command.FETCH, os.getpid())
         decryptor = LazyGpg(config.settings, config.environ)
         expiring = _expiring_credentials(config, sources, decryptor, options)
         results = [
@@ -213,11 +211,10 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None)
                              seconds=time.monotonic() - started, expiring=expiring)
         if run_id is not None:
             for source_result in results:
-                counts = {action: source_result.count(action) for action in
-                          ("archived", "downloaded", "skipped", "acknowledged", "failed",
-                           "refused", "pending")}
+                counts = {action.value: source_result.count(action) for action in Action
+                          if action is not Action.WOULD_FETCH}
                 error = source_result.error.describe() if source_result.error else None
-                ledger.record_source_run(run_id, source_result.name, "fetch",
+                ledger.record_source_run(run_id, source_result.name, Command.FETCH,
                                          int(source_result.exit_code), counts, error)
             ledger.finish_run(run_id, int(result.exit_code), result.counts())
     return result
@@ -244,7 +241,7 @@ def _expiring_credentials(config: Config, sources: list[SourceConfig], decryptor
             if key_expiry is not None and key_expiry.soon:
                 found.append(key_expiry)
     for source in sources:
-        if source.protocol != "sftp" or source.certificate_file is None:
+        if source.protocol != ProtocolName.SFTP or source.certificate_file is None:
             continue
         try:
             info = inspect_ssh_file(source.certificate_file,
@@ -282,7 +279,7 @@ def _fetch_source(
             if not options.dry_run:
                 for outcome in refused:
                     assert run_id is not None
-                    ledger.record_failure(source.name, outcome.name, None, run_id, "name",
+                    ledger.record_failure(source.name, outcome.name, None, run_id, Stage.NAME,
                                           outcome.error.message if outcome.error else "refused")
             if options.dry_run:
                 records = ledger.versions_by_key(source.name)
@@ -319,21 +316,21 @@ def _fetch_source(
     return result
 
 
-def _settled(record: VersionState | None) -> str | None:
+def _settled(record: VersionState | None) -> Action | None:
     """The action of a version fetch does not try (again), or None: "skipped" when it is
     archived, "acknowledged" when a person acknowledged its failure (``status --ack``)."""
     if record is None:
         return None
     if record.archived:
-        return "skipped"
-    return "acknowledged" if record.acknowledged else None
+        return Action.SKIPPED
+    return Action.ACKNOWLEDGED if record.acknowledged else None
 
 
 def _settled_outcome(remote: RemoteFile, record: VersionState | None) -> FileOutcome:
     action = _settled(record)
     assert record is not None and action is not None
     return FileOutcome(remote.name, remote.size, int(remote.mtime), action,
-                       local_path=record.download_path if action == "acknowledged" else None,
+                       local_path=record.download_path if action == Action.ACKNOWLEDGED else None,
                        output_path=record.output_path)
 
 
@@ -359,7 +356,7 @@ def _select(source: SourceConfig, listing: list[RemoteFile]) -> tuple[list[Remot
     """Files matching include/exclude, and outcomes for the names refused as unsafe."""
     candidates, refused = listing_select(source, listing)
     return candidates, [FileOutcome(printable(remote.name), remote.size, int(remote.mtime),
-                                    "refused", error=error) for remote, error in refused]
+                                    Action.REFUSED, error=error) for remote, error in refused]
 
 
 def _part_name(remote: RemoteFile) -> str:
@@ -391,7 +388,7 @@ def _dry_run_plan(candidates: list[RemoteFile],
             outcomes.append(_settled_outcome(remote, record))
         else:
             outcomes.append(FileOutcome(remote.name, remote.size, int(remote.mtime),
-                                        "would-fetch"))
+                                        Action.WOULD_FETCH))
     return outcomes
 
 
@@ -447,7 +444,7 @@ def _process_all(
                 except (StorageError, KeyProblemError, _SourceLevel) as error:
                     real = error.cause if isinstance(error, _SourceLevel) else error
                     outcome = FileOutcome(job.remote.name, job.remote.size,
-                                          int(job.remote.mtime), "failed", error=real)
+                                          int(job.remote.mtime), Action.FAILED, error=real)
                     with guard:
                         source_errors.append(real)
                     if not isinstance(error, KeyProblemError):
@@ -456,7 +453,7 @@ def _process_all(
                     log.exception("source %s: unexpected error on %s", context.source.name,
                                   printable(job.remote.name))
                     outcome = FileOutcome(job.remote.name, job.remote.size, int(job.remote.mtime),
-                                          "failed", error=InternalError(
+                                          Action.FAILED, error=InternalError(
                                               f"unexpected {type(bug).__name__}: {bug}"))
                 with guard:
                     outcomes.append(outcome)
@@ -476,7 +473,7 @@ def _process_all(
         except queue.Empty:
             break
         outcomes.append(FileOutcome(job.remote.name, job.remote.size, int(job.remote.mtime),
-                                    "pending"))
+                                    Action.PENDING))
     order = {job.remote.name: index for index, job in enumerate(work)}
     outcomes.sort(key=lambda outcome: order.get(outcome.name, len(order)))
     return outcomes, (source_errors[0] if source_errors else None)
@@ -531,11 +528,11 @@ def _local_copy_matches(path: Path, remote: RemoteFile) -> bool:
 
 def _process_file(context: _RunContext, job: _FileJob, connection: _Connection) -> FileOutcome:
     remote = job.remote
-    outcome = FileOutcome(remote.name, remote.size, int(remote.mtime), "skipped")
+    outcome = FileOutcome(remote.name, remote.size, int(remote.mtime), Action.SKIPPED)
     if job.record is not None and job.record.archived:
         outcome.output_path = job.record.output_path
         return outcome
-    stage = "download"
+    stage = Stage.DOWNLOAD
     try:
         if _needs_transfer(job):
             local, transferred = _download(context, job, connection)
@@ -544,14 +541,14 @@ def _process_file(context: _RunContext, job: _FileJob, connection: _Connection) 
             assert job.record is not None and job.record.download_path is not None
             local = Path(job.record.download_path)
         outcome.local_path = str(local)
-        outcome.action = "downloaded"
+        outcome.action = Action.DOWNLOADED
         if not context.archive_enabled:
             return outcome
-        stage = "archive"
+        stage = Stage.ARCHIVE
         archived_path, decrypted = _archive(context, job, local)
         outcome.output_path = str(archived_path)
         outcome.decrypted = decrypted
-        outcome.action = "archived"
+        outcome.action = Action.ARCHIVED
         return outcome
     except RemoteChangedError as error:
         # not a failure: the provider was still writing or replaced the file; the next listing
@@ -559,7 +556,7 @@ def _process_file(context: _RunContext, job: _FileJob, connection: _Connection) 
         error.with_context(source=context.source.name, path=remote.name)
         log.warning("source %s: %s: %s", context.source.name, printable(remote.name),
                     error.message)
-        outcome.action = "pending"
+        outcome.action = Action.PENDING
         outcome.error = error
         return outcome
     except (StorageError, KeyProblemError, _SourceLevel) as error:
@@ -581,7 +578,7 @@ def _process_file(context: _RunContext, job: _FileJob, connection: _Connection) 
                                                  context.run_id, stage, error.message)
         log.warning("source %s: %s failed (attempt %d): %s", context.source.name,
                     printable(remote.name), attempts, error.message)
-        outcome.action = "failed"
+        outcome.action = Action.FAILED
         outcome.error = error
         return outcome
 

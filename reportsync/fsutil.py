@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reportsync.errors import ConfigError, StorageError, UnsafeNameError
+from reportsync.units import HASH_CHUNK
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 MAX_NAME_BYTES = 255
-HASH_CHUNK = 1024 * 1024
 IS_POSIX = os.name == "posix"
 TEMP_PREFIX = ".rs-"
 # Never follow a symbolic link planted where reportsync creates a file (POSIX; Windows has no
@@ -358,11 +358,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    with path.open("rb+") as handle:
-        os.fsync(handle.fileno())
 
 
 def versioned_name(name: str, number: int) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from reportsync.errors import StorageError
 from reportsync.fsutil import ensure_private_dir, make_private
+from reportsync.vocab import DeletionTarget
 
 LEDGER_FILE = "ledger.sqlite3"
 IN_MEMORY = ":memory:"
@@ -158,7 +159,7 @@ class VersionState:
     @property
     def has_local_copy(self) -> bool:
         """An encrypted copy was downloaded and not deleted: the purge cannot take it from us."""
-        return self.download_path is not None and "local_encrypted" not in self.deleted
+        return self.download_path is not None and DeletionTarget.LOCAL_ENCRYPTED not in self.deleted
 
 
 class Ledger:
@@ -366,12 +367,6 @@ class Ledger:
             args = (source,)
         return [dict(row) for row in self._db.execute(query + " ORDER BY source, name", args)]
 
-    def latest_arrival(self, source: str) -> float | None:
-        """The newest remote mtime of any version of this source: when its feed last delivered."""
-        row = self._db.execute("SELECT MAX(mtime) FROM remote_files WHERE source = ?",
-                               (source,)).fetchone()
-        return float(row[0]) if row and row[0] is not None else None
-
     def count(self, table: str) -> int:
         if table not in ("runs", "remote_files", "downloads", "archived", "failures", "deletions",
                          "source_runs"):
@@ -457,12 +452,6 @@ class Ledger:
             db.execute("UPDATE failures SET resolved_at = ? WHERE source = ? AND name = ? "
                        "AND resolved_at IS NULL", (now, source, name))
             return int(known)  # acknowledging again is harmless, not an error
-
-    def archived_count(self, source: str) -> int:
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM archived a JOIN remote_files f ON f.id = a.file_id "
-            "WHERE f.source = ?", (source,)).fetchone()
-        return int(row[0])
 
     def integrity_check(self) -> str:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])

@@ -43,6 +43,7 @@ from reportsync.fsutil import (
     require_private_file,
     storage_error,
 )
+from reportsync.units import MAX_PLAINTEXT_DEFAULT
 
 if TYPE_CHECKING:
     import gnupg
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 PGP_SUFFIXES = (".pgp", ".gpg", ".asc")
 _ARMOR_HEADER = b"-----BEGIN PGP MESSAGE-----"
-DEFAULT_MAX_PLAINTEXT = 2 * 1024**3  # settings.max_plaintext_bytes
 PIPE_CHUNK = 256 * 1024
 
 # Always on a decryption's command line: the output goes to our pipe, never to a file name the
@@ -294,7 +294,7 @@ class Gpg:
     """One GnuPG home, used through python-gnupg."""
 
     def __init__(self, *, binary: str, home: Path, passphrase: Secret | None,
-                 max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT,
+                 max_plaintext_bytes: int = MAX_PLAINTEXT_DEFAULT,
                  passphrase_source: str = "the configured passphrase",
                  hide_env: tuple[str, ...] = (), create_home: bool = True,
                  environ: Mapping[str, str] | None = None) -> None:

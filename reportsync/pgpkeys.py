@@ -17,6 +17,7 @@ from reportsync.config import Secret
 from reportsync.errors import ExitCode, KeyProblemError, UsageError
 from reportsync.expiry import PGP, CredentialExpiry
 from reportsync.pgp import DecryptionKeys, Gpg
+from reportsync.units import DAY
 
 ALGORITHMS: dict[str, dict[str, str | int]] = {
     "rsa2048": {"key_type": "RSA", "key_length": 2048, "subkey_type": "RSA", "subkey_length": 2048},
@@ -27,7 +28,6 @@ ALGORITHMS: dict[str, dict[str, str | int]] = {
 }
 DEFAULT_ALGORITHM = "rsa3072"
 EXPIRY_PATTERN = re.compile(r"^(never|0|[1-9][0-9]*[dwmy]?)$")
-DAY = 86400
 
 # gpg's numeric public-key algorithm ids (RFC 4880 / 6637 / draft EdDSA)
 _ALGORITHM_NAMES = {"1": "rsa", "2": "rsa", "3": "rsa", "16": "elgamal", "17": "dsa",

@@ -25,19 +25,21 @@ from reportsync.ledger import Ledger, VersionState
 from reportsync.listing import select as select_listing
 from reportsync.lock import RunLock
 from reportsync.transports import RemoteFile, Transport, open_transport
+from reportsync.units import DAY
+from reportsync.vocab import Command, DeletionTarget, LocalEncryptedPolicy, NoticeKind, RemotePolicy
 
 log = logging.getLogger(__name__)
 
-DAY = 86400.0
-LOCAL_ENCRYPTED = "local_encrypted"
-ARCHIVE = "archive"
-REMOTE = "remote"
-WITHHELD = "deletions-withheld"  # the notice kind of the clock guard in ``plan``
+# the names other modules import from here (status, fetch); the vocabulary lives in vocab.py
+LOCAL_ENCRYPTED = DeletionTarget.LOCAL_ENCRYPTED
+ARCHIVE = DeletionTarget.ARCHIVE
+REMOTE = DeletionTarget.REMOTE
+WITHHELD = NoticeKind.DELETIONS_WITHHELD  # the notice kind of the clock guard in ``plan``
 
 
 @dataclass(frozen=True)
 class Notice:
-    kind: str  # at-risk | lost | stale | deletions-withheld
+    kind: NoticeKind
     source: str
     name: str  # file name; for "stale" and "deletions-withheld", empty
     days: float  # at-risk: days left before purge; lost: age in days; stale: days since newest;
@@ -48,7 +50,7 @@ class Notice:
 @dataclass(frozen=True)
 class Deletion:
     source: str
-    target: str  # local_encrypted | archive | remote
+    target: DeletionTarget
     file_id: int
     name: str  # the remote name
     path: str  # local path, or the remote name
@@ -66,7 +68,7 @@ class RetentionPlan:
     withheld: list[Deletion] = field(default_factory=list)  # the folder looks expired: none done
     cap: int = 0  # files (not copies) whose copies may be deleted this run
 
-    def of_kind(self, kind: str) -> list[Notice]:
+    def of_kind(self, kind: NoticeKind) -> list[Notice]:
         return [notice for notice in self.notices if notice.kind == kind]
 
 
@@ -114,7 +116,7 @@ def plan(
                 if is_listed and policy.days - policy.warn_days < age <= policy.days:
                     left = round(policy.days - age, 1)
                     result.notices.append(Notice(
-                        "at-risk", source.name, version.name, left,
+                        NoticeKind.AT_RISK, source.name, version.name, left,
                         f"failing, encrypted copy kept; the provider purges it in "
                         f"{max(left, 0):.0f} days"))
                 continue
@@ -122,12 +124,12 @@ def plan(
                 why = ("it was never archived and is past the provider's "
                        f"{policy.days}-day purge" if age > policy.days else
                        "it was never archived and is no longer on the server")
-                result.notices.append(Notice("lost", source.name, version.name,
+                result.notices.append(Notice(NoticeKind.LOST, source.name, version.name,
                                              round(age, 1), why))
             elif age > policy.days - policy.warn_days:
                 left = round(policy.days - age, 1)
                 result.notices.append(Notice(
-                    "at-risk", source.name, version.name, left,
+                    NoticeKind.AT_RISK, source.name, version.name, left,
                     f"not archived yet; the provider purges it in {max(left, 0):.0f} days"))
             continue
         result.deletions.extend(_deletions_for(source, policy, version, age, is_listed,
@@ -139,7 +141,7 @@ def plan(
         if quiet_days > source.expect_every_days:
             shown = "no file has ever arrived" if math.isinf(quiet_days) else \
                 f"the newest file is {quiet_days:.0f} days old"
-            result.notices.append(Notice("stale", source.name, "", quiet_days,
+            result.notices.append(Notice(NoticeKind.STALE, source.name, "", quiet_days,
                                          f"feed looks stale: {shown} (expect_every_days = "
                                          f"{source.expect_every_days})"))
 
@@ -190,22 +192,22 @@ def _deletions_for(source: SourceConfig, policy: RetentionPolicy, version: Versi
     if ARCHIVE in version.deleted:
         return found  # without the archived report nothing can prove a deletion safe
 
-    def candidate(target: str, path: str, reason: str) -> None:
+    def candidate(target: DeletionTarget, path: str, reason: str) -> None:
         found.append(Deletion(source=source.name, target=target, file_id=version.file_id,
                               name=version.name, path=path, reason=reason,
                               archive_path=version.output_path or "",
                               archive_sha256=version.output_sha256 or ""))
 
     archive_expires = policy.archive_days > 0 and age > policy.archive_days
-    if (policy.local_encrypted == "expire" and version.download_path
+    if (policy.local_encrypted == LocalEncryptedPolicy.EXPIRE and version.download_path
             and LOCAL_ENCRYPTED not in version.deleted and age > policy.days
             and version.download_path != version.output_path):
         candidate(LOCAL_ENCRYPTED, version.download_path,
                   f"encrypted copy older than {policy.days} days; its report is archived")
     if server_asked and is_listed and REMOTE not in version.deleted:
-        if policy.remote == "delete-after-fetch":
+        if policy.remote == RemotePolicy.DELETE_AFTER_FETCH:
             candidate(REMOTE, version.name, "archived (remote = delete-after-fetch)")
-        elif policy.remote == "delete-expired" and age > policy.days:
+        elif policy.remote == RemotePolicy.DELETE_EXPIRED and age > policy.days:
             candidate(REMOTE, version.name,
                       f"older than {policy.days} days and archived (remote = delete-expired)")
     if archive_expires and ARCHIVE not in version.deleted:
@@ -316,10 +318,10 @@ def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool 
     does not create one either)."""
     sources = config.select(names)
     results = []
-    with RunLock(config.settings.state_dir, "retention"), Ledger.in_state_dir(
+    with RunLock(config.settings.state_dir, Command.RETENTION), Ledger.in_state_dir(
         config.settings.state_dir, create=not dry_run
     ) as ledger:
-        run_id = None if dry_run else ledger.start_run("retention", os.getpid())
+        run_id = None if dry_run else ledger.start_run(Command.RETENTION, os.getpid())
         for source in sources:
             outcome = SourceRetention(name=source.name)
             try:
@@ -340,7 +342,7 @@ def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool 
             except ReportsyncError as error:
                 outcome.error = error.with_context(source=source.name)
             if run_id is not None:
-                ledger.record_source_run(run_id, source.name, "retention", int(outcome.exit_code),
+                ledger.record_source_run(run_id, source.name, Command.RETENTION, int(outcome.exit_code),
                                          {"deleted": sum(o.done for o in outcome.outcomes)},
                                          outcome.error.describe() if outcome.error else None)
             results.append(outcome)

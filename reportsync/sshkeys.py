@@ -41,7 +41,6 @@ FOREVER = 2**64 - 1
 """``valid_before`` of a certificate that never expires (``ssh-keygen -V always:forever``)."""
 
 _LAST_DATETIME = 253402300799  # 9999-12-31 23:59:59 UTC: later timestamps count as "forever"
-_SECONDS_PER_DAY = 86400
 
 STATUS_VALID = "valid"
 STATUS_EXPIRED = "expired"

@@ -272,6 +272,33 @@ def test_documented_json_has_the_shape_each_command_prints(ws: Workspace) -> Non
         same_shape(documented[name], payload, name)
 
 
+def documented_finding_ids() -> list[str]:
+    """The ids in the first column of troubleshooting.md's finding tables."""
+    text = (DOCS / "troubleshooting.md").read_text()
+    section = text[text.index("## Checks and their findings"):]
+    return re.findall(r"^\| `([a-z][a-z0-9-]*(?:\.[a-z0-9-]+)?)` \|", section, flags=re.MULTILINE)
+
+
+def test_troubleshooting_md_documents_every_doctor_finding_id_and_no_other() -> None:
+    """docs and doctor agree by construction: every id the code can give is documented (with
+    its remedy), every documented id is one the code gives (issue 14)."""
+    from reportsync.doctor.findings import DoctorFinding
+    from reportsync.transports.findings import StepFinding
+
+    code = [finding.value for finding in (*DoctorFinding, *StepFinding)]
+    assert len(code) == len(set(code)), "an id is defined twice"
+    documented = documented_finding_ids()
+    assert len(documented) == len(set(documented)), "an id is documented twice"
+    assert sorted(set(code) - set(documented)) == [], "ids the code gives that are not documented"
+    assert sorted(set(documented) - set(code)) == [], "documented ids the code does not know"
+    # ... and the code gives each one: every member is used outside the module defining it
+    for enum, folder in ((DoctorFinding, "doctor"), (StepFinding, "transports")):
+        users = "".join(path.read_text() for path in (REPO_ROOT / "reportsync" / folder).rglob("*.py")
+                        if path.name != "findings.py")
+        unused = [member.name for member in enum if f"{enum.__name__}.{member.name}" not in users]
+        assert unused == [], f"{enum.__name__} members no check gives"
+
+
 def markdown_links(path: Path) -> list[str]:
     text = re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL)
     return re.findall(r"\]\(([^)\s]+)\)", text)

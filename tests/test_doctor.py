@@ -25,25 +25,14 @@ from typing import Any
 
 import pytest
 
-from reportsync.config import parse_config
-from reportsync.doctor import (
-    FAIL,
-    PASS,
-    SKIPPED,
-    WARN,
-    _Findings,
-    _Prepared,
-    _redacted_config,
-    _SourceChecks,
-    run_doctor,
-)
-from reportsync.errors import AuthenticationError
+from reportsync.doctor import FAIL, PASS, SKIPPED, WARN, run_doctor
+from reportsync.doctor.bundle import _redacted_config
 from reportsync.ledger import Ledger
 from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
 from tests.servers import LocalServer, free_port
 from tests.servers.ftpd import start_ftpd
 from tests.servers.sshd import find_ssh_keygen
-from tests.support import PgpIdentity, make_identity, run_cli_inprocess, write_config
+from tests.support import REPO_ROOT, PgpIdentity, make_identity, run_cli_inprocess, write_config
 
 TIMEOUT = 2
 SLACK = 1.5  # process start, gpg probe and the local checks, on top of the network timeout
@@ -153,6 +142,9 @@ class HostileFtp:
     ``mode="blackhole"``: EPSV/PASV name a port that is listening but whose accept queue is full,
     so the client's connect gets no answer at all (what a firewall that drops packets looks like).
     ``mode="refuse"``: EPSV and PASV are refused.
+    ``mode="closed-port"``: EPSV names a port where nothing listens: the connection is refused.
+    ``mode="silent"``: the data connection opens and the listing is announced (150), but no byte
+    ever comes (what an FTP-filtering proxy or antivirus that holds the data looks like).
     """
 
     def __init__(self, mode: str = "blackhole") -> None:
@@ -162,10 +154,13 @@ class HostileFtp:
         self.port = int(self.listener.getsockname()[1])
         self.data = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.data.bind(("127.0.0.1", 0))
-        self.data.listen(0)
+        self.data.listen(0 if mode == "blackhole" else 8)
         self.data_port = int(self.data.getsockname()[1])
+        if mode == "closed-port":
+            self.data_port = free_port()
         self.fillers: list[socket.socket] = []
-        for _ in range(2):  # fill the accept queue: later SYNs are dropped, connects time out
+        for _ in range(2 if mode == "blackhole" else 0):
+            # fill the accept queue: later SYNs are dropped, connects time out
             filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             filler.setblocking(False)
             with contextlib.suppress(BlockingIOError):
@@ -203,6 +198,8 @@ class HostileFtp:
         }
         if self.mode == "refuse" and command in ("EPSV", "PASV"):
             return "500 Passive mode not allowed"
+        if self.mode == "silent" and command in ("MLSD", "LIST", "NLST"):
+            return "150 Here comes the listing"  # ... and it never does
         return replies.get(command, "502 Command not implemented")
 
     def _serve(self, conn: socket.socket) -> None:
@@ -390,6 +387,42 @@ def test_passive_mode_refused_is_its_own_finding(setup: Setup) -> None:
     assert_within_timeout(doctor)
 
 
+def test_data_port_refused_is_a_server_problem_to_tell_the_provider(setup: Setup) -> None:
+    """Issue 14: docs and doctor disagreed; a refused data port (nothing listens where the server
+    pointed) is the provider's to fix, while a local firewall that rejects stays possible."""
+    server = HostileFtp("closed-port")
+    try:
+        setup.write({"broker": hostile_source(setup, server, setup.root / "pw")})
+        doctor = setup.doctor()
+    finally:
+        server.stop()
+    fail = doctor.first_fail()
+    assert (fail["scope"], fail["check"], fail["id"]) == ("broker", "data channel",
+                                                          "data-channel.refused")
+    assert f"127.0.0.1:{server.data_port} was refused" in fail["finding"]
+    assert "tell the provider" in fail["remedy"]
+    assert "passive = true" in fail["remedy"] and "above 1024" in fail["remedy"]
+    assert_skipped_after(doctor, "broker", "data channel")
+    assert_within_timeout(doctor)
+
+
+def test_data_connection_open_but_silent_is_a_filter_in_between(setup: Setup) -> None:
+    server = HostileFtp("silent")
+    try:
+        setup.write({"broker": hostile_source(setup, server, setup.root / "pw")})
+        doctor = setup.doctor()
+    finally:
+        server.stop()
+    fail = doctor.first_fail()
+    assert (fail["scope"], fail["check"], fail["id"]) == ("broker", "data channel",
+                                                          "data-channel.silent")
+    assert f"opened, but no data arrived within {TIMEOUT}s" in fail["finding"]
+    assert "firewall" in fail["remedy"] and "antivirus" in fail["remedy"]
+    assert "provider" not in fail["remedy"]
+    assert TIMEOUT - 0.2 <= fail["seconds"] <= TIMEOUT + 0.5
+    assert_skipped_after(doctor, "broker", "data channel")
+
+
 def test_pasv_reply_naming_another_address_is_a_nat_hint_and_the_listing_works(
     setup: Setup, nat_ftp_server: LocalServer
 ) -> None:
@@ -505,6 +538,36 @@ def test_expired_certificate_fails_auth_and_asks_for_a_new_one(
     assert "new certificate" in fail["remedy"]
     assert_skipped_after(doctor, "ibkr", "auth")
     assert_within_timeout(doctor)
+
+
+@pytest.mark.skipif(find_ssh_keygen() is None, reason="ssh-keygen is not installed")
+def test_certificate_not_yet_valid_fails_auth_and_says_fix_the_clock(
+    setup: Setup, sftp_cert_server: LocalServer
+) -> None:
+    """Issue 14: a certificate from the future (or a machine clock in the past) needs the clock
+    fixed; a new certificate would be just as early."""
+    key = setup.root / "id_rsa"
+    shutil.copyfile(sftp_cert_server.extra["user_key"], key)
+    shutil.copyfile(sftp_cert_server.extra["user_key"] + ".pub", f"{key}.pub")
+    key.chmod(0o600)
+    keygen = find_ssh_keygen()
+    assert keygen is not None
+    subprocess.run([keygen, "-q", "-s", sftp_cert_server.extra["ca_key"], "-I", "future",
+                    "-n", sftp_cert_server.source["username"], "-V", "+2d:+30d",
+                    f"{key}.pub"], check=True, capture_output=True)
+    certificate = setup.root / "id_rsa-cert.pub"
+    setup.write({"ibkr": setup.source(sftp_cert_server.source, key_file=str(key),
+                                      certificate_file=str(certificate))})
+
+    doctor = setup.doctor()
+
+    fail = doctor.first_fail()
+    assert (fail["scope"], fail["check"]) == ("ibkr", "auth")
+    assert fail["id"] == "auth.certificate-not-yet-valid"
+    assert "is not valid before" in fail["finding"] and str(certificate) in fail["finding"]
+    assert "clock" in fail["remedy"] and "NTP" in fail["remedy"]
+    assert "new certificate" not in fail["remedy"]
+    assert_skipped_after(doctor, "ibkr", "auth")
 
 
 # --- local: GnuPG ----------------------------------------------------------------------------
@@ -700,6 +763,42 @@ def test_unfetched_files_near_purge_are_at_risk_and_zero_matches_show_the_names(
     assert "include/exclude" in listing.remedy
 
 
+def test_at_risk_is_what_retention_plans_and_status_reports(setup: Setup,
+                                                             ftp_server: LocalServer) -> None:
+    """doctor had its own at-risk rule: it took a failing file whose encrypted copy is kept for
+    safe, and warned about a loss a person had acknowledged. Now both come from retention.plan,
+    so doctor names the files status names."""
+    put(ftp_server.remote_root, "U1.Failing.20260101.xml.pgp", age_days=95)
+    put(ftp_server.remote_root, "U1.Acked.20260102.xml.pgp", age_days=96)
+    state = setup.root / "state"
+    copy = setup.root / "dl" / "U1.Failing.20260101.xml.pgp"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"-----")
+    with Ledger.in_state_dir(state) as ledger:
+        run_id = ledger.start_run("fetch", os.getpid())
+        versions = []
+        for name in ("U1.Failing.20260101.xml.pgp", "U1.Acked.20260102.xml.pgp"):
+            listed = (ftp_server.remote_root / name).stat()
+            versions.append((name, listed.st_size, int(listed.st_mtime)))
+        ids = ledger.see_files("broker", versions)
+        failing, acked = versions
+        ledger.record_download(ids[failing], run_id, copy, 5, "0" * 64)
+        ledger.record_failure("broker", failing[0], ids[failing], run_id, "archive",
+                              "encrypted to a key this GnuPG home does not hold")
+        ledger.record_failure("broker", acked[0], ids[acked], run_id, "download", "lost")
+        assert ledger.acknowledge_lost("broker", acked[0]) == 1
+    setup.write({"broker": setup.source(ftp_server.source)})
+
+    risk = next(f for f in run_doctor(setup.config_path).findings if f.check == "at risk")
+    status = run_cli_inprocess("--config", str(setup.config_path), "--json", "status").result()
+
+    assert [notice["name"] for notice in status["sources"][0]["at_risk"]] == [failing[0]]
+    assert risk.status == WARN and risk.finding_id == "at-risk.files"
+    assert risk.finding.startswith("1 file(s) not archived")
+    assert f"{failing[0]} (5 days left)" in risk.finding
+    assert acked[0] not in risk.finding, "an acknowledged file is a person's decision"
+
+
 def test_inline_passwords_are_redacted_in_every_toml_form(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[sources.a]\npassword = "dq-secret"\n[sources.b]\npassword=\'sq-secret\'\n'
@@ -712,16 +811,32 @@ def test_inline_passwords_are_redacted_in_every_toml_form(tmp_path: Path) -> Non
     assert text.count('"<redacted>"') == 4 and 'password_env = "VAR"' in text
 
 
-def test_old_rsa_only_server_is_named_when_an_rsa_key_is_refused(tmp_path: Path) -> None:
+def test_the_bundle_redacts_by_schema_what_the_schema_does_not_know(tmp_path: Path) -> None:
+    """The bundle's config is redacted by the config schema: a table or key the schema does not
+    know (a newer version's [notify], a typo) is redacted wholesale, not copied."""
+    from reportsync.doctor import write_bundle
+
+    config = tmp_path / "c.toml"
+    config.write_text('[settings]\nstate_dir = "state"\n\n[notify]\n'
+                      'url = "https://hooks.example/token-4711"\n\n[sources.a]\nprotocol = "ftp"\n'
+                      'host = "h"\nusername = "u"\npassword_env = "X"\ndownload_dir = "d"\n'
+                      'output_dir = "o"\npasword = "typo-secret-0815"\n', encoding="utf-8")
+    report = run_doctor(config, environ={})
+    bundle = write_bundle(report, tmp_path / "b.zip")
+    with zipfile.ZipFile(bundle) as archive:
+        members = {name: archive.read(name).decode("utf-8") for name in archive.namelist()}
+    for name, text in members.items():
+        assert "token-4711" not in text and "typo-secret-0815" not in text, name
+    assert 'password_env = "X"' in members["config.toml"]
+
+
+def test_old_rsa_only_server_is_named_when_an_rsa_key_is_refused() -> None:
     """OpenSSH before 7.2 sends no server-sig-algs and refuses rsa-sha2 signatures (the modern
-    sshd of the tests cannot be made to do that, so this one is checked against a stand-in)."""
-    config = parse_config({"sources": {"old": {
-        "protocol": "sftp", "host": "127.0.0.1", "username": "u", "key_file": "/k",
-        "host_key_fingerprint": "SHA256:" + "A" * 43, "download_dir": str(tmp_path / "d"),
-        "output_dir": str(tmp_path / "o")}}})
-    checks = _SourceChecks(config.sources["old"], config, _Prepared(), _Findings(), time.time())
+    sshd of the tests cannot be made to do that, so this one is checked against a stand-in).
+    The SFTP auth step asks this of a key the server refused."""
+    from reportsync.transports.sftp.auth import old_rsa_server
+
     rsa = types.SimpleNamespace(get_name=lambda: "ssh-rsa")
-    refused = AuthenticationError("login as 'u' failed: server refused our key (ssh-rsa SHA256:x)")
     old = types.SimpleNamespace(remote_version="SSH-2.0-OpenSSH_6.6.1p1", server_extensions={})
     new = types.SimpleNamespace(remote_version="SSH-2.0-OpenSSH_9.2p1",
                                 server_extensions={"server-sig-algs": b"ssh-ed25519,rsa-sha2-512"})
@@ -729,5 +844,28 @@ def test_old_rsa_only_server_is_named_when_an_rsa_key_is_refused(tmp_path: Path)
     ed25519 = types.SimpleNamespace(get_name=lambda: "ssh-ed25519")
     for ssh, key, expected in ((old, rsa, True), (quiet, rsa, True), (new, rsa, False),
                                (old, ed25519, False)):
-        checks.ssh = ssh  # type: ignore[assignment]
-        assert checks._old_rsa_server(key, refused) is expected  # type: ignore[arg-type]
+        assert old_rsa_server(key, ssh) is expected  # type: ignore[arg-type]
+
+
+def test_doctor_has_no_protocol_branch_and_reaches_into_no_private_name() -> None:
+    """doctor runs what the transports expose (their Connector); it does not know which protocol
+    it talks, nor any transport's internals (issue 12)."""
+    import ast
+
+    modules = sorted((REPO_ROOT / "reportsync" / "doctor").glob("*.py"))
+    assert {path.stem for path in modules} >= {"__init__", "config", "local", "network", "bundle"}
+    for path in modules:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.ImportFrom):
+                private = [alias.name for alias in node.names
+                           if alias.name.startswith("_") and not alias.name.startswith("__")]
+                assert not private, f"{where} imports {private}"
+            if isinstance(node, ast.Attribute):
+                assert node.attr != "protocol", f"{where} looks at the protocol"
+                owner = node.value.id if isinstance(node.value, ast.Name) else ""
+                if node.attr.startswith("_") and not node.attr.startswith("__"):
+                    assert owner in ("self", "cls"), f"{where} reaches into {owner}.{node.attr}"
+            if isinstance(node, ast.Constant) and node.value in ("sftp", "ftp", "ftps"):
+                raise AssertionError(f"{where} names the protocol {node.value!r}")

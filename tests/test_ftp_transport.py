@@ -32,9 +32,9 @@ from reportsync.errors import (
 )
 from reportsync.transports import open_transport
 from reportsync.transports.ftp import (
+    Client,
     FtpTransport,
     ListEntry,
-    _Client,
     open_ftp,
     parse_ftp_time,
     parse_list,
@@ -310,13 +310,13 @@ def test_mlsd_absence_is_remembered_and_list_is_parsed(
     server: LocalServer = request.getfixturevalue(fixture)
     put(server, "a.pgp", b"a")
     commands: list[str] = []
-    original = _Client.ntransfercmd
+    original = Client.ntransfercmd
 
-    def spy(self: _Client, cmd: str, rest: int | str | None = None) -> Any:
+    def spy(self: Client, cmd: str, rest: int | str | None = None) -> Any:
         commands.append(cmd.split()[0])
         return original(self, cmd, rest)
 
-    monkeypatch.setattr(_Client, "ntransfercmd", spy)
+    monkeypatch.setattr(Client, "ntransfercmd", spy)
     with open_ftp(make_source(server, tmp_path)) as transport:
         for _ in range(3):
             assert [item.name for item in transport.list_files()] == ["a.pgp"]
@@ -327,7 +327,7 @@ def test_unreadable_list_falls_back_to_nlst(ftp_server_no_mlsd: LocalServer, tmp
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     put(ftp_server_no_mlsd, "a b.pgp", b"12345", utc(2026, 1, 2, 3, 4, 5))
     (ftp_server_no_mlsd.remote_root / "folder").mkdir()
-    monkeypatch.setattr("reportsync.transports.ftp.parse_list", lambda lines, now=None: None)
+    monkeypatch.setattr("reportsync.transports.ftp.transport.parse_list", lambda lines, now=None: None)
     with open_ftp(make_source(ftp_server_no_mlsd, tmp_path)) as transport:
         listing = transport.list_files()
     assert [(f.name, f.size, f.mtime) for f in listing] == [

@@ -474,13 +474,14 @@ def test_doctor_looks_at_the_gnupg_home_through_pgp_py_without_changing_it(
 ) -> None:
     # Line of defence: doctor reaches gpg only through pgp.Gpg (create_home=False), which never
     # creates or re-modes the home it is pointed at: doctor repairs nothing.
-    from reportsync import doctor
+    from reportsync.doctor import findings as doctor_findings
+    from reportsync.doctor import local
 
     home = pgp_identity.home
     home.chmod(0o755)
     try:
-        findings = doctor._Findings()
-        usable = doctor._check_secret_keys("gpg", home, findings)
+        findings = doctor_findings.Findings()
+        usable = local.check_secret_keys("gpg", home, findings)
         assert usable == [pgp_identity.fingerprint]
         assert home.stat().st_mode & 0o777 == 0o755, "the home's mode is left as found"
     finally:

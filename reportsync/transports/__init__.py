@@ -1,11 +1,27 @@
-"""Transports: one interface (``base.Transport``), one factory, three protocols."""
+"""Transports: one interface (``base.Transport``), one factory, three protocols.
+
+``connector_for`` is the one place that picks a protocol's code (imported only when used: an
+FTP-only config never loads paramiko); ``open_transport`` runs its connection steps, as fetch and
+retention need; doctor runs the same steps one by one (``base.Connector``).
+"""
 
 from __future__ import annotations
 
 from reportsync.config import SourceConfig
-from reportsync.transports.base import RemoteFile, Transport
+from reportsync.transports.base import Connector, RemoteFile, Transport, connect
 
-__all__ = ["RemoteFile", "Transport", "open_transport"]
+__all__ = ["Connector", "RemoteFile", "Transport", "connector_for", "open_transport"]
+
+
+def connector_for(source: SourceConfig) -> Connector:
+    """The connection steps of ``source``'s protocol, not started yet."""
+    if source.protocol == "sftp":
+        from reportsync.transports.sftp import SftpConnector
+
+        return SftpConnector(source)
+    from reportsync.transports.ftp import FtpConnector
+
+    return FtpConnector(source)
 
 
 def open_transport(source: SourceConfig) -> Transport:
@@ -13,10 +29,4 @@ def open_transport(source: SourceConfig) -> Transport:
 
     Raises NetworkError, AuthenticationError, HostKeyError, TlsError, RemoteError or ConfigError.
     """
-    if source.protocol == "sftp":
-        from reportsync.transports.sftp import open_sftp
-
-        return open_sftp(source)
-    from reportsync.transports.ftp import open_ftp
-
-    return open_ftp(source)
+    return connect(connector_for(source))

@@ -9,10 +9,18 @@ the retry policy and exit codes are decided in one place.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from reportsync.errors import ConfigError, InternalError, ReportsyncError
+from reportsync.fsutil import printable
+from reportsync.transports.findings import StepFinding
+from reportsync.vocab import CheckStatus, StrEnum
+
+if TYPE_CHECKING:
+    from reportsync.config import SecretRef
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes just written, after each chunk."""
@@ -39,6 +47,180 @@ class RemoteFile:
     @property
     def version(self) -> tuple[int, int]:
         return (self.size, int(self.mtime))
+
+
+
+# --- connection steps (issue 12): what opening a transport does, one typed step at a time ------
+#
+# Each protocol's ``Connector`` lists the steps that open its connection (resolve, connect, the
+# banner, TLS, the host key, the login, the remote folder). ``connect`` runs them for fetch and
+# raises the first failure's error; doctor runs the very same steps and shows each one's
+# ``StepResult``. So fetch and doctor take one code path, and a fix in a step reaches both.
+
+
+class Check(StrEnum):
+    """A step's name, as doctor shows it (``Finding.check``)."""
+
+    DNS = "dns"
+    TCP = "tcp"
+    BANNER = "banner"
+    TLS = "tls"
+    HOST_KEY = "host key"
+    AUTH = "auth"
+    REMOTE_FOLDER = "remote folder"
+    DATA_CHANNEL = "data channel"
+    # the files a transport reads before it touches the network (doctor's config checks)
+    KEY_FILE = "key file"
+    KNOWN_HOSTS = "known_hosts"
+    CA_FILE = "ca_file"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step found: doctor's line (``finding``, ``remedy``, a stable ``finding_id`` that
+    docs/troubleshooting.md documents) and, for a FAIL, the ``error`` a fetch raises. The two
+    texts may differ: doctor can say more than an error message should."""
+
+    check: Check
+    status: CheckStatus
+    finding_id: StepFinding
+    finding: str
+    remedy: str = ""
+    error: ReportsyncError | None = None
+
+    @classmethod
+    def passed(cls, check: Check, finding_id: StepFinding, finding: str) -> StepResult:
+        return cls(check, CheckStatus.PASS, finding_id, finding)
+
+    @classmethod
+    def warned(cls, check: Check, finding_id: StepFinding, finding: str, remedy: str
+               ) -> StepResult:
+        return cls(check, CheckStatus.WARN, finding_id, finding, remedy)
+
+    @classmethod
+    def skipped(cls, check: Check, finding_id: StepFinding, reason: str) -> StepResult:
+        return cls(check, CheckStatus.SKIPPED, finding_id, f"not checked: {reason}")
+
+    @classmethod
+    def failed(cls, check: Check, finding_id: StepFinding, error: ReportsyncError, *,
+               finding: str | None = None, remedy: str | None = None) -> StepResult:
+        """A FAIL: doctor shows ``finding``/``remedy`` (default: the error's own words)."""
+        return cls(check, CheckStatus.FAIL, finding_id,
+                   error.message if finding is None else finding,
+                   error.remedy if remedy is None else remedy, error)
+
+
+class StepFailure(Exception):
+    """Raised inside a step by the code that knows what went wrong: the finding it stands for,
+    the error a fetch reports, and doctor's own words where they differ from the error's."""
+
+    def __init__(self, finding_id: StepFinding, error: ReportsyncError, *,
+                 finding: str | None = None, remedy: str | None = None) -> None:
+        super().__init__(error.message)
+        self.finding_id = finding_id
+        self.error = error
+        self.finding = finding
+        self.remedy = remedy
+
+    def result(self, check: Check) -> StepResult:
+        return StepResult.failed(check, self.finding_id, self.error, finding=self.finding,
+                                 remedy=self.remedy)
+
+
+@dataclass(frozen=True)
+class Step:
+    check: Check
+    run: Callable[[], StepResult]
+
+
+class Connector(abc.ABC):
+    """Opens one source's transport, step by step.
+
+    A fetch calls ``prepare`` (every local problem raised before the network is touched), runs
+    ``steps`` in order and takes ``transport``; ``connect`` does exactly that. Doctor calls
+    ``config_checks`` instead of ``prepare`` (each local problem a finding, nothing raised), shows
+    every step's result, then runs the ``probes`` a fetch does not need. ``close`` releases
+    whatever is open, the transport too.
+    """
+
+    source_name: str
+
+    @abc.abstractmethod
+    def prepare(self) -> None:
+        """Read and check the local files and secrets the connection needs; raise the first
+        problem (ConfigError)."""
+
+    @abc.abstractmethod
+    def config_checks(self) -> list[StepResult]:
+        """Doctor's view of the same files: a result for each, nothing raised. A step whose
+        prerequisite is missing then says SKIPPED."""
+
+    @abc.abstractmethod
+    def steps(self) -> Sequence[Step]:
+        """The steps that open the connection, in order; each needs the ones before it."""
+
+    def probes(self) -> Sequence[Step]:
+        """Steps after the connection is up that only doctor runs (FTP's data channel)."""
+        return ()
+
+    @abc.abstractmethod
+    def transport(self) -> Transport:
+        """The logged-in transport, once every step passed (the same one on every call)."""
+
+    def list_files(self) -> list[RemoteFile]:
+        """The remote folder's listing: the one a probe already made, else a new one."""
+        return self.transport().list_files()
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close whatever is open; never raises."""
+
+
+def run_steps(connector: Connector) -> None:
+    """``prepare``, then every step in order, as a fetch runs them: the first failure is raised
+    (``connector`` stays open either way)."""
+    connector.prepare()
+    for step in connector.steps():
+        result = step.run()
+        if result.status in (CheckStatus.FAIL, CheckStatus.SKIPPED):
+            if result.error is not None:
+                raise result.error.with_context(source=connector.source_name)
+            raise InternalError(f"opening the connection stopped at {result.check}: "
+                                f"{result.finding}", source=connector.source_name)
+
+
+def connect(connector: Connector) -> Transport:
+    """Run ``connector``'s steps as a fetch does: the transport, or the first failure raised."""
+    try:
+        run_steps(connector)
+        return connector.transport()
+    except BaseException:
+        connector.close()
+        raise
+
+
+def first_problem(error: ConfigError) -> str:
+    """The first problem a ConfigError lists (what a finding about one file or secret shows)."""
+    return str(error.problems[0]) if error.problems else error.message
+
+
+def shown_names(names: Iterable[str], limit: int = 5) -> str:
+    """Up to ``limit`` names for a message, escaped, with how many more there are."""
+    listed = list(names)
+    shown = ", ".join(printable(name, quote=False) for name in listed[:limit])
+    return shown + (f" (and {len(listed) - limit} more)" if len(listed) > limit else "")
+
+
+def secret_where(ref: SecretRef) -> str:
+    """Where a configured secret is read from, for a message (never its value)."""
+    if ref.env is not None:
+        return f"environment variable {ref.env}"
+    if ref.file is not None:
+        return f"file {ref.file}"
+    return "the config file (inline)"
+
+
+# --- the transport ------------------------------------------------------------------------------
 
 
 class Transport(abc.ABC):

@@ -1,0 +1,187 @@
+"""ftplib, made to behave: EPSV then PASV, data always to the control peer, TLS session reuse
+on protected data connections, and an SSH server on the port named at once instead of waited on.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import logging
+import socket
+import ssl
+
+from reportsync.errors import RemoteError
+from reportsync.fsutil import printable
+
+log = logging.getLogger(__name__)
+
+class DataChannelError(Exception):
+    """Opening the data connection failed (the classic firewall / NAT / antivirus case)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        super().__init__(f"{host}:{port}: {cause}")
+        self.host = host
+        self.port = port
+        self.cause = cause
+
+
+class DataTimeout(TimeoutError):
+    """The data connection stalled mid-transfer."""
+
+
+class LocalWriteError(Exception):
+    """Writing a downloaded chunk failed locally (not a network problem)."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class Client(ftplib.FTP_TLS):
+    """ftplib's FTP_TLS, used for plain FTP too (it is plain FTP until ``auth()``).
+
+    Overrides the data connection set-up: EPSV then PASV, always to the control peer, TLS session
+    reuse on protected data connections.
+    """
+
+    def __init__(self, context: ssl.SSLContext, timeout: float) -> None:
+        super().__init__(context=context, timeout=timeout)
+        self.set_debuglevel(0)  # ftplib's debug output would print the password
+        # Never connect where a PASV reply points (the FTP bounce / NAT problem); ftplib's default
+        # is False already, this makes it independent of that default.
+        self.trust_server_pasv_ipv4_address = False
+        self.use_epsv: bool | None = None  # None: not tried yet in this session
+        self.data_protected = False
+        self.pasv_named_host: str | None = None
+        self.data_command: str | None = None
+
+    def attach(self, sock: socket.socket, host: str, port: int) -> str:
+        """ftplib's ``connect``, on a socket the TCP step has connected already: read the
+        server's greeting. ``host`` is the configured name (TLS checks the certificate for it)."""
+        self.host = host
+        self.port = port
+        self.sock = sock
+        self.af = sock.family
+        self.file = sock.makefile("r", encoding=self.encoding)
+        self.welcome = self.getresp()
+        return self.welcome
+
+    def getmultiline(self) -> str:
+        """ftplib's, except that a first line without a reply code is an error at once.
+
+        ftplib reads ``SSH-2.0-...`` as the start of a multi-line reply with code "SSH" and waits
+        for its end until the timeout; an SSH server on the port must be named as such instead.
+        """
+        line = self.getline()
+        if not line[:3].isdigit():
+            raise ftplib.error_proto(line)
+        if line[3:4] == "-":
+            code = line[:3]
+            while True:
+                next_line = self.getline()
+                line = f"{line}\n{next_line}"
+                if next_line[:3] == code and next_line[3:4] != "-":
+                    break
+        return line
+
+    def _peer_host(self) -> str:
+        if self.sock is None:
+            raise EOFError("not connected")
+        return str(self.sock.getpeername()[0])
+
+    def makepasv(self) -> tuple[str, int]:
+        """(host, port) of the server's passive data port; host is always the control peer."""
+        peer_host = self._peer_host()
+        if self.use_epsv is not False:
+            try:
+                reply = self.sendcmd("EPSV")
+            except ftplib.error_perm as exc:
+                if self.af != socket.AF_INET:
+                    raise  # PASV cannot express IPv6
+                log.debug("EPSV refused (%s); using PASV", str(exc)[:80])
+                self.use_epsv = False
+            else:
+                self.use_epsv = True
+                self.data_command = "EPSV"
+                _, port = ftplib.parse229(reply, (peer_host, 0))
+                return peer_host, port
+        reply = self.sendcmd("PASV")
+        named_host, port = ftplib.parse227(reply)
+        self.data_command = "PASV"
+        self.pasv_named_host = named_host
+        if named_host != peer_host:
+            log.debug(
+                "PASV reply names %s but the control connection goes to %s (a NAT hint); "
+                "connecting the data channel to %s", named_host, peer_host, peer_host,
+            )
+        return peer_host, port
+
+    def control_session(self) -> ssl.SSLSession | None:
+        return self.sock.session if isinstance(self.sock, ssl.SSLSocket) else None
+
+    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
+        if self.passiveserver:
+            host, port = self.makepasv()
+            try:
+                conn = socket.create_connection((host, port), self.timeout,
+                                                source_address=self.source_address)
+            except OSError as exc:
+                raise DataChannelError(host, port, exc) from exc
+            try:
+                if rest is not None:
+                    self.sendcmd(f"REST {rest}")
+                reply = self.sendcmd(cmd)
+                if reply[0] == "2":  # some servers send a 200 before the 150
+                    reply = self.getresp()
+                if reply[0] != "1":
+                    raise ftplib.error_reply(reply)
+            except BaseException:
+                conn.close()
+                raise
+            size = ftplib.parse150(reply) if reply[:3] == "150" else None
+        else:
+            self.data_command = "PORT"
+            conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self.data_protected:
+            peer = conn.getpeername()
+            try:
+                conn = self.context.wrap_socket(
+                    conn, server_hostname=self.host, session=self.control_session()
+                )
+            except OSError as exc:  # ssl.SSLError too: e.g. a server that insists on reuse
+                conn.close()
+                raise DataChannelError(str(peer[0]), int(peer[1]), exc) from exc
+            except BaseException:
+                conn.close()
+                raise
+            if isinstance(conn, ssl.SSLSocket):
+                log.debug("data connection: %s, TLS session reused: %s", conn.version(),
+                          conn.session_reused)
+        return conn, size
+
+
+def reply_code(exc: BaseException) -> str:
+    """The three-digit code of an ftplib reply error (ftplib keeps only the reply's text)."""
+    return str(exc)[:3]
+
+
+def is_ssh_greeting(exc: BaseException) -> bool:
+    """Whether the server greeted like SSH (``SSH-2.0-...``): an SSH port, not an FTP one."""
+    return isinstance(exc, ftplib.error_proto | ftplib.error_reply) and str(exc).startswith("SSH-")
+
+
+def sendable(name: str) -> bool:
+    """Whether ``name`` can go into an FTP command: a CR, LF or NUL would end the command early
+    and smuggle the rest in as another one (ftplib raises ValueError for CR/LF), and bytes that
+    were not UTF-8 in the listing cannot be encoded back (fetch refuses such names anyway)."""
+    if any(char in name for char in "\r\n\0"):
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unsendable(name: str, action: str) -> RemoteError:
+    return RemoteError(f"{action}: the name {printable(name)} holds a line break, a NUL or bytes "
+                       "that are not UTF-8 and cannot be sent in an FTP command")

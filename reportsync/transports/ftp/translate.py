@@ -1,0 +1,182 @@
+"""ftplib's exceptions turned into ReportsyncErrors: one wording for fetch and doctor.
+
+``phase`` says which part of the conversation failed (``connect``: the greeting; ``tls``,
+``login``, ``cwd``; ``session``: anything after), so a 550 at login is an authentication problem
+and a 550 on ``CWD`` a wrong folder. The password is removed from every reply that is quoted.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import re
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from reportsync.config import Secret, SourceConfig
+from reportsync.errors import (
+    AuthenticationError,
+    NetworkError,
+    RemoteError,
+    ReportsyncError,
+    StorageError,
+    TlsError,
+)
+from reportsync.transports.ftp.client import (
+    DataChannelError,
+    DataTimeout,
+    LocalWriteError,
+    is_ssh_greeting,
+    reply_code,
+)
+
+
+def data_channel_remedy(source: SourceConfig) -> str:
+    return (
+        "The control connection works but the data connection did not: keep passive mode on "
+        "(passive = true); your firewall must allow outgoing connections to port "
+        f"{source.port} and to the server's data ports above 1024; antivirus or security "
+        f"software may block FTP. Run `reportsync doctor --source {source.name}`."
+    )
+
+
+def data_port_refused_remedy(source: SourceConfig) -> str:
+    return (
+        "Nothing accepts connections on the data port the server named: a problem of the "
+        "server or of its NAT/firewall, so tell the provider (with this message). If your own "
+        "firewall rejects the connection instead, keep passive mode on (passive = true) and allow "
+        f"outgoing connections to port {source.port} and to the server's data ports above "
+        "1024; antivirus or security software may block FTP. Run "
+        f"`reportsync doctor --source {source.name}`."
+    )
+
+
+def wants_tls(source: SourceConfig, reply: str) -> bool:
+    """A plain-FTP login refused because the server wants an encrypted session (the reply's
+    words are all the server gives)."""
+    return source.protocol == "ftp" and re.search(r"TLS|SSL|encrypt", reply, re.I) is not None
+
+
+class ErrorMap:
+    """The ``guard`` a source's FTP calls run in, and the translation it applies."""
+
+    def __init__(self, source: SourceConfig, password: Callable[[], Secret | None]) -> None:
+        self.source = source
+        self.source_name = source.name
+        self._password = password
+
+    def redact(self, text: str) -> str:
+        password = self._password()
+        secret = password.reveal() if password is not None else ""
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+        return text[:300]
+
+    @contextmanager
+    def guard(self, action: str, path: str | None = None, *, phase: str = "session",
+              ) -> Iterator[None]:
+        """Turn library exceptions raised in the block into ReportsyncErrors."""
+        try:
+            yield
+        except ReportsyncError as exc:
+            raise exc.with_context(source=self.source_name, path=path) from None
+        except (ftplib.Error, OSError, EOFError, DataChannelError, LocalWriteError) as exc:
+            error = self.translate(exc, action, phase)
+            raise error.with_context(source=self.source_name, path=path) from exc
+
+    def translate(self, exc: BaseException, action: str, phase: str) -> ReportsyncError:
+        source = self.source
+        where = f"{source.host}:{source.port}"
+        doctor = f"Run `reportsync doctor --source {source.name}`."
+        if isinstance(exc, LocalWriteError):
+            return StorageError(f"writing the download failed: {exc.cause.strerror or exc.cause}")
+        if isinstance(exc, DataChannelError):
+            cause = exc.cause
+            what = "timed out" if isinstance(cause, TimeoutError) else (
+                "was refused" if isinstance(cause, ConnectionRefusedError) else f"failed ({cause})")
+            refused = isinstance(cause, ConnectionRefusedError)
+            return NetworkError(
+                f"{action}: the data connection to {exc.host}:{exc.port} {what}",
+                remedy=data_port_refused_remedy(source) if refused else data_channel_remedy(source),
+            )
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return TlsError(
+                f"the TLS certificate of {source.host} did not verify: "
+                f"{exc.verify_message or exc.reason}",
+            )
+        if isinstance(exc, ssl.SSLError) and phase in ("tls", "connect"):
+            return TlsError(f"the TLS handshake with {where} failed: {exc.reason or exc}")
+        if isinstance(exc, ftplib.error_perm):
+            code = reply_code(exc)
+            reply = self.redact(str(exc))
+            if phase == "login":
+                if code == "530":
+                    remedy = None
+                    if wants_tls(source, reply):
+                        remedy = ('The server wants an encrypted session: set protocol = "ftps" '
+                                  "for this source.")
+                    return AuthenticationError(
+                        f"login refused (530) for user {source.username!r}: {reply}", remedy=remedy
+                    )
+                if wants_tls(source, reply):
+                    return AuthenticationError(
+                        f"login refused ({code}): {reply}",
+                        remedy='The server wants an encrypted session: set protocol = "ftps".',
+                    )
+                return AuthenticationError(f"login refused ({code}): {reply}")
+            if phase == "tls":
+                return TlsError(
+                    f"the server refused explicit TLS ({reply})",
+                    remedy="The server may not offer FTPS (AUTH TLS); check the provider's "
+                    "instructions. Implicit FTPS (port 990) is not supported.",
+                )
+            if phase == "cwd":
+                return RemoteError(
+                    f"cannot open remote folder {source.remote_dir!r}: {reply}",
+                    remedy="Check `remote_dir` (it is relative to the login folder) and your "
+                    f"permissions on the server. {doctor}",
+                )
+            if code == "522":  # RFC 4217: the TLS data connection was not acceptable
+                return RemoteError(
+                    f"{action}: the server refused the TLS data connection ({reply})",
+                    remedy="The server's FTPS settings do not accept this client's data "
+                    f"connections; tell the provider what it says. {doctor}",
+                )
+            return RemoteError(f"{action}: the server refused ({reply})")
+        if isinstance(exc, ftplib.error_temp):
+            return NetworkError(f"{action}: temporary failure on the server ({self.redact(str(exc))})",
+                                remedy=f"Usually passes; the next run tries again. {doctor}")
+        if isinstance(exc, ftplib.error_proto | ftplib.error_reply):
+            text = self.redact(str(exc))
+            if is_ssh_greeting(exc):
+                return NetworkError(
+                    f"{where} is an SSH server ({text.strip()[:60]}), not an FTP server",
+                    remedy=f'Set protocol = "sftp" for source {source.name!r} (with the SSH port), '
+                    "or correct the port.",
+                )
+            if phase == "connect":
+                return NetworkError(
+                    f"{where} did not answer like an FTP server ({text[:80]!r})",
+                    remedy="Check the host and port; FTP usually listens on port 21.",
+                )
+            return NetworkError(f"{action}: unexpected reply from the server ({text[:120]})")
+        if isinstance(exc, TimeoutError):
+            if phase == "connect":
+                return NetworkError(
+                    f"{action} {where} timed out",
+                    remedy=f"Check host and port, and that your firewall allows outgoing "
+                    f"connections to port {source.port}. Implicit FTPS (port 990) is not "
+                    f"supported. {doctor}",
+                )
+            if isinstance(exc, DataTimeout):
+                return NetworkError(f"{action}: the data transfer stalled (no data for "
+                                    f"{source.timeout:g} s)", remedy=data_channel_remedy(source))
+            return NetworkError(f"{action}: the server did not answer in time "
+                                f"({source.timeout:g} s)")
+        if isinstance(exc, EOFError | ConnectionError):
+            return NetworkError(f"{action}: the connection to {where} was lost")
+        if isinstance(exc, ssl.SSLError):
+            return NetworkError(f"{action}: TLS error ({exc.reason or exc})")
+        if isinstance(exc, OSError):
+            return NetworkError(f"{action}: network error ({exc.strerror or exc})")
+        return NetworkError(f"{action}: {self.redact(str(exc))}")

@@ -1,0 +1,42 @@
+"""SFTP over paramiko, with the host key checked before any credential is sent.
+
+The connection is built step by step rather than with ``SSHClient`` so the order is ours
+(``steps.py``): resolve → TCP connect → banner → key exchange → host key check →
+authentication → SFTP → ``chdir``. Every library exception is turned into a ``ReportsyncError``
+(see ``transports/base.py``).
+
+Modules: ``known_hosts`` (the file and the host key check), ``credentials`` (key, certificate,
+passphrase; the paramiko version check), ``handshake`` (banner and key exchange), ``auth`` (the
+login and what explains a refusal), ``wire`` (the raw listing and the bounded read window),
+``transport`` (the logged-in session), ``steps`` (the connector fetch and doctor run).
+"""
+
+from __future__ import annotations
+
+from reportsync.config import SourceConfig
+from reportsync.transports.base import Transport, connect
+from reportsync.transports.sftp.credentials import (
+    check_secret_files,
+    load_private_key,
+    require_strict_kex_support,
+)
+from reportsync.transports.sftp.known_hosts import (
+    KnownHostKey,
+    fingerprint,
+    host_key_name,
+    load_known_hosts,
+    verify_host_key,
+)
+from reportsync.transports.sftp.steps import SftpConnector
+from reportsync.transports.sftp.transport import SftpTransport
+
+__all__ = [
+    "KnownHostKey", "SftpConnector", "SftpTransport", "check_secret_files", "fingerprint",
+    "host_key_name", "load_known_hosts", "load_private_key", "open_sftp",
+    "require_strict_kex_support", "verify_host_key",
+]
+
+
+def open_sftp(source: SourceConfig) -> Transport:
+    """Connect and log in to ``source`` over SFTP, positioned at its ``remote_dir``."""
+    return connect(SftpConnector(source))

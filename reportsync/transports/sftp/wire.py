@@ -1,0 +1,177 @@
+"""SFTP requests paramiko has no public call for: the listing with raw names, and downloads
+through a bounded window of READ requests (docs/fetch.md, "SFTP reads and memory")."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Protocol, cast
+
+import paramiko
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_DATA,
+    CMD_HANDLE,
+    CMD_NAME,
+    CMD_OPENDIR,
+    CMD_READ,
+    CMD_READDIR,
+    CMD_STATUS,
+    int64,
+)
+
+READ_REQUEST_BYTES = 255 * 1024
+"""Bytes asked for by one SFTP READ (OpenSSH's largest: 256 KiB less 1 KiB), and so the most
+handed to ``destination`` per write (and per progress call): what arrived is written before a
+later read can fail. A server that answers with less gets smaller requests from then on."""
+
+MIN_READ_BYTES = 32 * 1024
+"""Requests never shrink below this (the SFTP drafts ask every server to take 32 KiB reads), so
+a short read at the end of a file that is still growing cannot make the rest crawl."""
+
+READS_IN_FLIGHT = 16
+"""READ requests outstanding at once: enough to keep paramiko's 2 MiB channel window full (more
+could not arrive sooner). It bounds memory whatever the file size: at most this many replies
+(plus the pieces of one short read) are ever held. See docs/fetch.md, "SFTP reads and memory"."""
+
+
+def list_folder(sftp: paramiko.SFTPClient) -> list[tuple[str, paramiko.SFTPAttributes]]:
+    """``listdir_attr(".")`` (the same OPENDIR/READDIR/CLOSE requests), except for the names.
+
+    paramiko decodes every name of the listing as strict UTF-8, so one name in another encoding
+    raised UnicodeDecodeError for the whole folder, and the source fetched nothing. Here each
+    name is decoded with ``surrogateescape``: a name that is not UTF-8 keeps its bytes (as lone
+    surrogates), fetch refuses that one name (fsutil.check_remote_name), and the rest are
+    fetched. paramiko has no public call that returns the raw names, hence its internals
+    (``_request``, ``_adjust_cwd``, ``SFTPAttributes._from_msg``), unchanged since paramiko 1.x.
+    """
+    client: Any = sftp  # the internals are not in paramiko's type stubs
+    folder = client._adjust_cwd(".")
+    kind, message = client._request(CMD_OPENDIR, folder)
+    if kind != CMD_HANDLE:
+        raise paramiko.SFTPError("Expected handle")
+    handle = message.get_binary()
+    entries: list[tuple[str, paramiko.SFTPAttributes]] = []
+    while True:
+        try:
+            kind, message = client._request(CMD_READDIR, handle)
+        except EOFError:  # the end of the folder
+            break
+        if kind != CMD_NAME:
+            raise paramiko.SFTPError("Expected name response")
+        for _ in range(message.get_int()):
+            raw = message.get_string()
+            message.get_string()  # the "longname" (ls -l text): not used, not decoded
+            attrs: Any = paramiko.SFTPAttributes
+            entry = attrs._from_msg(message)
+            name = raw.decode("utf-8", "surrogateescape")
+            if name not in (".", ".."):
+                entries.append((name, entry))
+    client._request(CMD_CLOSE, handle)
+    return entries
+
+
+def wire_name(name: str) -> bytes:
+    """The bytes the server sent for ``name`` (the reverse of ``list_folder``'s decoding)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+class _SftpRequests(Protocol):
+    """The request machinery of ``paramiko.SFTPClient`` that its type stubs leave out."""
+
+    def _async_request(self, fileobj: object, t: int, *args: object) -> int: ...
+    def _read_response(self, waitfor: int | None = None) -> tuple[int | None, object]: ...
+    def _convert_status(self, msg: paramiko.Message) -> None: ...
+
+
+class ReadWindow:
+    """The bytes of one open remote file from ``start`` to ``end``, read through a sliding window
+    of at most ``READS_IN_FLIGHT`` READ requests and handed out in file order.
+
+    Used instead of paramiko's ``prefetch``: that one asks for the whole file at once from a
+    background thread and, when its reader catches up with that thread, stops looking at the
+    replies still coming, which then pile up unread in ``SFTPFile._prefetch_data`` (the whole
+    file, in memory; docs/fetch.md, "SFTP reads and memory"). Here the downloading thread sends
+    every request itself, so no thread outlives the download, and no reply is kept longer than it
+    takes to hand it out.
+
+    paramiko's ``SFTPClient`` delivers the reply to each of these requests to
+    ``_async_response`` (it is registered as the request's file object) whenever any caller
+    reads a packet; replies may come in any order, and the ones not yet due wait in
+    ``_replies``, never more than the window.
+    """
+
+    def __init__(self, sftp: paramiko.SFTPClient, remote: paramiko.SFTPFile, start: int,
+                 end: int | None) -> None:
+        self._sftp = cast(_SftpRequests, sftp)
+        self._handle = cast(bytes, remote.handle)
+        self._next = start  # where the next request starts
+        self._end = end  # None: until the server says end of file
+        self._pending: deque[tuple[int, int, int]] = deque()  # (request, offset, length), in order
+        self._replies: dict[int, tuple[int, paramiko.Message]] = {}
+        self._request_bytes = READ_REQUEST_BYTES
+        self._finished = False
+
+    def next_block(self) -> bytes:
+        """The next bytes of the file (at most one request's worth), or b"" at its end.
+
+        Raises what paramiko raises: ``OSError`` for a status the server sent instead of data,
+        ``SSHException``/``EOFError``/``OSError``/``TimeoutError`` for a lost connection."""
+        self._fill()
+        if not self._pending:
+            return b""
+        request, offset, length = self._pending.popleft()
+        while request not in self._replies:
+            self._sftp._read_response()  # one packet: a reply to one of ours, or to nobody's
+        kind, msg = self._replies.pop(request)
+        if kind == CMD_STATUS:
+            try:
+                self._sftp._convert_status(msg)  # EOFError at the end, OSError for a refusal
+            except EOFError:
+                self.abandon()
+                return b""
+            raise paramiko.SFTPError("the server answered a read with no data")
+        if kind != CMD_DATA:
+            raise paramiko.SFTPError(f"the server answered a read with message type {kind}")
+        data = msg.get_binary()
+        if not data:
+            self.abandon()  # what paramiko's read takes for the end of the file
+            return b""
+        if len(data) > length:
+            raise paramiko.SFTPError(f"the server sent {len(data)} bytes for a read of {length}")
+        if len(data) < length:
+            # a short read (the protocol allows it; some servers cap the size of a read): the
+            # rest is asked for at once, before anything later, in pieces of the size the server
+            # gave, and later requests are that size too
+            self._request_bytes = max(min(self._request_bytes, len(data)), MIN_READ_BYTES)
+            self._ask_first(offset + len(data), offset + length)
+        return data
+
+    def abandon(self) -> None:
+        """Read no further: replies still on their way are dropped as they arrive (closing the
+        file waits for them, as the server answers in order)."""
+        self._finished = True
+        self._pending.clear()
+        self._replies.clear()
+
+    def _async_response(self, kind: int, msg: paramiko.Message, request: int) -> None:
+        # called by paramiko's SFTPClient._read_response, in whichever call reads the packet
+        if not self._finished:
+            self._replies[request] = (kind, msg)
+
+    def _fill(self) -> None:
+        while (not self._finished and len(self._pending) < READS_IN_FLIGHT
+               and (self._end is None or self._next < self._end)):
+            length = self._request_bytes
+            if self._end is not None:
+                length = min(length, self._end - self._next)
+            self._pending.append((self._send(self._next, length), self._next, length))
+            self._next += length
+
+    def _ask_first(self, start: int, stop: int) -> None:
+        pieces = [(offset, min(self._request_bytes, stop - offset))
+                  for offset in range(start, stop, self._request_bytes)]
+        for offset, length in reversed(pieces):
+            self._pending.appendleft((self._send(offset, length), offset, length))
+
+    def _send(self, offset: int, length: int) -> int:
+        return self._sftp._async_request(self, CMD_READ, self._handle, int64(offset), length)

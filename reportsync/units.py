@@ -1,0 +1,38 @@
+"""Sizes and durations written once: every module that needs a day, a GiB or a threshold takes
+it from here, so two modules can never disagree about it."""
+
+from __future__ import annotations
+
+# --- durations (seconds) -------------------------------------------------------------------------
+
+DAY = 86400.0
+"""Seconds in a day; ages and horizons are counted in days of this length (no calendar, no DST)."""
+
+EXPIRY_WARN_DAYS = 30
+"""A credential (the PGP key reports are encrypted to, an SSH certificate) that ends sooner than
+this is warned about by ``fetch`` and ``doctor``."""
+
+MAX_BACKOFF = 30.0
+"""The longest wait between two attempts of a retried network step."""
+
+# --- sizes (bytes) -------------------------------------------------------------------------------
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+MAX_PLAINTEXT_DEFAULT = 2 * GiB
+"""``settings.max_plaintext_bytes``' default: decryption stops past this (compression bombs)."""
+
+HASH_CHUNK = MiB
+"""How much of a file is read at a time to hash or copy it."""
+
+
+def human_bytes(count: float) -> str:
+    """``count`` bytes for a person: ``512 B``, ``1.5 KB``, ``2.0 GB`` (powers of 1024)."""
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < KiB or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= KiB
+    return f"{count} B"  # pragma: no cover
