@@ -6,7 +6,7 @@ the document asked for); for machines, ``envelope`` wraps any result in the one 
 document, serialized by the one ``to_json`` (``render.envelope``).
 """
 
-from reportsync.render.base import Rendered, error_lines, human_bytes
+from reportsync.render.base import Rendered, error_lines
 from reportsync.render.doctor import doctor_text
 from reportsync.render.envelope import JSON_VERSION, dumps, envelope, to_json
 from reportsync.render.fetch import deletion_lines, fetch_text, held_back_line, notice_line
@@ -27,6 +27,7 @@ from reportsync.render.keys import (
 from reportsync.render.ledger import retention_text, status_text, verify_text
 from reportsync.render.notify import monitored_fetch_text, monitoring_lines
 from reportsync.render.setup import init_text, schedule_text
+from reportsync.units import human_bytes
 
 __all__ = [
     "JSON_VERSION", "Rendered", "backup_text", "deletion_lines", "doctor_text", "dumps",

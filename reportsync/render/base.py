@@ -1,4 +1,4 @@
-"""What every renderer shares: the lines to print, an error's lines, sizes for people."""
+"""What every renderer shares: the lines to print, an error's lines (sizes for people: units)."""
 
 from __future__ import annotations
 
@@ -21,15 +21,6 @@ class Rendered:
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
     document: str | None = None
-
-
-def human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"  # pragma: no cover
 
 
 def error_lines(error: ReportsyncError, prefix: str = "error", *, source: str | None = None

@@ -8,9 +8,10 @@ from typing import Any
 
 from reportsync.fetch import FetchResult, FileOutcome, SourceResult
 from reportsync.fsutil import printable
-from reportsync.render.base import Rendered, error_lines, human_bytes
+from reportsync.render.base import Rendered, error_lines
 from reportsync.render.envelope import to_json
 from reportsync.retention import DeletionOutcome, Notice
+from reportsync.units import human_bytes
 
 
 def fetch_text(result: FetchResult) -> Rendered:
