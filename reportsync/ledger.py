@@ -19,6 +19,7 @@ from pathlib import Path
 
 from reportsync.errors import StorageError
 from reportsync.fsutil import ensure_private_dir, make_private
+from reportsync.transports.base import VersionKey
 from reportsync.vocab import DeletionTarget
 
 LEDGER_FILE = "ledger.sqlite3"
@@ -140,6 +141,11 @@ class VersionState:
     output_sha256: str | None
     deleted: frozenset[str]  # deletion targets already carried out: local_encrypted, archive, remote
     failing: bool = False  # an open failure is recorded for this file name
+
+    @property
+    def version(self) -> VersionKey:
+        """This version's identity, as ``RemoteFile.version`` gives it for a listed file."""
+        return (self.name, self.size, self.mtime)
 
     @property
     def archived(self) -> bool:
@@ -266,9 +272,8 @@ class Ledger:
 
     # --- remote files -------------------------------------------------------------------------
 
-    def see_files(self, source: str,
-                  versions: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], int]:
-        """Record that these (name, size, mtime) versions are listed now; return their ids.
+    def see_files(self, source: str, versions: list[VersionKey]) -> dict[VersionKey, int]:
+        """Record that these versions are listed now; return their ids.
 
         Versions of this source that are no longer listed get ``gone_at`` (purged by the provider
         or deleted by us); a version listed again loses it.
@@ -400,10 +405,9 @@ class Ledger:
         result["counts"] = json.loads(row["counts"] or "{}")
         return result
 
-    def versions_by_key(self, source: str) -> dict[tuple[str, int, int], VersionState]:
-        """``versions`` keyed by (name, size, mtime), the identity of a remote file version."""
-        return {(version.name, version.size, version.mtime): version
-                for version in self.versions(source)}
+    def versions_by_key(self, source: str) -> dict[VersionKey, VersionState]:
+        """``versions`` keyed by ``VersionState.version``."""
+        return {version.version: version for version in self.versions(source)}
 
     def versions(self, source: str) -> list[VersionState]:
         """Everything retention and status need to know of each version of this source."""

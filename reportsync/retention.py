@@ -15,7 +15,9 @@ import math
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from reportsync.config import Config, RetentionPolicy, SourceConfig
@@ -25,6 +27,7 @@ from reportsync.ledger import Ledger, VersionState
 from reportsync.listing import select as select_listing
 from reportsync.lock import RunLock
 from reportsync.transports import RemoteFile, Transport, open_transport
+from reportsync.transports.retry import RetryingTransport, RetryPolicy
 from reportsync.units import DAY
 from reportsync.vocab import Command, DeletionTarget, LocalEncryptedPolicy, NoticeKind, RemotePolicy
 
@@ -72,11 +75,20 @@ class RetentionPlan:
         return [notice for notice in self.notices if notice.kind == kind]
 
 
+ALREADY_GONE = "already gone"  # the detail of a deletion whose target someone removed before us
+
+
 @dataclass(frozen=True)
 class DeletionOutcome:
     deletion: Deletion
     done: bool
     detail: str  # what happened, or why it was refused
+
+    @property
+    def refused(self) -> bool:
+        """Not done, and not because the target was gone already: the safety check stopped it,
+        or the deletion failed. Either makes the source's exit code 1."""
+        return not self.done and self.detail != ALREADY_GONE
 
 
 def plan(
@@ -96,13 +108,12 @@ def plan(
     result = RetentionPlan(source=source.name)
     if listing is not None:
         versions = versions + _unseen(source, versions, listing)
-    listed = {(remote.name, remote.size, int(remote.mtime)) for remote in listing or []}
+    listed = {remote.version for remote in listing or []}
     archived_names = {version.name for version in versions if version.archived}
 
     for version in versions:
         age = (now - version.mtime) / DAY
-        is_listed = (version.name, version.size, version.mtime) in listed if listing is not None \
-            else version.gone_at is None
+        is_listed = version.version in listed if listing is not None else version.gone_at is None
         if not version.archived:
             if version.acknowledged:
                 continue  # a person dealt with it (status --ack): fetch leaves it alone too
@@ -177,12 +188,12 @@ def _unseen(source: SourceConfig, versions: list[VersionState],
             listing: list[RemoteFile]) -> list[VersionState]:
     """Listed versions the ledger does not know yet, as versions never fetched (``file_id`` -1:
     nothing is ever deleted of them, they are only warned about)."""
-    known = {(version.name, version.size, version.mtime) for version in versions}
+    known = {version.version for version in versions}
     return [VersionState(file_id=-1, source=source.name, name=remote.name, size=remote.size,
                          mtime=int(remote.mtime), gone_at=None, lost_acked_at=None,
                          download_path=None, download_sha256=None, output_path=None,
                          output_sha256=None, deleted=frozenset())
-            for remote in listing if (remote.name, remote.size, int(remote.mtime)) not in known]
+            for remote in listing if remote.version not in known]
 
 
 def _deletions_for(source: SourceConfig, policy: RetentionPolicy, version: VersionState,
@@ -239,7 +250,7 @@ def apply(
             else:
                 Path(deletion.path).unlink()
         except FileNotFoundError:
-            outcomes.append(DeletionOutcome(deletion, False, "already gone"))
+            outcomes.append(DeletionOutcome(deletion, False, ALREADY_GONE))
             continue
         except (OSError, ReportsyncError) as exc:
             detail = exc.message if isinstance(exc, ReportsyncError) else str(exc)
@@ -293,8 +304,7 @@ class SourceRetention:
     def exit_code(self) -> ExitCode:
         if self.error is not None:
             return self.error.exit_code
-        refused = any(not outcome.done and outcome.detail != "already gone"
-                      for outcome in self.outcomes)
+        refused = any(outcome.refused for outcome in self.outcomes)
         return ExitCode.PARTIAL if refused else ExitCode.OK
 
 
@@ -312,10 +322,13 @@ class RetentionResult:
 
 
 def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool = False,
-                  now: float | None = None) -> RetentionResult:
+                  now: float | None = None, backoff_base: float = 1.0,
+                  connect: Callable[[SourceConfig], Transport] = open_transport
+                  ) -> RetentionResult:
     """List each source once, record what vanished (purged by the provider), warn, and delete what
     the policy allows; a dry run lists and plans but changes nothing, not even the ledger (it
-    does not create one either)."""
+    does not create one either). The listing and the deletions are retried like fetch's
+    (``RetryingTransport``); ``connect`` opens a source's transport (tests pass their own)."""
     sources = config.select(names)
     results = []
     with RunLock(config.settings.state_dir, Command.RETENTION), Ledger.in_state_dir(
@@ -325,11 +338,11 @@ def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool 
         for source in sources:
             outcome = SourceRetention(name=source.name)
             try:
-                with open_transport(source) as transport:
+                policy = RetryPolicy(source.retries, backoff_base)
+                with RetryingTransport(partial(connect, source), policy, source.name) as transport:
                     listing, _ = select_listing(source, transport.list_files())
                     if not dry_run:
-                        ledger.see_files(source.name, [(remote.name, remote.size,
-                                                        int(remote.mtime)) for remote in listing])
+                        ledger.see_files(source.name, [remote.version for remote in listing])
                     retention_plan = plan(source, config.retention, ledger.versions(source.name),
                                           listing, now if now is not None else time.time())
                     outcome.notices = retention_plan.notices

@@ -238,7 +238,7 @@ def test_sizes_and_mtimes_at_whole_seconds(any_server: LocalServer, tmp_path: Pa
         listing = {item.name: item for item in transport.list_files()}
     assert (listing["recent.pgp"].size, int(listing["recent.pgp"].mtime)) == (1000, recent)
     assert (listing["old.pgp"].size, int(listing["old.pgp"].mtime)) == (12345, old)
-    assert listing["recent.pgp"].version == (1000, recent)
+    assert listing["recent.pgp"].version == ("recent.pgp", 1000, recent)
 
 
 def test_download_from_offset_returns_the_rest(any_server: LocalServer, tmp_path: Path) -> None:

@@ -84,7 +84,8 @@ def test_key_login_lists_and_downloads_byte_identical(sftp_server: LocalServer,
         assert listing["big.pgp"].size == len(big)
         assert listing["big.pgp"].mtime == float(MTIME + 3600)
         assert listing["U1.Activity.20261102.xml.pgp"].size == len(small)
-        assert listing["U1.Activity.20261102.xml.pgp"].version == (len(small), MTIME)
+        assert listing["U1.Activity.20261102.xml.pgp"].version == (
+            "U1.Activity.20261102.xml.pgp", len(small), MTIME)
         assert listing["empty.asc"].mtime == float(MTIME - 86400)
 
         sink = io.BytesIO()

@@ -1,4 +1,5 @@
-"""One contract every transport keeps, run against every real server variant.
+"""One contract every transport keeps, run against every real server variant and the in-memory
+transport the fast fetch and retention tests use.
 
 fetch, retention and doctor rely on exactly these behaviours and never ask which protocol
 they talk to (the rclone ``fstests`` idea).
@@ -17,6 +18,7 @@ import pytest
 from reportsync.config import parse_config
 from reportsync.errors import RemoteError
 from reportsync.transports import Transport, open_transport
+from reportsync.transports.memory import MemoryServer
 from tests.servers import LocalServer
 
 # paramiko's prefetch thread used to die with "Socket is closed" when a connection dropped
@@ -27,33 +29,64 @@ SERVERS = ["sftp_server", "sftp_cert_server", "ftp_server", "ftps_server",
            "ftp_server_no_mlsd", "ftp_server_windows_list"]
 
 
-@pytest.fixture(params=SERVERS)
-def server(request: pytest.FixtureRequest) -> LocalServer:
-    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+class Folder:
+    """The remote folder as a test arranges it: on a real server's disk, or in memory."""
+
+    def __init__(self, server: LocalServer | None = None, memory: MemoryServer | None = None):
+        self.server = server
+        self.memory = memory
+
+    def put(self, name: str, data: bytes, mtime: float) -> None:
+        if self.memory is not None:
+            self.memory.put(name, data, mtime)
+            return
+        assert self.server is not None
+        path = self.server.remote_root / name
+        path.write_bytes(data)
+        os.utime(path, (mtime, mtime))
+
+    def mkdir(self, name: str) -> None:
+        if self.memory is not None:
+            self.memory.folders.add(name)
+        else:
+            assert self.server is not None
+            (self.server.remote_root / name).mkdir()
+
+    def exists(self, name: str) -> bool:
+        if self.memory is not None:
+            return name in self.memory.files or name in self.memory.folders
+        assert self.server is not None
+        return (self.server.remote_root / name).exists()
+
+
+@pytest.fixture(params=[*SERVERS, "memory"])
+def folder(request: pytest.FixtureRequest) -> Folder:
+    if request.param == "memory":
+        return Folder(memory=MemoryServer())
+    return Folder(server=request.getfixturevalue(request.param))
 
 
 @pytest.fixture
-def transport(server: LocalServer, tmp_path: Path) -> Iterator[Transport]:
-    source = dict(server.source, download_dir=str(tmp_path / "d"), output_dir=str(tmp_path / "o"),
-                  timeout=10)
+def transport(folder: Folder, tmp_path: Path) -> Iterator[Transport]:
+    if folder.memory is not None:
+        with folder.memory.connect("contract") as opened:
+            yield opened
+        return
+    assert folder.server is not None
+    source = dict(folder.server.source, download_dir=str(tmp_path / "d"),
+                  output_dir=str(tmp_path / "o"), timeout=10)
     config = parse_config({"sources": {"contract": source}})
     with open_transport(config.sources["contract"]) as opened:
         yield opened
 
 
-def put(server: LocalServer, name: str, data: bytes, mtime: float) -> None:
-    path = server.remote_root / name
-    path.write_bytes(data)
-    os.utime(path, (mtime, mtime))
-
-
-def test_listing_gives_regular_files_with_size_and_mtime(server: LocalServer,
+def test_listing_gives_regular_files_with_size_and_mtime(folder: Folder,
                                                          transport: Transport) -> None:
     delivered = int(time.time()) - 5 * 86400
-    put(server, "U1234567.Activity_Daily.20261102.20261102.xml.pgp", b"a" * 1000, delivered)
-    put(server, "with space.csv.gpg", b"", delivered - 3600)
-    put(server, "old.asc", b"x" * 7, time.time() - 400 * 86400)  # old enough for year-only LIST
-    (server.remote_root / "a folder").mkdir()
+    folder.put("U1234567.Activity_Daily.20261102.20261102.xml.pgp", b"a" * 1000, delivered)
+    folder.put("with space.csv.gpg", b"", delivered - 3600)
+    folder.put("old.asc", b"x" * 7, time.time() - 400 * 86400)  # old enough for year-only LIST
+    folder.mkdir("a folder")
     listing = {remote.name: remote for remote in transport.list_files()}
     assert set(listing) == {"U1234567.Activity_Daily.20261102.20261102.xml.pgp",
                             "with space.csv.gpg", "old.asc"}
@@ -64,9 +97,9 @@ def test_listing_gives_regular_files_with_size_and_mtime(server: LocalServer,
     assert abs(listing["old.asc"].mtime - (time.time() - 400 * 86400)) < 2
 
 
-def test_download_whole_and_from_an_offset(server: LocalServer, transport: Transport) -> None:
+def test_download_whole_and_from_an_offset(folder: Folder, transport: Transport) -> None:
     data = os.urandom(300_000)
-    put(server, "r.pgp", data, time.time())
+    folder.put("r.pgp", data, time.time())
     whole = io.BytesIO()
     progress: list[int] = []
     assert transport.download("r.pgp", whole, progress=progress.append) == len(data)
@@ -78,9 +111,9 @@ def test_download_whole_and_from_an_offset(server: LocalServer, transport: Trans
 
 
 def test_missing_file_is_a_remote_error_and_the_transport_stays_usable(
-    server: LocalServer, transport: Transport
+    folder: Folder, transport: Transport
 ) -> None:
-    put(server, "there.pgp", b"here", time.time())
+    folder.put("there.pgp", b"here", time.time())
     with pytest.raises(RemoteError):
         transport.download("not-there.pgp", io.BytesIO())
     sink = io.BytesIO()
@@ -88,13 +121,26 @@ def test_missing_file_is_a_remote_error_and_the_transport_stays_usable(
     assert sink.getvalue() == b"here"
 
 
-def test_delete_removes_the_file(server: LocalServer, transport: Transport) -> None:
-    put(server, "gone.pgp", b"bye", time.time())
-    put(server, "stays.pgp", b"hi", time.time())
+def test_delete_removes_the_file(folder: Folder, transport: Transport) -> None:
+    folder.put("gone.pgp", b"bye", time.time())
+    folder.put("stays.pgp", b"hi", time.time())
     transport.delete("gone.pgp")
-    assert not (server.remote_root / "gone.pgp").exists()
+    assert not folder.exists("gone.pgp")
     assert [remote.name for remote in transport.list_files()] == ["stays.pgp"]
 
 
 def test_empty_folder_lists_nothing(transport: Transport) -> None:
     assert transport.list_files() == []
+
+
+def test_stat_asks_the_server_now_not_the_listing(folder: Folder, transport: Transport) -> None:
+    delivered = int(time.time()) - 2 * 86400
+    folder.put("r.pgp", b"x" * 10, delivered)
+    [listed] = transport.list_files()
+    now = transport.stat("r.pgp")
+    assert now is not None and now.size == 10
+    if transport.stat_mtime_matches_listing:
+        assert int(now.mtime) == int(listed.mtime) == delivered
+    folder.put("r.pgp", b"y" * 25, delivered + 60)  # the provider replaces it after the listing
+    again = transport.stat("r.pgp")
+    assert again is not None and again.size == 25

@@ -22,6 +22,9 @@ from reportsync.vocab import CheckStatus, StrEnum
 if TYPE_CHECKING:
     from reportsync.config import SecretRef
 
+VersionKey = tuple[str, int, int]
+"""(name, size, whole-second mtime): one version of a remote file (``RemoteFile.version``)."""
+
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes just written, after each chunk."""
 
@@ -45,8 +48,9 @@ class RemoteFile:
     mtime: float
 
     @property
-    def version(self) -> tuple[int, int]:
-        return (self.size, int(self.mtime))
+    def version(self) -> VersionKey:
+        """This version's identity, as the ledger keys it: (name, size, whole-second mtime)."""
+        return (self.name, self.size, int(self.mtime))
 
 
 

@@ -1,0 +1,116 @@
+"""The plan of one source's fetch: what the listing and the ledger say must be done, as data.
+
+Pure: a listing, the ledger's versions and the options go in; outcomes decided without any work
+(refused, skipped, acknowledged; in a dry run, would-fetch) and the jobs for the executor come
+out. Nothing here touches the network or the ledger; the one question about local files (is the
+kept encrypted copy of a version gone from the server still intact?) is asked through the
+``copy_intact`` function the caller passes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reportsync.config import SourceConfig
+from reportsync.fetch.results import FileOutcome
+from reportsync.fsutil import printable
+from reportsync.ledger import VersionState
+from reportsync.listing import select
+from reportsync.transports import RemoteFile
+from reportsync.transports.base import VersionKey
+from reportsync.vocab import Action
+
+CopyIntact = Callable[[Path, int], bool]
+"""Whether the file at this path is still the kept copy of a version of this size."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file version for the executor: download it (unless its kept copy serves), then
+    archive it (unless the run is ``--no-decrypt``), recording each step."""
+
+    remote: RemoteFile
+    file_id: int
+    kept_copy: Path | None = None  # the encrypted copy an earlier run downloaded, if any
+
+
+@dataclass
+class SourcePlan:
+    outcomes: list[FileOutcome] = field(default_factory=list)  # decided without any work
+    jobs: list[Job] = field(default_factory=list)
+
+
+def select_files(source: SourceConfig, listing: list[RemoteFile]
+                 ) -> tuple[list[RemoteFile], list[FileOutcome]]:
+    """The listed files this source takes, and outcomes for the matching names refused as
+    unsafe (shown escaped)."""
+    candidates, refused = select(source, listing)
+    return candidates, [FileOutcome.of(remote, Action.REFUSED, name=printable(remote.name),
+                                       error=error) for remote, error in refused]
+
+
+def settled_action(record: VersionState | None) -> Action | None:
+    """The action of a version fetch does not try (again), or None: ``skipped`` when it is
+    archived, ``acknowledged`` when a person acknowledged its failure (``status --ack``)."""
+    if record is None:
+        return None
+    if record.archived:
+        return Action.SKIPPED
+    return Action.ACKNOWLEDGED if record.acknowledged else None
+
+
+def plan_source(
+    candidates: list[RemoteFile],
+    refused: list[FileOutcome],
+    versions: Mapping[VersionKey, VersionState],
+    *,
+    decrypt: bool,
+    dry_run: bool,
+    copy_intact: CopyIntact,
+) -> SourcePlan:
+    """Outcomes in the order a run reports them (refused, then the listing's order) and the jobs.
+
+    ``versions``: the ledger's, by version; in a real run every candidate is among them (the
+    listing is recorded before planning), in a dry run the new ones are not.
+    """
+    plan = SourcePlan(outcomes=list(refused))
+    for remote in candidates:
+        record = versions.get(remote.version)
+        action = settled_action(record)
+        if action is not None:
+            assert record is not None
+            plan.outcomes.append(FileOutcome.of(
+                remote, action, output_path=record.output_path,
+                local_path=record.download_path if action == Action.ACKNOWLEDGED else None))
+        elif dry_run:
+            plan.outcomes.append(FileOutcome.of(remote, Action.WOULD_FETCH))
+        else:
+            assert record is not None, "the listing is recorded before a real run is planned"
+            plan.jobs.append(Job(remote, record.file_id, _kept_copy(record)))
+    if decrypt and not dry_run:
+        plan.jobs += _unlisted_retries(candidates, versions, copy_intact)
+    return plan
+
+
+def _kept_copy(record: VersionState) -> Path | None:
+    return Path(record.download_path) if record.download_path is not None else None
+
+
+def _unlisted_retries(candidates: list[RemoteFile], versions: Mapping[VersionKey, VersionState],
+                      copy_intact: CopyIntact) -> list[Job]:
+    """Files downloaded but not archived (failed to decrypt, or fetched with --no-decrypt) that
+    are gone from the server: their kept encrypted copy is archived now, without a transfer.
+    An acknowledged failure is not retried, not even from its kept copy."""
+    listed = {remote.version for remote in candidates}
+    jobs = []
+    for key, version in versions.items():
+        if (key in listed or version.archived or version.acknowledged
+                or not version.has_local_copy or version.download_path is None):
+            continue
+        copy = Path(version.download_path)
+        if copy_intact(copy, version.size):
+            jobs.append(Job(RemoteFile(version.name, version.size, float(version.mtime)),
+                            version.file_id, copy))
+    return jobs

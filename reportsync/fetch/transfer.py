@@ -1,0 +1,225 @@
+"""The download step: one remote file version into ``download_dir``, resumable, checked, durable.
+
+The bytes go to a version-named ``.part`` beside the target, are fsynced, hashed and renamed into
+place. The server is asked for the file's size and mtime before and after the transfer; a file
+that changed meanwhile raises RemoteChangedError and its bytes are discarded. Nothing that might
+be a mix of versions, or more than the listing said, is ever left behind to be resumed from.
+Retries (and resuming after a cut connection) are the transport's: ``RetryingTransport``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from reportsync.config import SourceConfig
+from reportsync.errors import RemoteChangedError, StorageError, TransferError
+from reportsync.fetch.options import Reporter
+from reportsync.fsutil import (
+    contained_path,
+    crash_point,
+    open_private_resumable,
+    place_file,
+    printable,
+    regular_file_info,
+    remove_quietly,
+    remove_stale_temps,
+    sha256_file,
+    storage_error,
+    temp_name,
+)
+from reportsync.transports import RemoteFile
+from reportsync.transports.retry import RetryingTransport, incomplete_transfer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path  # the encrypted copy under its real name in download_dir
+    sha256: str
+    transferred: int  # bytes that came over the network this run (0: adopted or complete)
+
+
+def download(source: SourceConfig, remote: RemoteFile, transport: RetryingTransport,
+             reporter: Reporter) -> Downloaded:
+    """Fetch one file into ``download_dir`` and give it its real name (not yet recorded)."""
+    folder = source.download_dir
+    adopted = _adopt_existing(contained_path(folder, remote.name), remote)
+    if adopted is not None:  # a killed run renamed it into place but did not record it
+        return adopted
+    part = folder / part_name(remote)
+    transferred = _transfer(source, remote, part, transport, reporter)
+    try:
+        sha256 = sha256_file(part)
+        os.utime(part, (remote.mtime, remote.mtime))
+        final = place_file(part, folder, remote.name, sha256)
+    except OSError as exc:
+        raise storage_error(exc, folder / remote.name) from None
+    crash_point("after-download-rename")
+    log.info("source %s: downloaded %s (%d bytes)", source.name, printable(remote.name),
+             remote.size)
+    return Downloaded(final, sha256, transferred)
+
+
+def part_name(remote: RemoteFile) -> str:
+    """The resumable download's temp name: it depends on the version, so a changed file never
+    continues from another version's bytes."""
+    return temp_name("\0".join(str(part) for part in remote.version), "part")
+
+
+def kept_copy_intact(path: Path, size: int) -> bool:
+    """Whether the encrypted copy an earlier run kept is still there, whole: a regular file (a
+    symlink planted in its place is not "the local copy") of the version's size."""
+    info = regular_file_info(path)
+    return info is not None and info.st_size == size
+
+
+def remove_leftovers(source: SourceConfig, candidates: list[RemoteFile]) -> None:
+    """Temp files a killed run left behind (we hold the run lock, so none is in use): every
+    ``.rs-*.tmp`` (a half-written plaintext or copy), and every ``.rs-*.part`` that no version in
+    this listing can resume (its version is gone from the server)."""
+    keep = frozenset(part_name(remote) for remote in candidates)
+    removed = remove_stale_temps(source.download_dir, "part", keep)
+    removed += remove_stale_temps(source.download_dir, "tmp")
+    if source.output_dir.is_dir():
+        removed += remove_stale_temps(source.output_dir, "tmp")
+    if removed:
+        log.info("source %s: removed %d temp file(s) left by an interrupted run", source.name,
+                 len(removed))
+
+
+def _adopt_existing(path: Path, remote: RemoteFile) -> Downloaded | None:
+    info = regular_file_info(path)  # never a symlink: it could point at any file of this user
+    if info is None:
+        return None
+    if info.st_size == remote.size and int(info.st_mtime) == int(remote.mtime):
+        return Downloaded(path, sha256_file(path), 0)
+    return None
+
+
+class _TooLong(TransferError):
+    """The server sent more bytes than its listing said."""
+
+
+class _BoundedSink:
+    """The download's destination: takes at most ``limit`` bytes; one more is an error at once,
+    so a lying server can neither fill the disk nor append past the listed size."""
+
+    def __init__(self, handle: BinaryIO, limit: int, size: int, target: Path) -> None:
+        self._handle = handle
+        self._limit = limit
+        self._size = size
+        self._target = target
+        self.received = 0
+
+    def write(self, data: bytes, /) -> int:
+        if self.received + len(data) > self._limit:
+            raise _TooLong(f"the server sent more than the {self._size} bytes its listing said")
+        try:
+            self._handle.write(data)
+        except OSError as exc:  # disk full, say: named here, where the local path is known
+            raise storage_error(exc, self._target) from None
+        self.received += len(data)
+        crash_point("downloading")
+        return len(data)
+
+
+def _changed(remote: RemoteFile, now: RemoteFile | None, *, mtime_comparable: bool) -> bool:
+    if now is None:
+        return False
+    if now.size != remote.size:
+        return True
+    return mtime_comparable and bool(now.mtime) and int(now.mtime) != int(remote.mtime)
+
+
+def _remote_changed(remote: RemoteFile, now: RemoteFile, when: str) -> RemoteChangedError:
+    return RemoteChangedError(
+        f"the file changed on the server {when} (listed: {remote.size} bytes, mtime "
+        f"{int(remote.mtime)}; now: {now.size} bytes, mtime {int(now.mtime)}): not kept this "
+        "run, the next run fetches the new version",
+    )
+
+
+def _part_length(part: Path, remote: RemoteFile) -> int:
+    """How much of ``part`` a resume may keep: all of it, unless it is longer than the remote
+    file (then it is not this version's prefix and is discarded) or not a regular file."""
+    info = regular_file_info(part)
+    if info is None:
+        if part.is_symlink():
+            remove_quietly(part)  # a planted link: removed, never written through
+        return 0
+    if info.st_size > remote.size:
+        remove_quietly(part)  # never append to a file longer than the remote
+        return 0
+    return info.st_size
+
+
+def _transfer(source: SourceConfig, remote: RemoteFile, part: Path, transport: RetryingTransport,
+              reporter: Reporter) -> int:
+    """Append the missing bytes to ``part`` (resuming), fsync, and check the byte count.
+
+    The server is asked for the file's size (and mtime) before the transfer, even when the part
+    is already complete, and again after it: a file that changed raises RemoteChangedError and
+    its bytes are discarded. Returns the bytes transferred.
+    """
+    offset = _part_length(part, remote)
+    before = transport.stat(remote.name)
+    if _changed(remote, before, mtime_comparable=transport.stat_mtime_matches_listing):
+        assert before is not None
+        remove_quietly(part)  # bytes of a version that is no longer there
+        raise _remote_changed(remote, before, "after it was listed")
+    reporter.file_started(source.name, remote.name, remote.size, offset)
+    written = 0
+    downloading = offset < remote.size or remote.size == 0
+    cut_short: TransferError | None = None  # too many bytes, or too few after every retry
+    try:
+        try:
+            descriptor = open_private_resumable(part)
+        except OSError as exc:
+            raise storage_error(exc, part) from None
+        with os.fdopen(descriptor, "wb") as handle:
+            try:
+                handle.seek(offset)
+                if downloading:
+                    sink = _BoundedSink(handle, remote.size - offset, remote.size,
+                                        part.parent / remote.name)
+                    try:
+                        written = transport.download(
+                            remote.name, sink, offset=offset, expected_size=remote.size,
+                            progress=lambda n: reporter.advance(source.name, remote.name, n),
+                        )
+                    except TransferError as error:
+                        cut_short = error
+                    written = max(written, sink.received)
+                handle.flush()
+                os.fsync(handle.fileno())
+                received = os.fstat(handle.fileno()).st_size
+            except OSError as exc:
+                raise storage_error(exc, part) from None
+    except StorageError:
+        remove_quietly(part)  # disk full or unwritable: nothing half-written is kept
+        raise
+    finally:
+        reporter.file_finished(source.name, remote.name)
+    if isinstance(cut_short, _TooLong):
+        remove_quietly(part)  # first, so a failing check below cannot leave it to be resumed
+        now = transport.stat(remote.name)
+        if _changed(remote, now, mtime_comparable=transport.stat_mtime_matches_listing):
+            assert now is not None
+            raise _remote_changed(remote, now, "during the download")
+        raise cut_short
+    if downloading:
+        after = transport.stat(remote.name)  # the same clock as ``before``: any change shows
+        if after is not None and (after.size != remote.size or (
+                before is not None and int(after.mtime) != int(before.mtime))):
+            remove_quietly(part)  # a mix of versions: never resumed from
+            raise _remote_changed(remote, after, "during the download")
+    if cut_short is not None:
+        raise cut_short  # short: the part is kept, the next run resumes from it
+    if received != remote.size:
+        raise incomplete_transfer(received, remote.size)
+    return written
