@@ -9,7 +9,7 @@ import pytest
 from tests.support import PgpIdentity, copy_identity, make_identity
 
 pytest_plugins = ["tests.fixtures_sftp", "tests.fixtures_ftp", "tests.fixtures_postgres",
-                  "tests.fixtures_receivers"]
+                  "tests.fixtures_receivers", "tests.fixtures_memory"]
 
 
 @pytest.fixture(scope="session")

@@ -408,3 +408,22 @@ def test_acknowledging_a_refused_name_says_why_it_cannot_be_and_changes_nothing(
     code, status, _ = cli(ws, "status")
     assert [f["stage"] for f in status["sources"][0]["failures"]] == ["name"], \
         "an acknowledgement that is refused closes nothing"
+
+
+def test_retention_retries_a_connection_dropped_in_the_handshake_like_fetch(ws: Workspace) -> None:
+    ws.put_report("old.xml.pgp", b"<old/>", age_days=30)
+    assert cli(ws, "fetch")[0] == 0
+    proxy = FaultProxy(int(ws.server.port), FaultPlan(cut_after=1))  # the first one dies at once
+    try:
+        ws.write_config(port=proxy.port, known_hosts=_proxy_known_hosts(ws, proxy.port), retries=1)
+        config_text = ws.config_path.read_text().replace(
+            "[settings]", '[retention]\nremote = "delete-after-fetch"\n\n[settings]')
+        ws.config_path.write_text(config_text)
+        code, result, stderr = cli(ws, "retention")
+        assert code == 0, stderr
+        assert [(d["target"], d["name"], d["done"]) for d in result["sources"][0]["deletions"]] == [
+            ("remote", "old.xml.pgp", True)]
+        assert proxy.connections == 2, "the retry came over a second connection"
+    finally:
+        proxy.stop()
+    assert list(ws.server.remote_root.iterdir()) == []

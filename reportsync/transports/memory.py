@@ -37,8 +37,9 @@ class Faults:
     cut_connections: set[int] | None = None  # which connections (1 = the first) are cut; None: all
     refuse_connects: int = 0  # this many connection attempts fail (a server restarting), then not
     connect_error: ReportsyncError | None = None  # every connection attempt fails with this
-    on_download: Callable[[str], None] | None = None  # runs as a download starts: the provider
-    # rewrites the file just then
+    on_request: Callable[[str], None] | None = None  # runs as each request arrives ("list",
+    # "stat NAME", "download NAME@OFFSET", "delete NAME"): the provider rewrites a file just then,
+    # or the server goes away (``drop_connections``)
 
 
 @dataclass
@@ -50,16 +51,19 @@ class MemoryServer:
     faults: Faults = field(default_factory=Faults)
     stat_mtime_matches_listing: bool = True
     connections: int = 0  # connections opened so far
+    connect_attempts: int = 0  # connections asked for, opened or not
     operations: list[str] = field(default_factory=list)  # "list", "stat NAME", "download NAME@0"...
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._open: list[MemoryTransport] = []
 
     def put(self, name: str, data: bytes, mtime: float | None = None) -> None:
         self.files[name] = MemoryFile(data, time.time() if mtime is None else mtime)
 
     def connect(self, source_name: str = "memory") -> MemoryTransport:
         with self._lock:
+            self.connect_attempts += 1
             faults = self.faults
             if faults.connect_error is not None:
                 raise faults.connect_error
@@ -70,7 +74,16 @@ class MemoryServer:
             number = self.connections
         cut = faults.cut_after if (faults.cut_connections is None
                                    or number in faults.cut_connections) else None
-        return MemoryTransport(self, source_name, cut_after=cut)
+        transport = MemoryTransport(self, source_name, cut_after=cut)
+        with self._lock:
+            self._open.append(transport)
+        return transport
+
+    def drop_connections(self) -> None:
+        """Every open connection is lost now (the server went away), also mid-download."""
+        with self._lock:
+            for transport in self._open:
+                transport.lose()
 
     def record(self, operation: str) -> None:
         with self._lock:
@@ -86,11 +99,21 @@ class MemoryTransport(Transport):
         self._lost = False
         self._closed = False
 
+    def lose(self) -> None:
+        self._lost = True
+
     def _usable(self) -> None:
         if self._closed:
             raise NetworkError("the memory connection is closed")
         if self._lost:
             raise NetworkError("the memory connection was lost")
+
+    def _request(self, operation: str) -> None:
+        self._usable()
+        self._server.record(operation)
+        if self._server.faults.on_request is not None:
+            self._server.faults.on_request(operation)
+            self._usable()
 
     def _file(self, name: str, doing: str) -> MemoryFile:
         found = self._server.files.get(name)
@@ -99,14 +122,12 @@ class MemoryTransport(Transport):
         return found
 
     def list_files(self) -> list[RemoteFile]:
-        self._usable()
-        self._server.record("list")
+        self._request("list")
         return [RemoteFile(name, len(item.data), item.mtime)
                 for name, item in list(self._server.files.items())]
 
     def stat(self, name: str) -> RemoteFile | None:
-        self._usable()
-        self._server.record(f"stat {name}")
+        self._request(f"stat {name}")
         item = self._file(name, "look at")
         return RemoteFile(name, len(item.data), item.mtime)
 
@@ -118,14 +139,13 @@ class MemoryTransport(Transport):
         offset: int = 0,
         progress: ProgressCallback | None = None,
     ) -> int:
-        self._usable()
-        self._server.record(f"download {name}@{offset}")
-        if self._server.faults.on_download is not None:
-            self._server.faults.on_download(name)
+        self._request(f"download {name}@{offset}")
         item = self._file(name, "open")
         data = item.served if item.served is not None else item.data
         written = 0
         for start in range(offset, len(data), CHUNK):
+            if self._lost:
+                break
             chunk = data[start:start + CHUNK]
             if self._budget is not None and len(chunk) >= self._budget:
                 chunk, self._lost = chunk[:self._budget], True
@@ -136,14 +156,12 @@ class MemoryTransport(Transport):
                     self._budget -= len(chunk)
                 if progress is not None:
                     progress(len(chunk))
-            if self._lost:
-                raise NetworkError(f"connection lost while downloading {printable(name)}",
-                                   path=name)
+        if self._lost:
+            raise NetworkError(f"connection lost while downloading {printable(name)}", path=name)
         return written
 
     def delete(self, name: str) -> None:
-        self._usable()
-        self._server.record(f"delete {name}")
+        self._request(f"delete {name}")
         self._file(name, "delete")
         del self._server.files[name]
 

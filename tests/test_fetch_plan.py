@@ -1,0 +1,107 @@
+"""fetch's plan, on its own: listing + the ledger's versions + options → outcomes and jobs.
+
+Pure data in and out: no server, no ledger file, no file system (the one local question, whether
+a kept copy is intact, is answered by the function each test passes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reportsync.config import parse_config
+from reportsync.errors import UnsafeNameError
+from reportsync.fetch import FileOutcome, plan_source, select_files
+from reportsync.ledger import VersionState
+from reportsync.transports import RemoteFile
+from reportsync.vocab import Action, DeletionTarget
+
+T = 1_780_000_000  # a delivery time
+
+
+def version(file_id: int, name: str, size: int = 10, mtime: int = T, *, download: str | None = None,
+            output: str | None = None, acked: bool = False, deleted: frozenset[str] = frozenset(),
+            gone: bool = False) -> VersionState:
+    return VersionState(file_id=file_id, source="s", name=name, size=size, mtime=mtime,
+                        gone_at=T + 1.0 if gone else None, lost_acked_at=T + 2.0 if acked else None,
+                        download_path=download, download_sha256="d" if download else None,
+                        output_path=output, output_sha256="o" if output else None,
+                        deleted=frozenset(deleted))
+
+
+def never(path: Path, size: int) -> bool:
+    raise AssertionError(f"the plan asked about {path} although no kept copy needed checking")
+
+
+def actions(outcomes: list[FileOutcome]) -> list[tuple[str, str]]:
+    return [(outcome.name, outcome.action) for outcome in outcomes]
+
+
+def test_archived_and_acknowledged_versions_are_settled_and_the_rest_become_jobs() -> None:
+    listing = [RemoteFile("a.xml", 10, T), RemoteFile("b.xml", 10, T), RemoteFile("c.xml", 10, T),
+               RemoteFile("d.xml", 10, T + 0.9)]  # d: the same whole second as its record
+    versions = {v.version: v for v in [
+        version(1, "a.xml", output="/out/a.xml"),
+        version(2, "b.xml", download="/enc/b.xml", acked=True),
+        version(3, "c.xml", download="/enc/c.xml"),
+        version(4, "d.xml"),
+    ]}
+    plan = plan_source(listing, [], versions, decrypt=True, dry_run=False, copy_intact=never)
+    assert actions(plan.outcomes) == [("a.xml", Action.SKIPPED), ("b.xml", Action.ACKNOWLEDGED)]
+    assert plan.outcomes[0].output_path == "/out/a.xml"
+    assert plan.outcomes[1].local_path == "/enc/b.xml", "an acknowledged file shows its kept copy"
+    assert [(job.remote.name, job.file_id, job.kept_copy) for job in plan.jobs] == [
+        ("c.xml", 3, Path("/enc/c.xml")), ("d.xml", 4, None)]
+
+
+def test_a_dry_run_plans_no_job_and_shows_would_fetch_in_listing_order() -> None:
+    listing = [RemoteFile("a.xml", 10, T), RemoteFile("b.xml", 10, T), RemoteFile("c.xml", 5, T)]
+    versions = {v.version: v for v in [version(2, "b.xml", output="/out/b.xml"),
+                                       version(9, "c.xml", size=4, output="/out/c.xml")]}
+    plan = plan_source(listing, [], versions, decrypt=True, dry_run=True, copy_intact=never)
+    assert plan.jobs == []
+    assert actions(plan.outcomes) == [("a.xml", Action.WOULD_FETCH), ("b.xml", Action.SKIPPED),
+                                      ("c.xml", Action.WOULD_FETCH)], "c changed: a new version"
+
+
+def test_kept_copies_of_versions_gone_from_the_server_are_archived_without_a_transfer() -> None:
+    checked: list[Path] = []
+
+    def intact(path: Path, size: int) -> bool:
+        checked.append(path)
+        return path.name != "broken.xml" and size == 10
+
+    versions = {v.version: v for v in [
+        version(1, "kept.xml", download="/enc/kept.xml", gone=True),  # --no-decrypt, then purged
+        version(2, "broken.xml", download="/enc/broken.xml", gone=True),  # its copy is damaged
+        version(3, "acked.xml", download="/enc/acked.xml", acked=True, gone=True),
+        version(4, "done.xml", download="/enc/done.xml", output="/out/done.xml", gone=True),
+        version(5, "expired.xml", download="/enc/expired.xml", gone=True,
+                deleted=frozenset({DeletionTarget.LOCAL_ENCRYPTED})),
+    ]}
+    plan = plan_source([], [], versions, decrypt=True, dry_run=False, copy_intact=intact)
+    assert [(job.remote.version, job.file_id, job.kept_copy) for job in plan.jobs] == [
+        (("kept.xml", 10, T), 1, Path("/enc/kept.xml"))]
+    assert checked == [Path("/enc/kept.xml"), Path("/enc/broken.xml")]
+    assert plan.outcomes == []
+    for decrypt, dry_run in ((False, False), (True, True)):  # --no-decrypt, and a dry run
+        assert plan_source([], [], versions, decrypt=decrypt, dry_run=dry_run,
+                           copy_intact=never).jobs == []
+
+
+def test_refused_names_come_first_shown_escaped_and_unmatched_files_are_in_no_list() -> None:
+    source = parse_config({"sources": {"s": {
+        "protocol": "ftp", "host": "127.0.0.1", "username": "u", "password_env": "RS_UNUSED",
+        "remote_dir": "out", "download_dir": "/tmp/d", "output_dir": "/tmp/o",
+        "include": ["*.xml"]}}}).sources["s"]
+    listing = [RemoteFile("b.xml", 1, T), RemoteFile("evil\x1b[31m.xml", 2, T),
+               RemoteFile("a.xml", 3, T), RemoteFile("notes.txt", 4, T),
+               RemoteFile("../up.xml", 5, T)]
+    candidates, refused = select_files(source, listing)
+    assert [remote.name for remote in candidates] == ["a.xml", "b.xml"]
+    assert [(outcome.name, outcome.action) for outcome in refused] == [
+        ("'../up.xml'", Action.REFUSED), ("'evil\\x1b[31m.xml'", Action.REFUSED)]
+    assert all(isinstance(outcome.error, UnsafeNameError) for outcome in refused)
+    plan = plan_source(candidates, refused, {}, decrypt=True, dry_run=True, copy_intact=never)
+    assert actions(plan.outcomes) == [("'../up.xml'", Action.REFUSED),
+                                      ("'evil\\x1b[31m.xml'", Action.REFUSED),
+                                      ("a.xml", Action.WOULD_FETCH), ("b.xml", Action.WOULD_FETCH)]
