@@ -330,7 +330,7 @@ def protected_identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pgp
 def test_a_wrong_passphrase_is_6_even_while_the_agent_caches_the_right_one(
     tmp_path: Path, sftp_server: LocalServer, protected_identity: PgpIdentity,
 ) -> None:
-    # Line of defence: pgp.Gpg.require_working_passphrase, once per run from fetch.LazyGpg before
+    # Line of defence: pgp.Gpg.require_working_passphrase, once per run from fetch.archive.LazyGpg before
     # the first decryption: the passphrase is tried on a copy of the GnuPG home with a gpg-agent
     # of its own, whose cache is empty.
     ws = Workspace(tmp_path, protected_identity, sftp_server)

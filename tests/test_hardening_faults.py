@@ -48,7 +48,7 @@ def killed_at(ws: Workspace, point: str) -> int:
                                    "after-rename"])
 def test_sigkill_at_each_step_is_reconciled_by_the_next_run(ws: Workspace, point: str) -> None:
     # Lines of defence: the version-named .part (resumed), _adopt_existing (a copy renamed but
-    # not recorded), fetch._remove_leftovers (stale .rs-*.tmp plaintext and parts removed at the
+    # not recorded), fetch.transfer.remove_leftovers (stale .rs-*.tmp plaintext and parts removed at the
     # start of a source), place_file's same-content rule (no .v2 duplicate after a re-archive),
     # and the ledger's one row per version.
     expected = {f"r{index}.xml": ws.put_report(f"r{index}.xml.pgp",
@@ -100,7 +100,7 @@ def tiny_filesystem(folder: Path, size: str = "1m") -> Iterator[Path]:
 
 
 def test_disk_full_during_download_is_7_and_nothing_is_half_written(ws: Workspace) -> None:
-    # Line of defence: fetch._transfer turns ENOSPC into StorageError (exit 7, the source stops)
+    # Line of defence: fetch.transfer._transfer turns ENOSPC into StorageError (exit 7, the source stops)
     # and deletes the partial .part; the ledger's transactions are untouched.
     big = random_plain(3 * 1024 * 1024)
     ws.put("big.xml", big)

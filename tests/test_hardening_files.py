@@ -118,7 +118,7 @@ def test_gpg_level_failures_remove_the_plaintext_gpg_already_streamed(
     pgp_identity: PgpIdentity, other_pgp_identity: PgpIdentity, tmp_path: Path,
 ) -> None:
     # Line of defence: pgp._PlaintextSink.discard inside Gpg.decrypt (the caller's own temp
-    # clean-up in fetch._archive is a second line, not relied on here).
+    # clean-up in fetch.archive.archive is a second line, not relied on here).
     marker, plaintext = marked("gpg-level")
     flipped = bytearray(pgp_identity.encrypt(plaintext))
     flipped[-5] ^= 0x01

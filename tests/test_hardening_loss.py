@@ -129,7 +129,7 @@ def test_a_sticky_shared_folder_is_used_as_it_is(ws: Workspace) -> None:
 def test_an_output_dir_anyone_can_write_to_is_refused_with_7_and_nothing_is_written(
     ws: Workspace,
 ) -> None:
-    # Line of defence: fsutil.ensure_private_dir (via shared_folder_problem) in fetch._archive;
+    # Line of defence: fsutil.ensure_private_dir (via shared_folder_problem) in fetch.archive.archive;
     # doctor's _check_folder applies the same rule.
     ws.output_dir.mkdir(parents=True)
     ws.output_dir.chmod(0o777)

@@ -83,7 +83,7 @@ def test_containment_is_checked_on_the_final_path_even_if_the_name_check_let_it_
     tmp_path: Path, pgp_identity: PgpIdentity, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Line of defence: fsutil.contained_path, applied where the download and the report get
-    # their final paths (fetch._download/_archive, fsutil.place_file). The first line
+    # their final paths (fetch.transfer.download, fetch.archive.archive, fsutil.place_file). The first line
     # (check_remote_name in listing.select) is switched off here to prove the second one holds
     # alone.
     monkeypatch.setattr(listing, "check_remote_name", lambda name: None)
@@ -125,7 +125,7 @@ def test_symlinks_planted_at_temp_and_target_paths_are_never_followed(
     sftp_server: LocalServer, tmp_path: Path, pgp_identity: PgpIdentity,
 ) -> None:
     # Line of defence: O_NOFOLLOW/O_EXCL opens and lstat checks in fsutil (open_private_resumable,
-    # open_private_new, regular_file_info) used by fetch._transfer, _adopt_existing, place_file.
+    # open_private_new, regular_file_info) used by fetch.transfer (_transfer, _adopt_existing), place_file.
     ws = Workspace(tmp_path, pgp_identity, sftp_server)
     ws.write_config()
     big = random_plain(200_000)
@@ -167,7 +167,7 @@ def test_symlinks_planted_at_temp_and_target_paths_are_never_followed(
 def test_fewer_bytes_than_listed_then_a_clean_end_is_a_size_mismatch_not_decrypted(
     tmp_path: Path, pgp_identity: PgpIdentity,
 ) -> None:
-    # Line of defence: the byte count against the listing in fetch._transfer (a clean 226 after
+    # Line of defence: the byte count against the listing in fetch.transfer._transfer (a clean 226 after
     # too few bytes is not success).
     script = Script()
     ws, server = hostile_workspace(tmp_path, pgp_identity, script)
@@ -192,7 +192,7 @@ def test_fewer_bytes_than_listed_then_a_clean_end_is_a_size_mismatch_not_decrypt
 def test_more_bytes_than_listed_fail_at_once_and_nothing_is_kept(
     tmp_path: Path, pgp_identity: PgpIdentity,
 ) -> None:
-    # Line of defence: fetch._BoundedSink stops the transfer at the first byte past the listed
+    # Line of defence: fetch.transfer._BoundedSink stops the transfer at the first byte past the listed
     # size (a lying server can neither fill the disk nor get extra bytes archived).
     script = Script()
     ws, server = hostile_workspace(tmp_path, pgp_identity, script)
@@ -220,7 +220,7 @@ def test_ftp_file_changed_between_listing_and_download_is_left_for_the_next_run(
     tmp_path: Path, pgp_identity: PgpIdentity,
 ) -> None:
     # Line of defence: Transport.stat before and after the transfer, compared with the listing
-    # in fetch._transfer -> RemoteChangedError -> "pending" (not kept, not an error).
+    # in fetch.transfer._transfer -> RemoteChangedError -> "pending" (not kept, not an error).
     script = Script()
     ws, server = hostile_workspace(tmp_path, pgp_identity, script)
     try:
@@ -378,7 +378,7 @@ def test_cert_authority_line_is_refused_loudly_never_silently_skipped(
 def test_a_part_longer_than_the_remote_file_is_discarded_never_appended_to(
     sftp_server: LocalServer, tmp_path: Path, pgp_identity: PgpIdentity,
 ) -> None:
-    # Line of defence: fetch._part_length discards a .part longer than the listed size.
+    # Line of defence: fetch.transfer._part_length discards a .part longer than the listed size.
     ws = Workspace(tmp_path, pgp_identity, sftp_server)
     ws.write_config()
     data = random_plain(50_000)
@@ -395,7 +395,7 @@ def test_a_part_longer_than_the_remote_file_is_discarded_never_appended_to(
 def test_a_server_that_ignores_rest_cannot_make_a_resume_append_past_the_size(
     tmp_path: Path, pgp_identity: PgpIdentity,
 ) -> None:
-    # Line of defence: fetch._BoundedSink (the resumed transfer may add only size - offset bytes)
+    # Line of defence: fetch.transfer._BoundedSink (the resumed transfer may add only size - offset bytes)
     script = Script(ignore_rest=True)
     ws, server = hostile_workspace(tmp_path, pgp_identity, script)
     try:
