@@ -33,12 +33,6 @@ from reportsync.vocab import Command, DeletionTarget, LocalEncryptedPolicy, Noti
 
 log = logging.getLogger(__name__)
 
-# the names other modules import from here (status, fetch); the vocabulary lives in vocab.py
-LOCAL_ENCRYPTED = DeletionTarget.LOCAL_ENCRYPTED
-ARCHIVE = DeletionTarget.ARCHIVE
-REMOTE = DeletionTarget.REMOTE
-WITHHELD = NoticeKind.DELETIONS_WITHHELD  # the notice kind of the clock guard in ``plan``
-
 
 @dataclass(frozen=True)
 class Notice:
@@ -163,7 +157,7 @@ def plan(
         if newest_age > policy.days:
             result.withheld, result.deletions = result.deletions, []
             result.notices.append(Notice(
-                WITHHELD, source.name, "", round(newest_age, 1),
+                NoticeKind.DELETIONS_WITHHELD, source.name, "", round(newest_age, 1),
                 f"no deletions this run: the newest file on the server is {newest_age:.0f} days "
                 f"old, older than retention.days = {policy.days}, so the whole folder looks "
                 "expired (a wrong clock on this machine, or a feed that stopped delivering); "
@@ -200,7 +194,7 @@ def _deletions_for(source: SourceConfig, policy: RetentionPolicy, version: Versi
                    age: float, is_listed: bool, server_asked: bool) -> list[Deletion]:
     assert version.output_path is not None and version.output_sha256 is not None
     found: list[Deletion] = []
-    if ARCHIVE in version.deleted:
+    if DeletionTarget.ARCHIVE in version.deleted:
         return found  # without the archived report nothing can prove a deletion safe
 
     def candidate(target: DeletionTarget, path: str, reason: str) -> None:
@@ -211,18 +205,18 @@ def _deletions_for(source: SourceConfig, policy: RetentionPolicy, version: Versi
 
     archive_expires = policy.archive_days > 0 and age > policy.archive_days
     if (policy.local_encrypted == LocalEncryptedPolicy.EXPIRE and version.download_path
-            and LOCAL_ENCRYPTED not in version.deleted and age > policy.days
+            and DeletionTarget.LOCAL_ENCRYPTED not in version.deleted and age > policy.days
             and version.download_path != version.output_path):
-        candidate(LOCAL_ENCRYPTED, version.download_path,
+        candidate(DeletionTarget.LOCAL_ENCRYPTED, version.download_path,
                   f"encrypted copy older than {policy.days} days; its report is archived")
-    if server_asked and is_listed and REMOTE not in version.deleted:
+    if server_asked and is_listed and DeletionTarget.REMOTE not in version.deleted:
         if policy.remote == RemotePolicy.DELETE_AFTER_FETCH:
-            candidate(REMOTE, version.name, "archived (remote = delete-after-fetch)")
+            candidate(DeletionTarget.REMOTE, version.name, "archived (remote = delete-after-fetch)")
         elif policy.remote == RemotePolicy.DELETE_EXPIRED and age > policy.days:
-            candidate(REMOTE, version.name,
+            candidate(DeletionTarget.REMOTE, version.name,
                       f"older than {policy.days} days and archived (remote = delete-expired)")
-    if archive_expires and ARCHIVE not in version.deleted:
-        candidate(ARCHIVE, version.output_path or "",
+    if archive_expires and DeletionTarget.ARCHIVE not in version.deleted:
+        candidate(DeletionTarget.ARCHIVE, version.output_path or "",
                   f"archived report older than archive_days = {policy.archive_days}")
     return found
 
@@ -242,7 +236,7 @@ def apply(
             outcomes.append(DeletionOutcome(deletion, False, refusal))
             continue
         try:
-            if deletion.target == REMOTE:
+            if deletion.target == DeletionTarget.REMOTE:
                 if transport is None:
                     outcomes.append(DeletionOutcome(deletion, False, "not connected to the server"))
                     continue
@@ -276,7 +270,7 @@ def _unsafe(deletion: Deletion) -> str | None:
         return f"its archived report {archive} is not a regular file (symlinks are never followed)"
     if sha256_file(archive) != deletion.archive_sha256:
         return f"its archived report {archive} no longer matches the ledger's hash"
-    if deletion.target == LOCAL_ENCRYPTED:
+    if deletion.target == DeletionTarget.LOCAL_ENCRYPTED:
         try:
             target = Path(deletion.path).lstat()
         except OSError:

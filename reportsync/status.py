@@ -18,7 +18,8 @@ from reportsync.config import Config, RetentionPolicy
 from reportsync.errors import ExitCode, UsageError
 from reportsync.fsutil import printable, sha256_file
 from reportsync.ledger import Ledger, VersionState
-from reportsync.retention import LOCAL_ENCRYPTED, REMOTE, Notice, plan
+from reportsync.retention import Notice, plan
+from reportsync.vocab import DeletionTarget, NoticeKind, Stage
 
 MAX_WINDOW_DAYS = 366  # the strip of a provider that keeps files longer shows its last year
 
@@ -88,7 +89,7 @@ def status(config: Config, ledger: Ledger, names: tuple[str, ...] = (), *,
         if not marked:
             refused = [source.name for source in sources
                        if any(failure["name"] in (name, printable(name))
-                              and failure["stage"] == "name"
+                              and failure["stage"] == Stage.NAME
                               for failure in ledger.open_failures(source.name))]
             if refused:
                 raise UsageError(
@@ -112,7 +113,7 @@ def status(config: Config, ledger: Ledger, names: tuple[str, ...] = (), *,
             failures=ledger.open_failures(source.name),
             notices=retention_plan.notices,
             purged=sum(1 for version in versions
-                       if version.gone_at is not None and REMOTE not in version.deleted),
+                       if version.gone_at is not None and DeletionTarget.REMOTE not in version.deleted),
             last_success=_timestamp(success["finished_at"]) if success else None,
             in_archive=sum(1 for version in versions if version.in_archive),
             window=delivery_window(versions, retention_plan.notices, config.retention, moment),
@@ -133,7 +134,7 @@ def delivery_window(versions: Iterable[VersionState], notices: Iterable[Notice],
     today = datetime.fromtimestamp(now).date()
     first = today - timedelta(days=length - 1)
     named = {kind: {notice.name for notice in notices if notice.kind == kind}
-             for kind in ("at-risk", "lost")}
+             for kind in (NoticeKind.AT_RISK, NoticeKind.LOST)}
     tallies = {first + timedelta(days=offset): [0, 0, 0, 0, 0] for offset in range(length)}
     for version in versions:
         day = min(datetime.fromtimestamp(version.mtime).date(), today)  # a clock ahead: today
@@ -145,11 +146,11 @@ def delivery_window(versions: Iterable[VersionState], notices: Iterable[Notice],
             counts[1] += 1
         elif version.acknowledged:
             continue  # a person dealt with it (status --ack)
-        elif version.name in named["lost"]:
+        elif version.name in named[NoticeKind.LOST]:
             counts[4] += 1
         elif version.failing:
             counts[2] += 1
-        elif version.name in named["at-risk"]:
+        elif version.name in named[NoticeKind.AT_RISK]:
             counts[3] += 1
     return DeliveryWindow(
         purge_days=policy.days, warn_days=policy.warn_days,
@@ -185,7 +186,7 @@ def verify(config: Config, ledger: Ledger, names: tuple[str, ...] = ()) -> Verif
             copies = []
             if version.in_archive and version.output_path:
                 copies.append(("archive", version.output_path, version.output_sha256))
-            if (version.download_path and LOCAL_ENCRYPTED not in version.deleted
+            if (version.download_path and DeletionTarget.LOCAL_ENCRYPTED not in version.deleted
                     and version.download_path != version.output_path):
                 copies.append(("encrypted", version.download_path, version.download_sha256))
             for copy, path, expected in copies:

@@ -15,6 +15,7 @@ from reportsync import retention
 from reportsync.config import RetentionPolicy, SourceConfig, parse_config
 from reportsync.ledger import Ledger
 from reportsync.transports import RemoteFile, open_transport
+from reportsync.vocab import NoticeKind
 from tests.servers import LocalServer
 
 DAY = 86400
@@ -213,7 +214,7 @@ def test_a_folder_whose_newest_file_looks_expired_gets_no_deletions_and_says_why
     planned = archive.plan(policy, files)
     assert planned.deletions == [] and planned.held_back == []
     assert len(planned.withheld) == 15, "every copy of every file waits"
-    [notice] = planned.of_kind(retention.WITHHELD)
+    [notice] = planned.of_kind(NoticeKind.DELETIONS_WITHHELD)
     assert "newest file on the server is 200 days old" in notice.reason
     assert "clock" in notice.reason and "15 deletion(s)" in notice.reason
     newer = archive.remote("new.xml.pgp", 99)
@@ -221,7 +222,7 @@ def test_a_folder_whose_newest_file_looks_expired_gets_no_deletions_and_says_why
     assert len(archive.plan(policy, [*files, newer]).deletions) == 15, \
         "one file younger than days is enough: the clock is believable again"
     assert archive.plan(RetentionPolicy(local_encrypted="keep"), files).of_kind(
-        retention.WITHHELD) == [], \
+        NoticeKind.DELETIONS_WITHHELD) == [], \
         "nothing due: nothing to warn about"
 
 
