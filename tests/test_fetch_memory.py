@@ -8,13 +8,12 @@ run in milliseconds.
 
 from __future__ import annotations
 
-import os
-
 from reportsync.errors import AuthenticationError, ExitCode, NetworkError
 from reportsync.fetch.transfer import part_name
 from reportsync.transports import RemoteFile
 from reportsync.vocab import Action
 from tests.fixtures_memory import MemoryWorkspace
+from tests.support import random_plain
 
 
 def by_name(result_files: list) -> dict:  # type: ignore[type-arg]
@@ -23,7 +22,7 @@ def by_name(result_files: list) -> dict:  # type: ignore[type-arg]
 
 def test_first_run_archives_every_file_and_the_second_transfers_nothing(
         mem: MemoryWorkspace) -> None:
-    expected = {f"r{i}.xml": mem.put(f"r{i}.xml", os.urandom(1000 + i)) for i in range(5)}
+    expected = {f"r{i}.xml": mem.put(f"r{i}.xml", random_plain(1000 + i)) for i in range(5)}
     first = mem.fetch(jobs=3)
     assert first.exit_code == 0 and first.count(Action.ARCHIVED) == 5
     assert first.bytes_transferred == sum(len(data) for data in expected.values())
@@ -35,7 +34,7 @@ def test_first_run_archives_every_file_and_the_second_transfers_nothing(
 
 
 def test_a_cut_connection_is_resumed_over_a_new_one_in_the_same_run(mem: MemoryWorkspace) -> None:
-    data = mem.put("big.xml", os.urandom(300_000))
+    data = mem.put("big.xml", random_plain(300_000))
     mem.server.faults.cut_after = 100_000
     mem.server.faults.cut_connections = {1}
     mem.source["retries"] = 2
@@ -51,7 +50,7 @@ def test_a_cut_connection_is_resumed_over_a_new_one_in_the_same_run(mem: MemoryW
 
 def test_without_retries_the_cut_file_fails_alone_and_the_next_run_resumes_its_part(
         mem: MemoryWorkspace) -> None:
-    big = mem.put("a-big.xml", os.urandom(200_000))
+    big = mem.put("a-big.xml", random_plain(200_000))
     small = mem.put("b-small.xml", b"<small/>")
     mem.server.faults.cut_after = 50_000
     mem.server.faults.cut_connections = {1}
@@ -72,7 +71,7 @@ def test_without_retries_the_cut_file_fails_alone_and_the_next_run_resumes_its_p
 
 def test_a_short_transfer_is_retried_from_where_it_ended_then_fails_keeping_its_part(
         mem: MemoryWorkspace) -> None:
-    data = mem.put("r.xml", os.urandom(10_000))
+    data = mem.put("r.xml", random_plain(10_000))
     mem.server.files["r.xml"].served = data[:6_000]  # the server ends each transfer early
     mem.source["retries"] = 2
     result = mem.fetch()
@@ -145,7 +144,7 @@ def test_connections_refused_for_a_while_are_retried_and_a_refused_login_is_not(
 def test_a_server_gone_for_good_stops_the_source_and_the_untried_files_are_pending(
         mem: MemoryWorkspace) -> None:
     for name in ("a.xml", "b.xml", "c.xml", "d.xml"):
-        mem.put(name, os.urandom(1000))
+        mem.put(name, random_plain(1000))
     mem.source["retries"] = 1
 
     def server_dies(request: str) -> None:
@@ -179,7 +178,7 @@ def test_a_dry_run_lists_plans_and_writes_nothing_anywhere(mem: MemoryWorkspace)
 
 def test_parallel_workers_each_use_their_own_connection_and_fetch_everything(
         mem: MemoryWorkspace) -> None:
-    expected = {f"r{i:02d}.xml": mem.put(f"r{i:02d}.xml", os.urandom(500)) for i in range(12)}
+    expected = {f"r{i:02d}.xml": mem.put(f"r{i:02d}.xml", random_plain(500)) for i in range(12)}
     result = mem.fetch(jobs=4)
     assert result.exit_code == 0
     assert mem.outputs() == expected

@@ -3,17 +3,16 @@ over which connection, and that the listing and deletions are retried like fetch
 
 from __future__ import annotations
 
-import os
-
 from reportsync.vocab import DeletionTarget
 from tests.fixtures_memory import MemoryWorkspace
+from tests.support import random_plain
 
 
 def test_fetch_deletes_what_it_archived_over_the_listings_connection(
         mem: MemoryWorkspace) -> None:
     mem.retention["remote"] = "delete-after-fetch"
-    mem.put("a.xml", os.urandom(100))
-    mem.put("b.xml", os.urandom(100))
+    mem.put("a.xml", random_plain(100))
+    mem.put("b.xml", random_plain(100))
     result = mem.fetch()
     assert result.exit_code == 0
     assert sorted((d.deletion.target, d.deletion.name, d.done) for d in result.deletions) == [
