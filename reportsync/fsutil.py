@@ -47,6 +47,8 @@ def ensure_private_dir(path: Path, config_key: str | None = None) -> Path:
         folder = path
         while not folder.is_dir():  # follows a symlink to a folder, like every later write
             if os.path.lexists(folder):
+                if folder.is_dir():
+                    break  # made just now by another worker of this run: it exists, not ours
                 raise StorageError(
                     f"{_setting(config_key)}{folder} is not a folder", path=str(folder),
                     remedy=f"Move {folder} away, or change {config_key or 'the path'} in the "

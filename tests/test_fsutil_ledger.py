@@ -130,6 +130,26 @@ def test_a_file_in_the_way_is_not_a_folder(tmp_path: Path) -> None:
         ensure_private_dir(tmp_path / "file" / "sub", "settings.state_dir")
 
 
+def test_a_folder_another_worker_creates_meanwhile_is_used_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # parallel fetch workers archive their first files at once into an output_dir that does not
+    # exist yet: the one that looks second must use the folder the first just made
+    target = tmp_path / "statements"
+    real_is_dir = Path.is_dir
+
+    def another_worker_makes_it_just_after(self: Path) -> bool:
+        answer = real_is_dir(self)
+        if self == target and not answer and not os.path.lexists(target):
+            target.mkdir(mode=0o700)
+        return answer
+
+    monkeypatch.setattr(Path, "is_dir", another_worker_makes_it_just_after)
+    assert ensure_private_dir(target, "sources.s.output_dir") == target
+    monkeypatch.undo()
+    assert target.is_dir() and stat.S_IMODE(target.stat().st_mode) == 0o700
+
+
 def test_place_file_never_replaces_different_content(tmp_path: Path) -> None:
     def temp_with(data: bytes) -> tuple[Path, str]:
         temp = tmp_path / ".tmp"
