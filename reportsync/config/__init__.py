@@ -19,7 +19,6 @@ the ``*_env``/``*_file`` keys of a secret). To add a section: a frozen dataclass
 from reportsync.config.loader import load_config, parse_config
 from reportsync.config.model import (
     DEFAULT_PORTS,
-    MAX_PLAINTEXT_DEFAULT,
     NO_SOURCE,
     NO_SOURCE_REMEDY,
     NOTIFY_EVENTS,
@@ -66,6 +65,7 @@ from reportsync.config.starter import (
 )
 from reportsync.config.tomlio import dump_toml, toml_literal
 from reportsync.errors import ConfigError, Problem
+from reportsync.units import MAX_PLAINTEXT_DEFAULT  # re-exported: the config's name for it
 
 __all__ = [
     "APP_NAME",

@@ -31,13 +31,13 @@ from reportsync.config.schema import (
 )
 from reportsync.errors import ConfigError, Problem
 from reportsync.fsutil import read_regular_file, too_open
+from reportsync.units import MAX_PLAINTEXT_DEFAULT, GiB
 
 PROTOCOLS = ("sftp", "ftp", "ftps")
 DEFAULT_PORTS = {"sftp": 22, "ftp": 21, "ftps": 21}
 SOURCE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_DAYS = 36500  # a hundred years: more is a typo, and dates that far back do not exist
-MAX_PLAINTEXT_DEFAULT = 2 * 1024**3
-MAX_PLAINTEXT_LIMIT = 1024**4  # 1 TiB
+MAX_PLAINTEXT_LIMIT = 1024 * GiB  # 1 TiB
 
 NO_SOURCE = "no source is configured"
 NO_SOURCE_REMEDY = ("Add a [sources.NAME] table for the server to fetch from (docs/configuration.md "
