@@ -20,7 +20,7 @@ from pathlib import Path
 from reportsync.errors import StorageError
 from reportsync.fsutil import ensure_private_dir, make_private
 from reportsync.transports.base import VersionKey
-from reportsync.vocab import DeletionTarget
+from reportsync.vocab import Command, DeletionTarget
 
 LEDGER_FILE = "ledger.sqlite3"
 IN_MEMORY = ":memory:"
@@ -160,7 +160,7 @@ class VersionState:
     @property
     def in_archive(self) -> bool:
         """Its report is in ``output_dir`` now: archived, and not deleted since (archive_days)."""
-        return self.output_path is not None and "archive" not in self.deleted
+        return self.output_path is not None and DeletionTarget.ARCHIVE not in self.deleted
 
     @property
     def has_local_copy(self) -> bool:
@@ -390,7 +390,7 @@ class Ledger:
                  json.dumps(counts, sort_keys=True), error),
             )
 
-    def last_source_run(self, source: str, command: str = "fetch", *,
+    def last_source_run(self, source: str, command: str = Command.FETCH, *,
                         succeeded: bool = False) -> dict[str, object] | None:
         """The source's last run of ``command``; with ``succeeded``, its last one that exited 0
         (the "last success" monitoring alerts on)."""
