@@ -25,7 +25,5 @@ from reportsync.fetch.plan import Job, SourcePlan, plan_source, select_files
 from reportsync.fetch.results import AtRisk, FetchResult, FileOutcome, SourceResult
 from reportsync.fetch.runner import run
 
-_select = select_files  # the name doctor.py imports until doctor becomes a package (W2-A)
-
 __all__ = ["AtRisk", "FetchOptions", "FetchResult", "FileOutcome", "Job", "LazyGpg", "Reporter",
            "SilentReporter", "SourcePlan", "SourceResult", "plan_source", "run", "select_files"]
