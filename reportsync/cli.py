@@ -341,11 +341,11 @@ def retention_command(app: App, sources: tuple[str, ...], dry_run: bool) -> int:
 @pass_app
 def status_command(app: App, sources: tuple[str, ...], acknowledge: tuple[str, ...]) -> int:
     """From the ledger: last run, archive, failures, files at risk, lost files, stale feeds."""
-    from reportsync.ledger import Ledger
+    from reportsync.ledger import open_ledger
     from reportsync.status import status
 
     config = app.load_config()
-    with Ledger.in_state_dir(config.settings.state_dir) as ledger:
+    with open_ledger(config.settings, environ=config.environ) as ledger:
         report = status(config, ledger, sources, acknowledge=acknowledge)
     return app.finish(report, functools.partial(render.status_text, strip=app.stdout_is_terminal(),
                                                 unicode=app.stdout_takes_unicode()))
@@ -356,11 +356,11 @@ def status_command(app: App, sources: tuple[str, ...], acknowledge: tuple[str, .
 @pass_app
 def verify_command(app: App, sources: tuple[str, ...]) -> int:
     """Re-hash the archive against the ledger: report missing and altered files."""
-    from reportsync.ledger import Ledger
+    from reportsync.ledger import open_ledger
     from reportsync.status import verify
 
     config = app.load_config()
-    with Ledger.in_state_dir(config.settings.state_dir) as ledger:
+    with open_ledger(config.settings, environ=config.environ) as ledger:
         report = verify(config, ledger, sources)
     return app.finish(report, render.verify_text)
 
