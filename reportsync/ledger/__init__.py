@@ -9,6 +9,7 @@ a SQLite ledger into PostgreSQL (``reportsync ledger migrate``).
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from types import ModuleType
@@ -35,12 +36,11 @@ def postgres_driver(config_key: str = "settings.ledger_url") -> ModuleType:
     """``reportsync.ledger.postgres``, or a config error (exit 2) saying what to install when
     psycopg is missing (or its libpq cannot load)."""
     try:
-        from reportsync.ledger import postgres
+        return importlib.import_module("reportsync.ledger.postgres")
     except ImportError as exc:
         raise ConfigError([Problem(config_key, "a PostgreSQL ledger needs psycopg 3, which is not "
                                    f"installed or does not load ({exc.name or exc})")],
                           remedy=DRIVER_REMEDY) from None
-    return postgres
 
 
 def ledger_password(settings: Settings, environ: Mapping[str, str] | None = None) -> Secret | None:

@@ -147,15 +147,17 @@ class PostgresTarget:
         text = str(exc)
         reason = _reason(self.scrub(text))
         pgconn = getattr(exc, "pgconn", None)
-        asked = bool(pgconn is not None and pgconn.needs_password)
-        sent = bool(pgconn is not None and pgconn.used_password)
+        # libpq's PQconnectionNeedsPassword: the server wanted one and none was available;
+        # PQconnectionUsedPassword: the server asked for one (so it was reached)
+        missing = bool(pgconn is not None and pgconn.needs_password)
+        asked = bool(pgconn is not None and pgconn.used_password)
         database = self.params.get("dbname")
         if _DATABASE_MISSING.search(text):
             return ConfigError([Problem(self.config_key, f"the database {database!r} does not "
                                         f"exist on the server at {self.where}")],
                                remedy="Create it (createdb, or CREATE DATABASE owned by the "
                                "ledger's role), or fix the database name in the URL.")
-        if asked and not sent:
+        if missing:
             return AuthenticationError(
                 f"the ledger database at {self.where} asks for a password and none is "
                 "configured", remedy="Set settings.ledger_password_env or "
@@ -163,7 +165,7 @@ class PostgresTarget:
         if _TRANSIENT.search(text):
             return NetworkError(f"the ledger database at {self.where} cannot take the "
                                 f"connection now: {reason}")
-        if sent or _AUTH_REFUSED.search(text):
+        if asked or _AUTH_REFUSED.search(text):
             role = f" for role {self.user!r}" if self.user else ""
             return AuthenticationError(f"the ledger database at {self.where} refused the "
                                        f"login{role}: {reason}", remedy=PASSWORD_REMEDY)
