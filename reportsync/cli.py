@@ -365,6 +365,27 @@ def verify_command(app: App, sources: tuple[str, ...]) -> int:
     return app.finish(report, render.verify_text)
 
 
+@cli.group("ledger")
+def ledger_group() -> None:
+    """The ledger: move it into a shared PostgreSQL database."""
+
+
+@ledger_group.command("migrate")
+@click.option("--to", "url", required=True, metavar="URL",
+              help="The PostgreSQL database: postgresql://USER@HOST:PORT/DBNAME (no password "
+              "in it: it comes from ledger_password_env/_file or ~/.pgpass).")
+@click.option("--force", is_flag=True,
+              help="Merge into a database that already holds records of these sources "
+              "(nothing is doubled).")
+@pass_app
+def ledger_migrate(app: App, url: str, force: bool) -> int:
+    """Copy the SQLite ledger of state_dir into a shared PostgreSQL ledger."""
+    from reportsync.ledger.migrate import migrate_to_postgres
+
+    config = app.load_config(need_sources=False)
+    return app.finish(migrate_to_postgres(config, url, force=force), render.ledger_migrate_text)
+
+
 # --- keys ----------------------------------------------------------------------------------------
 
 
