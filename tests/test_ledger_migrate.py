@@ -15,8 +15,8 @@ import pytest
 from reportsync.config import Secret
 from reportsync.ledger import TABLES, Ledger, open_postgres_ledger
 from tests.servers.postgres import PostgresDatabase
-from tests.test_docs import documented_json, same_shape
 from tests.support import CliResult, run_cli_inprocess, write_config
+from tests.test_docs import documented_json, same_shape
 
 PASSWORD_ENV = "RS_TEST_LEDGER_PASSWORD"
 DAY = 86400
