@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -90,6 +91,39 @@ def test_hosts_creating_the_schema_at_once_do_not_collide(postgres_db: PostgresD
     with connect(postgres_db) as ledger:
         assert ledger.integrity_check() == "ok"
         assert all(ledger.count(table) == 0 for table in TABLES)
+
+
+def test_hosts_listing_one_source_at_once_neither_deadlock_nor_double(
+        postgres_db: PostgresDatabase) -> None:
+    versions = [(f"r{index:04d}.pgp", index, 1_700_000_000 + index) for index in range(2000)]
+    hosts, rounds = 4, 3
+    barrier = threading.Barrier(hosts)
+    results: list[object] = []
+
+    def host(number: int) -> None:
+        listing = list(versions)
+        random.Random(number).shuffle(listing)  # each server listing in its own order
+        try:
+            with connect(postgres_db) as ledger:
+                for _ in range(rounds):
+                    barrier.wait(30)
+                    results.append(ledger.see_files("s", listing))
+        except Exception as exc:  # reported below
+            results.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=host, args=(number,)) for number in range(hosts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    errors = [result for result in results if not isinstance(result, dict)]
+    assert not errors, errors[:1]
+    assert len(results) == hosts * rounds
+    first = results[0]
+    assert all(result == first for result in results), "every host got the same ids"
+    with connect(postgres_db) as ledger:
+        assert ledger.count("remote_files") == len(versions), "each version once"
 
 
 def test_a_dry_run_creates_no_schema(postgres_db: PostgresDatabase) -> None:
