@@ -9,6 +9,7 @@ within this process.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -35,7 +36,8 @@ class SqliteEngine(Engine):
         """The ledger at ``path``, created if missing; None: an empty one in memory."""
         self.path = path
         self.location = str(path) if path is not None else IN_MEMORY
-        self._lock_scope = self.location if path is not None else f"{IN_MEMORY}{id(self)}"
+        # one file however its path is spelled; every ledger in memory is a ledger of its own
+        self._lock_scope = os.path.realpath(path) if path is not None else f"{IN_MEMORY}{id(self)}"
         if path is not None:
             ensure_private_dir(path.parent)
         try:
