@@ -372,18 +372,15 @@ def ledger_group() -> None:
 
 @ledger_group.command("migrate")
 @click.option("--to", "url", required=True, metavar="URL",
-              help="The PostgreSQL database: postgresql://USER@HOST:PORT/DBNAME (no password "
-              "in it: it comes from ledger_password_env/_file or ~/.pgpass).")
-@click.option("--force", is_flag=True,
-              help="Merge into a database that already holds records of these sources "
-              "(nothing is doubled).")
+              help="postgresql://USER@HOST:PORT/DBNAME (the password: as for ledger_url).")
+@click.option("--force", is_flag=True, help="Merge into a database holding these sources.")
 @pass_app
 def ledger_migrate(app: App, url: str, force: bool) -> int:
     """Copy the SQLite ledger of state_dir into a shared PostgreSQL ledger."""
     from reportsync.ledger.migrate import migrate_to_postgres
 
-    config = app.load_config(need_sources=False)
-    return app.finish(migrate_to_postgres(config, url, force=force), render.ledger_migrate_text)
+    result = migrate_to_postgres(app.load_config(need_sources=False), url, force=force)
+    return app.finish(result, render.ledger_migrate_text)
 
 
 # --- keys ----------------------------------------------------------------------------------------
