@@ -194,9 +194,12 @@ def test_versions_tell_retention_and_status_everything(ledger: Ledger, tmp_path:
     assert (a.download_path, a.download_sha256) == (str(tmp_path / "a.pgp"), "d" * 64)
     assert (a.output_path, a.output_sha256) == (str(tmp_path / "a"), "e" * 64)
     assert a.archived and not a.has_local_copy, "its encrypted copy was deleted"
+    assert a.in_archive and not b.in_archive
     assert a.deleted == {"local_encrypted", "remote"} and not a.failing
     assert b.has_local_copy and not b.archived and b.deleted == frozenset()
     assert c.failing and not c.archived and c.download_path is None
+    ledger.record_deletion(ids[A], run, "archive", str(tmp_path / "a"), "archive_days")
+    assert not ledger.versions_by_key("s")[A].in_archive, "archived, then deleted from it"
     assert not any(v.acknowledged for v in versions)
     assert ledger.versions("nobody") == []
 
@@ -277,6 +280,9 @@ def test_source_runs_give_the_last_run_per_source_and_command(ledger: Ledger) ->
     assert (last["run_id"], last["exit_code"], last["counts"], last["error"]) == (
         second, 3, {"failed": 1}, "cannot reach the server")
     assert isinstance(last["finished_at"], float)
+    success = ledger.last_source_run("s", succeeded=True)
+    assert success is not None and success["run_id"] == first, "the last run that exited 0"
+    assert ledger.last_source_run("s", "retention", succeeded=True) is not None
     retention = ledger.last_source_run("s", "retention")
     assert retention is not None and retention["counts"] == {}
     assert ledger.last_source_run("t") is None
