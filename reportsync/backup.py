@@ -275,7 +275,7 @@ def collect_members(config: Config, gpg: Gpg) -> tuple[list[tuple[Member, bytes]
 
 def _secret_files(config: Config) -> list[SecretRef]:
     """The secrets the config reads from files, settings first, then source by source."""
-    refs = [config.settings.gpg_passphrase]
+    refs = [config.settings.gpg_passphrase, config.settings.ledger_password]
     for source in config.sources.values():
         refs += [source.password, source.key_passphrase]
     return [ref for ref in refs if ref.file is not None]

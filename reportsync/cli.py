@@ -341,11 +341,11 @@ def retention_command(app: App, sources: tuple[str, ...], dry_run: bool) -> int:
 @pass_app
 def status_command(app: App, sources: tuple[str, ...], acknowledge: tuple[str, ...]) -> int:
     """From the ledger: last run, archive, failures, files at risk, lost files, stale feeds."""
-    from reportsync.ledger import Ledger
+    from reportsync.ledger import open_ledger
     from reportsync.status import status
 
     config = app.load_config()
-    with Ledger.in_state_dir(config.settings.state_dir) as ledger:
+    with open_ledger(config.settings, environ=config.environ) as ledger:
         report = status(config, ledger, sources, acknowledge=acknowledge)
     return app.finish(report, functools.partial(render.status_text, strip=app.stdout_is_terminal(),
                                                 unicode=app.stdout_takes_unicode()))
@@ -356,13 +356,31 @@ def status_command(app: App, sources: tuple[str, ...], acknowledge: tuple[str, .
 @pass_app
 def verify_command(app: App, sources: tuple[str, ...]) -> int:
     """Re-hash the archive against the ledger: report missing and altered files."""
-    from reportsync.ledger import Ledger
+    from reportsync.ledger import open_ledger
     from reportsync.status import verify
 
     config = app.load_config()
-    with Ledger.in_state_dir(config.settings.state_dir) as ledger:
+    with open_ledger(config.settings, environ=config.environ) as ledger:
         report = verify(config, ledger, sources)
     return app.finish(report, render.verify_text)
+
+
+@cli.group("ledger")
+def ledger_group() -> None:
+    """The ledger: move it into a shared PostgreSQL database."""
+
+
+@ledger_group.command("migrate")
+@click.option("--to", "url", required=True, metavar="URL",
+              help="postgresql://USER@HOST:PORT/DBNAME (the password: as for ledger_url).")
+@click.option("--force", is_flag=True, help="Merge into a database holding these sources.")
+@pass_app
+def ledger_migrate(app: App, url: str, force: bool) -> int:
+    """Copy the SQLite ledger of state_dir into a shared PostgreSQL ledger."""
+    from reportsync.ledger.migrate import migrate_to_postgres
+
+    result = migrate_to_postgres(app.load_config(need_sources=False), url, force=force)
+    return app.finish(result, render.ledger_migrate_text)
 
 
 # --- keys ----------------------------------------------------------------------------------------

@@ -225,6 +225,16 @@ class BackupPassphraseError(BackupError):
     default_remedy = "Check the passphrase (and the variable --passphrase-env names); nothing was written."
 
 
+class LedgerVersionError(ReportsyncError):
+    """The ledger was written by a newer reportsync (its schema is newer than this version
+    reads). Not a storage fault: the data is fine and nothing is written; this installation is
+    the wrong version for it, so it is a usage problem (2) for both ledgers, SQLite and
+    PostgreSQL alike (docs/commands.md)."""
+
+    exit_code = ExitCode.CONFIG
+    default_remedy = "Upgrade reportsync on this machine to the version that wrote the ledger."
+
+
 class StorageError(ReportsyncError):
     """A local write failed: permission denied, disk full, a read-only folder."""
 

@@ -1,8 +1,9 @@
-"""One run at a time per state dir.
+"""One run at a time per state dir, and who holds a lock.
 
 The lock is an OS file lock (``filelock``: fcntl on POSIX, msvcrt on Windows), which the OS drops
 when its holder dies, so a killed run never blocks the next one. Who holds it is written beside it
-for the message a second run prints.
+for the message a second run prints. A shared ledger's per-source locks (``reportsync.ledger``)
+name their holder in the same words (``LockHolder``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -21,6 +23,34 @@ from reportsync.fsutil import ensure_private_dir, remove_quietly, storage_error
 
 LOCK_FILE = "reportsync.lock"
 HOLDER_FILE = "reportsync.lock.holder"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock: the host and pid of the run, its command and since when (what is not
+    known is None)."""
+
+    host: str | None
+    pid: int | None
+    command: str | None = None
+    since: float | None = None
+
+    @classmethod
+    def this_process(cls, command: str) -> LockHolder:
+        return cls(host=socket.gethostname(), pid=os.getpid(), command=command, since=time.time())
+
+    def describe(self) -> str:
+        """``pid 4242 on host-a (`reportsync fetch`, since 2026-11-02 07:15:00)``."""
+        if self.host is None and self.pid is None:
+            return "holder unknown"
+        details = []
+        if self.command:
+            details.append(f"`reportsync {self.command}`")
+        if self.since is not None:
+            details.append("since " + time.strftime("%Y-%m-%d %H:%M:%S",
+                                                    time.localtime(self.since)))
+        where = f"pid {self.pid if self.pid is not None else '?'} on {self.host or '?'}"
+        return f"{where} ({', '.join(details)})" if details else where
 
 
 class RunLock:
@@ -40,10 +70,11 @@ class RunLock:
                 f"{self.describe_holder()}",
                 path=str(self.state_dir / LOCK_FILE),
             ) from None
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                  "since": time.time()}
+        holder = LockHolder.this_process(self.command)
         try:
-            self._holder_path.write_text(json.dumps(holder), encoding="utf-8")
+            self._holder_path.write_text(json.dumps({"pid": holder.pid, "host": holder.host,
+                                                     "command": holder.command,
+                                                     "since": holder.since}), encoding="utf-8")
         except OSError as exc:
             # a full disk (or a read-only state dir) shows here first: said as what it is, and
             # the lock is let go again, since the run cannot record anything anyway
@@ -64,11 +95,11 @@ class RunLock:
     def describe_holder(self) -> str:
         try:
             holder = json.loads(self._holder_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return LockHolder(host=holder.get("host"), pid=holder.get("pid"),
+                              command=holder.get("command"),
+                              since=float(holder.get("since", 0))).describe()
+        except (OSError, ValueError, TypeError, AttributeError):
             return "holder unknown"
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("since", 0))))
-        return (f"pid {holder.get('pid')} on {holder.get('host')} "
-                f"(`reportsync {holder.get('command')}`, since {started})")
 
 
 def is_held(state_dir: Path) -> bool:

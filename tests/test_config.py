@@ -562,3 +562,48 @@ def test_a_section_is_a_dataclass_registered_once(registry: None) -> None:
     assert '# on = ["fail"]' in starter_config()
     assert redacted_document(document)["alerts"] == {"url": REDACTED, "on": ["fail", "new"]}
     assert "https://alerts.example/token" in secret_values(config)
+
+
+# --- the shared ledger's keys -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("postgresql://rs@db.internal:5432/reportsync", None),
+    ("postgres://rs@db.internal/reportsync?sslmode=verify-full&connect_timeout=5", None),
+    ("postgresql://rs@h1:5432,h2:5433/reportsync", None),
+    ("postgresql://rs@[::1]:5432/reportsync", None),
+    ("mysql://rs@db.internal/reportsync", "must be a postgresql:// URL"),
+    ("db.internal:5432", "must be a postgresql:// URL"),
+    ("postgresql://rs:Secret-77@db.internal/reportsync", "must not hold a password"),
+    ("postgresql://rs:@db.internal/reportsync", "must not hold a password"),
+    ("postgresql://rs@db.internal/reportsync?PASSWORD=Secret-77", "must not hold a password"),
+    ("postgresql://rs:Secret-77", "port that is not a number"),
+])
+def test_ledger_url_is_a_postgresql_url_without_a_password(url: str, problem: str | None) -> None:
+    document = {"settings": {"ledger_url": url}, "sources": {"a": ftp_source()}}
+    if problem is None:
+        assert parse_config(document).settings.ledger_url == url
+        return
+    with pytest.raises(ConfigError) as refused:
+        parse_config(document)
+    assert refused.value.exit_code == ExitCode.CONFIG
+    assert [p.key for p in refused.value.problems] == ["settings.ledger_url"]
+    assert problem in str(refused.value.problems[0])
+    assert "Secret-77" not in str(refused.value.to_dict()), "the password is not repeated"
+
+
+def test_the_ledger_password_is_a_secret_by_schema(tmp_path: Path) -> None:
+    document = {"settings": {"ledger_url": "postgresql://rs:Secret-77@db/ledger?password=Pw-88",
+                             "ledger_password_env": "RS_LEDGER_PW"},
+                "sources": {"a": ftp_source()}}
+    redacted = redacted_document(document)["settings"]
+    assert redacted["ledger_url"] == f"postgresql://rs:{REDACTED}@db/ledger?password={REDACTED}"
+    assert redacted["ledger_password_env"] == "RS_LEDGER_PW"
+    text = redacted_text(dump_toml(document))
+    assert "Secret-77" not in text and "Pw-88" not in text
+    clean = {"settings": {"ledger_url": "postgresql://rs@db/ledger"}}
+    assert redacted_document(clean) == clean, "a URL without a password is shown as it is"
+    document["settings"]["ledger_url"] = "postgresql://rs@db/ledger"
+    config = parse_config(document, environ={"RS_LEDGER_PW": "ledger-password-value"})
+    assert config.settings.ledger_password.env == "RS_LEDGER_PW"
+    assert "ledger-password-value" in secret_values(config), "scrubbed from bundles"

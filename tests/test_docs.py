@@ -195,6 +195,9 @@ def test_commands_md_documents_every_command_and_option() -> None:
         assert re.search(rf"^\| {int(code)} \|", text, flags=re.MULTILINE), f"exit code {code}"
 
 
+CHECKED_ELSEWHERE = {"ledger migrate"}  # needs PostgreSQL: tests/test_ledger_migrate.py
+
+
 def documented_json() -> dict[str, Any]:
     text = (DOCS / "commands.md").read_text()
     blocks = re.findall(r"<!-- json: ([a-z -]+) -->\n```json\n(.*?)\n```", text, flags=re.DOTALL)
@@ -261,7 +264,8 @@ def test_documented_json_has_the_shape_each_command_prints(ws: Workspace) -> Non
         "keys restore": [*config, "keys", "restore", str(root / "k.rsbak"), "--passphrase-env",
                          "RS_BACKUP_PASS"],
     }
-    assert sorted(documented) == sorted(runs), "a JSON example for each of these, no more"
+    assert sorted(set(documented) - CHECKED_ELSEWHERE) == sorted(runs), \
+        "a JSON example for each of these, no more"
     for name, args in runs.items():
         result = run_cli_inprocess(*args, env=env)
         payload = json.loads(result.stdout)

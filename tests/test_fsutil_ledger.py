@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reportsync.errors import StorageError, UnsafeNameError
+from reportsync.errors import LedgerVersionError, StorageError, UnsafeNameError
 from reportsync.fsutil import (
     check_remote_name,
     ensure_private_dir,
@@ -250,8 +250,12 @@ def test_ledger_from_a_newer_version_or_garbage_is_refused(tmp_path: Path) -> No
     db = sqlite3.connect(newer)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
     db.close()
-    with pytest.raises(StorageError, match="newer reportsync"):
+    # exit 2 (not 7: nothing is wrong with the storage), naming both versions; as on PostgreSQL
+    with pytest.raises(LedgerVersionError, match="newer reportsync") as refused:
         Ledger(newer)
+    assert refused.value.exit_code == 2
+    assert f"schema {SCHEMA_VERSION + 5}" in refused.value.message
+    assert f"reads schema {SCHEMA_VERSION}" in refused.value.message
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageError, match="damaged"):

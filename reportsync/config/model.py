@@ -24,10 +24,12 @@ from reportsync.config.schema import (
     folder,
     not_empty,
     pgp_fingerprint_or_empty,
+    postgres_url,
     register_section,
     secret,
     setting,
     ssh_fingerprint,
+    url_without_password,
 )
 from reportsync.errors import ConfigError, Problem
 from reportsync.fsutil import read_regular_file, too_open
@@ -126,6 +128,13 @@ class Settings:
     max_plaintext_bytes: int = setting(  # decryption stops past this (compression bombs)
         "a decrypted report larger than this fails (compression-bomb guard); 2 GiB",
         kind="int", default=MAX_PLAINTEXT_DEFAULT, bounds=(1, MAX_PLAINTEXT_LIMIT))
+    ledger_url: str | None = setting(
+        "a shared PostgreSQL ledger (several hosts); unset: SQLite in state_dir", kind="str",
+        example="postgresql://reportsync@db.internal:5432/reportsync", form=postgres_url,
+        redact=url_without_password)
+    ledger_password: SecretRef = secret(
+        env_doc="env var holding the ledger database's password (else libpq's ~/.pgpass)",
+        env_example="REPORTSYNC_LEDGER_PASSWORD")
 
 
 @dataclass(frozen=True, kw_only=True)

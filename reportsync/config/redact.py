@@ -43,7 +43,10 @@ def _redacted_table(section: Section, table: Mapping[str, Any]) -> dict[str, Any
     shown: dict[str, Any] = {}
     for name, value in table.items():
         key = section.key(name)
-        shown[name] = REDACTED if key is None or key.secret else value
+        if key is None or key.secret:
+            shown[name] = REDACTED
+        else:
+            shown[name] = key.redact(value) if key.redact is not None else value
     return shown
 
 

@@ -15,6 +15,7 @@ import ipaddress
 import math
 import re
 import stat
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,9 @@ class Key:
     normalize: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
     # a secret that holds several (Apprise URLs): its items, each scrubbed on its own as well
     items: Callable[[str], list[str]] | None = field(default=None, compare=False, repr=False)
+    # what a redacted config shows of a value that is not a secret but may carry one by mistake
+    # (a password written into a URL): the value with that part replaced
+    redact: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
 
     def applies_to(self, protocol: str) -> bool:
         return not self.protocols or protocol in self.protocols
@@ -108,6 +112,7 @@ def setting(
     form: Form | None = None,
     default_of: Callable[[Mapping[str, Any]], Any] | None = None,
     normalize: Callable[[Any], Any] | None = None,
+    redact: Callable[[Any], Any] | None = None,
 ) -> Any:
     """A dataclass field that is one config key (named like the field).
 
@@ -120,7 +125,7 @@ def setting(
         kind = "choice"
     key = Key(name="", kind=kind, default=default, doc=doc, choices=choices, example=example,
               protocols=protocols, elsewhere=elsewhere, required=required, bounds=bounds,
-              form=form, default_of=default_of, normalize=normalize)
+              form=form, default_of=default_of, normalize=normalize, redact=redact)
     metadata = {KEYS_METADATA: (key,)}
     if required or default_of is not None:
         return field(metadata=metadata)
@@ -363,6 +368,49 @@ def pgp_fingerprint_or_empty(value: str) -> str | None:
     if not value or re.fullmatch(r"[0-9A-Fa-f]{16,40}", value):
         return None
     return "must be a key fingerprint (hex)"
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+URL_PASSWORD_REFUSED = ("must not hold a password (it is not repeated here): put it in "
+                        "ledger_password_env or ledger_password_file, or in libpq's ~/.pgpass")
+
+
+def postgres_url(url: str) -> str | None:
+    """A libpq connection URL without a password: ``postgresql://USER@HOST:PORT/DBNAME``.
+
+    A password inside it would show wherever the URL does (a process list, a log, a support
+    bundle), so it is refused, without repeating any part of the URL that could be it.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in POSTGRES_SCHEMES:
+        return "must be a postgresql:// URL (postgresql://USER@HOST:PORT/DBNAME)"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        return URL_PASSWORD_REFUSED
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    if any(name.lower() == "password" for name in query):
+        return URL_PASSWORD_REFUSED
+    for host in hosts.split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        if ":" in port and not port.rpartition(":")[2].isdigit():
+            # ``user:secret`` without an ``@``: libpq would read the secret as a port and say so
+            return "has a port that is not a number (a password does not belong in the URL)"
+    return None
+
+
+def url_without_password(url: Any) -> Any:
+    """``url`` with a password written into it replaced by ``<redacted>`` (for a bundle's copy
+    of a config that was refused for it); a value that is not a string shows nothing."""
+    if not isinstance(url, str):
+        return REDACTED
+    if postgres_url(url) != URL_PASSWORD_REFUSED and "password" not in url.lower():
+        return url
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hosts}" if at and ":" in userinfo \
+        else parts.netloc
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", rf"\1\2{REDACTED}", parts.query)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def not_empty(value: tuple[str, ...]) -> str | None:

@@ -24,7 +24,12 @@ from reportsync.render.keys import (
     ssh_show_text,
     verify_backup_text,
 )
-from reportsync.render.ledger import retention_text, status_text, verify_text
+from reportsync.render.ledger import (
+    ledger_migrate_text,
+    retention_text,
+    status_text,
+    verify_text,
+)
 from reportsync.render.notify import monitored_fetch_text, monitoring_lines
 from reportsync.render.setup import init_text, schedule_text
 from reportsync.units import human_bytes
@@ -33,7 +38,8 @@ __all__ = [
     "JSON_VERSION", "Rendered", "backup_text", "deletion_lines", "doctor_text", "dumps",
     "envelope", "error_lines", "exported_key_text", "fetch_text", "generated_pgp_text",
     "generated_ssh_text", "held_back_line", "human_bytes", "import_text", "init_text",
-    "manifest_lines", "monitored_fetch_text", "monitoring_lines", "notice_line", "pgp_key_lines",
-    "pgp_list_text", "restore_text", "retention_text", "schedule_text", "ssh_info_lines",
-    "ssh_show_text", "status_text", "to_json", "verify_backup_text", "verify_text",
+    "ledger_migrate_text", "manifest_lines", "monitored_fetch_text", "monitoring_lines",
+    "notice_line", "pgp_key_lines", "pgp_list_text", "restore_text", "retention_text",
+    "schedule_text", "ssh_info_lines", "ssh_show_text", "status_text", "to_json",
+    "verify_backup_text", "verify_text",
 ]

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from reportsync.fsutil import printable
+from reportsync.ledger.migrate import LedgerMigration
 from reportsync.render.base import Rendered, error_lines
 from reportsync.render.envelope import to_json
 from reportsync.render.fetch import deletion_lines, held_back_line, notice_line
@@ -165,3 +166,16 @@ def _source_status(source: SourceStatus) -> dict[str, Any]:
         "in_archive": source.in_archive,
         "window": to_json(source.window),
     }
+
+
+def ledger_migrate_text(result: LedgerMigration) -> Rendered:
+    how = " (--force: merged with what was there)" if result.forced else ""
+    rendered = Rendered(stdout=[
+        f"copied the ledger {result.ledger} into {result.target}{how}: "
+        f"{len(result.sources)} source(s): {', '.join(result.sources) or 'none'}"])
+    rendered.stdout.extend(f"  {table.table}: {table.copied} copied, {table.already_there} "
+                           "already there" for table in result.tables)
+    rendered.stdout.append(f'next: set ledger_url = "{result.target}" in [settings] on every '
+                           "host (the password from ledger_password_env, ledger_password_file "
+                           "or ~/.pgpass); the SQLite file is no longer used then")
+    return rendered

@@ -1,127 +1,36 @@
-"""The ledger: SQLite record of every remote file version seen, fetched, decrypted or failed.
+"""The ledger: the record of every remote file version seen, fetched, decrypted or failed.
 
-WAL journal and ``synchronous=FULL``: a record, once committed, survives a killed process or a
-power cut. The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS[n]`` takes a
-database from version n to n+1. One short transaction per step, so a killed run loses at most the
-step it was in, and the unique keys make a repeated step a no-op rather than a duplicate.
+``Ledger`` is what fetch, retention, status, verify and doctor use; they never know which
+backend holds it. Its methods are written once, in SQL both backends speak (``schema.py`` says
+where the dialects differ), over an ``Engine``: SQLite in the state dir (``sqlite.py``, the
+default) or a shared PostgreSQL database (``postgres.py``). ``open_ledger`` (``__init__``) picks
+one from the config.
+
+One short transaction per step, so a killed run loses at most the step it was in, and the unique
+keys make a repeated step a no-op rather than a duplicate. ``transaction()`` groups several
+steps into one commit: the ``record_*`` calls made inside it join it (each in a savepoint, so one
+that fails takes only its own writes back).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from reportsync.errors import StorageError
-from reportsync.fsutil import ensure_private_dir, make_private
+from reportsync.ledger.schema import TABLES
+from reportsync.lock import LockHolder
 from reportsync.transports.base import VersionKey
 from reportsync.vocab import Command, DeletionTarget
 
-LEDGER_FILE = "ledger.sqlite3"
-IN_MEMORY = ":memory:"
-
-MIGRATIONS: tuple[str, ...] = (
-    # 0 → 1
-    """
-    CREATE TABLE runs (
-        id INTEGER PRIMARY KEY,
-        command TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        finished_at REAL,
-        exit_code INTEGER,
-        counts TEXT,
-        pid INTEGER NOT NULL
-    );
-    CREATE TABLE remote_files (
-        id INTEGER PRIMARY KEY,
-        source TEXT NOT NULL,
-        name TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        mtime INTEGER NOT NULL,
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        gone_at REAL,
-        UNIQUE (source, name, size, mtime)
-    );
-    CREATE INDEX remote_files_by_name ON remote_files (source, name);
-    CREATE TABLE downloads (
-        id INTEGER PRIMARY KEY,
-        file_id INTEGER NOT NULL UNIQUE REFERENCES remote_files (id),
-        run_id INTEGER REFERENCES runs (id),
-        local_path TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        at REAL NOT NULL
-    );
-    CREATE TABLE archived (
-        id INTEGER PRIMARY KEY,
-        file_id INTEGER NOT NULL UNIQUE REFERENCES remote_files (id),
-        run_id INTEGER REFERENCES runs (id),
-        output_path TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        decrypted INTEGER NOT NULL,
-        signer TEXT,
-        at REAL NOT NULL
-    );
-    CREATE TABLE failures (
-        id INTEGER PRIMARY KEY,
-        file_id INTEGER REFERENCES remote_files (id),
-        source TEXT NOT NULL,
-        name TEXT NOT NULL,
-        run_id INTEGER REFERENCES runs (id),
-        stage TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 1,
-        first_at REAL NOT NULL,
-        last_at REAL NOT NULL,
-        resolved_at REAL
-    );
-    CREATE UNIQUE INDEX failures_open ON failures (source, name, stage) WHERE resolved_at IS NULL;
-    CREATE TABLE deletions (
-        id INTEGER PRIMARY KEY,
-        file_id INTEGER REFERENCES remote_files (id),
-        run_id INTEGER REFERENCES runs (id),
-        target TEXT NOT NULL,
-        path TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        at REAL NOT NULL
-    );
-    """,
-    # 1 → 2: per-source results of each run (for `status`), acknowledged lost files
-    """
-    CREATE TABLE source_runs (
-        id INTEGER PRIMARY KEY,
-        run_id INTEGER NOT NULL REFERENCES runs (id),
-        source TEXT NOT NULL,
-        command TEXT NOT NULL,
-        finished_at REAL NOT NULL,
-        exit_code INTEGER NOT NULL,
-        counts TEXT,
-        error TEXT
-    );
-    CREATE INDEX source_runs_by_source ON source_runs (source, finished_at);
-    ALTER TABLE remote_files ADD COLUMN lost_acked_at REAL;
-    """,
-    # 2 → 3: `versions` looks up deletions and failures per file
-    """
-    CREATE INDEX deletions_by_file ON deletions (file_id);
-    CREATE INDEX failures_by_name ON failures (source, name);
-    """,
-    # 3 → 4: how each decrypted report was signed (pgp.SIGNATURE_STATES; NULL: not a PGP
-    # message). Schema 3 kept a signer only for a good signature; other rows stay unknown.
-    """
-    ALTER TABLE archived ADD COLUMN signature TEXT;
-    UPDATE archived SET signature = 'good' WHERE signer IS NOT NULL;
-    """,
-)
-
-SCHEMA_VERSION = len(MIGRATIONS)
+Row = Any
+"""A result row: indexable by position and by column name (``sqlite3.Row`` or its like)."""
 
 
 @dataclass(frozen=True)
@@ -168,49 +77,126 @@ class VersionState:
         return self.download_path is not None and DeletionTarget.LOCAL_ENCRYPTED not in self.deleted
 
 
-class Ledger:
-    """A connection to the ledger; safe to share between the threads of one run."""
+class Cursor(Protocol):
+    """What a statement returns (a DB-API cursor of either driver)."""
 
-    def __init__(self, path: Path | None) -> None:
-        """The ledger at ``path``, created if missing; None: an empty one in memory."""
-        self.path = path if path is not None else Path(IN_MEMORY)
-        if path is not None:
-            ensure_private_dir(path.parent)
-        try:
-            self._db = sqlite3.connect(path if path is not None else IN_MEMORY, timeout=30,
-                                       check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the ledger {path}: {exc}", path=str(path)) from None
-        if path is not None:
-            make_private(path)
+    def fetchone(self) -> Row: ...  # None when there is no row
+
+    def fetchall(self) -> list[Row]: ...
+
+    def __iter__(self) -> Iterator[Row]: ...
+
+
+class SourceLock:
+    """A source's lock, held until ``release()`` (or the end of a ``with`` block, or the end of
+    the holder's connection or process). Releasing twice is harmless."""
+
+    def __init__(self, source: str, release: Any) -> None:
+        self.source = source
+        self._release = release
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._release()
+
+    def __enter__(self) -> SourceLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+class Engine(ABC):
+    """One backend: runs the ledger's SQL (written with ``?`` placeholders) on its database."""
+
+    location: str  # for messages: the file, or the database URL (never with a password)
+    path: Path | None = None  # the SQLite file; None in memory or for PostgreSQL
+    # upserts of many rows in one statement take row locks in the order given: two hosts
+    # writing one source in different orders could deadlock, so a shared database sorts them
+    ordered_upserts: bool = False
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    def insert(self, sql: str, params: Sequence[Any]) -> int:
+        """Run an INSERT of one row into a table with an ``id``; its id."""
+
+    @abstractmethod
+    def begin(self) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def rollback(self) -> None: ...
+
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abstractmethod
+    def integrity_check(self) -> str:
+        """"ok", or what is wrong with the database."""
+
+    @abstractmethod
+    def try_lock_source(self, source: str, holder: LockHolder) -> SourceLock | None: ...
+
+    @abstractmethod
+    def lock_holder(self, source: str) -> LockHolder | None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Ledger:
+    """A connection to the ledger; safe to share between the threads of one run.
+
+    ``Ledger(path)`` is the SQLite ledger at ``path`` (created if missing; None: an empty one in
+    memory); ``Ledger(engine=...)`` one over another backend (``open_ledger`` makes them).
+    """
+
+    def __init__(self, path: Path | None = None, *, engine: Engine | None = None) -> None:
+        if engine is None:
+            from reportsync.ledger.sqlite import SqliteEngine
+
+            engine = SqliteEngine(path)
+        self._engine = engine
         self._lock = threading.RLock()
-        self._db.row_factory = sqlite3.Row
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise StorageError(
-                f"the ledger {path} is damaged or not a ledger: {exc}",
-                path=str(path),
-                remedy="Move the file aside and run again (the archive is kept; files are "
-                "re-checked against it), or restore it from a backup.",
-            ) from None
+        self._depth = 0  # transactions open on this connection: 0, 1, then savepoints
 
     @classmethod
     def in_state_dir(cls, state_dir: Path, *, create: bool = True) -> Ledger:
-        """The state dir's ledger. ``create`` False (a dry run, which changes nothing anywhere):
-        a missing ledger is not created, an empty one in memory stands in for it."""
+        """The state dir's SQLite ledger. ``create`` False (a dry run, which changes nothing
+        anywhere): a missing ledger is not created, an empty one in memory stands in for it."""
+        from reportsync.ledger.sqlite import LEDGER_FILE
+
         path = state_dir / LEDGER_FILE
         if not create and not path.exists():
             return cls(None)
         return cls(path)
 
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (None for a ledger in memory or in PostgreSQL)."""
+        return self._engine.path
+
+    @property
+    def location(self) -> str:
+        """Where the ledger is, for messages: its file, or its database's URL (no password)."""
+        return self._engine.location
+
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._engine.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -219,53 +205,71 @@ class Ledger:
         self.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+    def transaction(self) -> Iterator[None]:
+        """One transaction: what is written inside commits together, or not at all.
 
-    def _migrate(self) -> None:
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"the ledger {self.path} was written by a newer reportsync (schema {version})",
-                path=str(self.path),
-                remedy="Upgrade reportsync on this machine.",
-            )
-        for target in range(version, SCHEMA_VERSION):
-            # one script, so the schema change and its version number commit together
-            script = f"BEGIN IMMEDIATE;{MIGRATIONS[target]};PRAGMA user_version = {target + 1};COMMIT;"
-            with self._lock:
+        ``record_*`` calls inside it join it, each in a savepoint (a call that fails takes back
+        only its own writes; the caller decides whether the rest commits). Other threads' calls
+        wait until it ends: a transaction belongs to the thread that opened it.
+        """
+        with self._lock:
+            depth = self._depth
+            self._depth += 1
+            try:
+                if depth == 0:
+                    self._engine.begin()
+                else:
+                    self._engine.execute(f"SAVEPOINT ledger_{depth}")
                 try:
-                    self._db.executescript(script)
-                except sqlite3.Error:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
+                    yield
+                except BaseException:
+                    if depth == 0:
+                        self._engine.rollback()
+                    else:
+                        self._engine.execute(f"ROLLBACK TO SAVEPOINT ledger_{depth}")
+                        self._engine.execute(f"RELEASE SAVEPOINT ledger_{depth}")
                     raise
+                if depth == 0:
+                    self._engine.commit()
+                else:
+                    self._engine.execute(f"RELEASE SAVEPOINT ledger_{depth}")
+            finally:
+                self._depth -= 1
 
     @property
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return self._engine.schema_version()
+
+    def integrity_check(self) -> str:
+        return self._engine.integrity_check()
+
+    # --- per-source locks ---------------------------------------------------------------------
+
+    def try_lock_source(self, source: str, *, command: str = "fetch") -> SourceLock | None:
+        """The source's lock, or None when another run holds it (``lock_holder`` says who).
+
+        On PostgreSQL a session-level advisory lock on a connection of its own, seen by every
+        host; it is released with ``release()``, or when this process or its connection dies.
+        On SQLite (one machine, where the state dir's ``RunLock`` already keeps runs apart) a
+        lock within this process.
+        """
+        return self._engine.try_lock_source(source, LockHolder.this_process(command))
+
+    def lock_holder(self, source: str) -> LockHolder | None:
+        """Who holds the source's lock now; None when nobody does."""
+        return self._engine.lock_holder(source)
 
     # --- runs ---------------------------------------------------------------------------------
 
     def start_run(self, command: str, pid: int) -> int:
-        with self._transaction() as db:
-            cursor = db.execute(
+        with self.transaction():
+            return self._engine.insert(
                 "INSERT INTO runs (command, started_at, pid) VALUES (?, ?, ?)",
-                (command, time.time(), pid),
-            )
-            return int(cursor.lastrowid or 0)
+                (command, time.time(), pid))
 
     def finish_run(self, run_id: int, exit_code: int, counts: dict[str, int]) -> None:
-        with self._transaction() as db:
-            db.execute(
+        with self.transaction():
+            self._engine.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ?, counts = ? WHERE id = ?",
                 (time.time(), exit_code, json.dumps(counts, sort_keys=True), run_id),
             )
@@ -280,13 +284,16 @@ class Ledger:
         """
         now = time.time()
         wanted = set(versions)
-        with self._transaction() as db:
+        rows: Iterable[tuple[str, int, int]] = sorted(wanted) if self._engine.ordered_upserts \
+            else wanted
+        db = self._engine
+        with self.transaction():
             # set-based, not row by row: a run with nothing new must stay cheap at 50,000 files
             db.executemany(
                 "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, name, size, mtime) "
                 "DO UPDATE SET last_seen = excluded.last_seen, gone_at = NULL",
-                [(source, name, size, mtime, now, now) for name, size, mtime in wanted],
+                [(source, name, size, mtime, now, now) for name, size, mtime in rows],
             )
             ids = {
                 (row[1], row[2], row[3]): int(row[0])
@@ -299,15 +306,15 @@ class Ledger:
         return ids
 
     def record_download(self, file_id: int, run_id: int, path: Path, size: int, sha256: str) -> None:
-        with self._transaction() as db:
-            db.execute(
+        with self.transaction():
+            self._engine.execute(
                 "INSERT INTO downloads (file_id, run_id, local_path, bytes, sha256, at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (file_id) DO UPDATE SET "
                 "run_id = excluded.run_id, local_path = excluded.local_path, "
                 "bytes = excluded.bytes, sha256 = excluded.sha256, at = excluded.at",
                 (file_id, run_id, str(path), size, sha256, time.time()),
             )
-            self._resolve_failures(db, file_id, "download")
+            self._resolve_failures(file_id, "download")
 
     def record_archived(
         self,
@@ -323,36 +330,37 @@ class Ledger:
     ) -> None:
         """``signature``: how a decrypted report was signed (good, unsigned, no-public-key, ...),
         ``signer`` the signing key's fingerprint or key ID; both None for a file that is not PGP."""
-        with self._transaction() as db:
-            db.execute(
+        with self.transaction():
+            self._engine.execute(
                 "INSERT INTO archived (file_id, run_id, output_path, bytes, sha256, decrypted, "
                 "signer, signature, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (file_id) DO NOTHING",
                 (file_id, run_id, str(path), size, sha256, int(decrypted), signer, signature,
                  time.time()),
             )
-            self._resolve_failures(db, file_id, None)
+            self._resolve_failures(file_id, None)
 
     def record_failure(
         self, source: str, name: str, file_id: int | None, run_id: int, stage: str, reason: str
     ) -> int:
         """Record (or count again) an open failure; returns how many attempts it has had."""
         now = time.time()
-        with self._transaction() as db:
-            db.execute(
+        with self.transaction():
+            self._engine.execute(
                 "INSERT INTO failures (file_id, source, name, run_id, stage, reason, first_at, "
                 "last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (source, name, stage) WHERE resolved_at IS NULL DO UPDATE SET "
-                "attempts = attempts + 1, reason = excluded.reason, last_at = excluded.last_at, "
-                "run_id = excluded.run_id, file_id = excluded.file_id",
+                "attempts = failures.attempts + 1, reason = excluded.reason, "
+                "last_at = excluded.last_at, run_id = excluded.run_id, file_id = excluded.file_id",
                 (file_id, source, name, run_id, stage, reason, now, now),
             )
-            row = db.execute(
+            row = self._engine.execute(
                 "SELECT attempts FROM failures WHERE source = ? AND name = ? AND stage = ? "
                 "AND resolved_at IS NULL", (source, name, stage)).fetchone()
             return int(row[0])
 
-    def _resolve_failures(self, db: sqlite3.Connection, file_id: int, stage: str | None) -> None:
+    def _resolve_failures(self, file_id: int, stage: str | None) -> None:
+        db = self._engine
         row = db.execute("SELECT source, name FROM remote_files WHERE id = ?", (file_id,)).fetchone()
         if row is None:
             return
@@ -370,20 +378,19 @@ class Ledger:
         if source is not None:
             query += " AND source = ?"
             args = (source,)
-        return [dict(row) for row in self._db.execute(query + " ORDER BY source, name", args)]
+        return [dict(row) for row in self._engine.execute(query + " ORDER BY source, name", args)]
 
     def count(self, table: str) -> int:
-        if table not in ("runs", "remote_files", "downloads", "archived", "failures", "deletions",
-                         "source_runs"):
+        if table not in TABLES:
             raise ValueError(table)
-        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        return int(self._engine.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     # --- retention, status, verify --------------------------------------------------------------
 
     def record_source_run(self, run_id: int, source: str, command: str, exit_code: int,
                           counts: dict[str, int], error: str | None) -> None:
-        with self._transaction() as db:
-            db.execute(
+        with self.transaction():
+            self._engine.execute(
                 "INSERT INTO source_runs (run_id, source, command, finished_at, exit_code, counts, "
                 "error) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (run_id, source, command, time.time(), exit_code,
@@ -394,7 +401,7 @@ class Ledger:
                         succeeded: bool = False) -> dict[str, object] | None:
         """The source's last run of ``command``; with ``succeeded``, its last one that exited 0
         (the "last success" monitoring alerts on)."""
-        row = self._db.execute(
+        row = self._engine.execute(
             "SELECT run_id, finished_at, exit_code, counts, error FROM source_runs "
             "WHERE source = ? AND command = ?" + (" AND exit_code = 0" if succeeded else "")
             + " ORDER BY finished_at DESC, id DESC LIMIT 1",
@@ -411,7 +418,7 @@ class Ledger:
 
     def versions(self, source: str) -> list[VersionState]:
         """Everything retention and status need to know of each version of this source."""
-        rows = self._db.execute(
+        rows = self._engine.execute(
             "SELECT f.id, f.name, f.size, f.mtime, f.gone_at, f.lost_acked_at, "
             "d.local_path, d.sha256 AS download_sha256, a.output_path, a.sha256 AS output_sha256, "
             "(SELECT GROUP_CONCAT(x.target) FROM deletions x WHERE x.file_id = f.id) AS deleted, "
@@ -434,10 +441,10 @@ class Ledger:
 
     def record_deletion(self, file_id: int, run_id: int | None, target: str, path: str,
                         reason: str) -> None:
-        with self._transaction() as db:
-            db.execute("INSERT INTO deletions (file_id, run_id, target, path, reason, at) "
-                       "VALUES (?, ?, ?, ?, ?, ?)",
-                       (file_id, run_id, target, path, reason, time.time()))
+        with self.transaction():
+            self._engine.execute("INSERT INTO deletions (file_id, run_id, target, path, reason, at) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)",
+                                 (file_id, run_id, target, path, reason, time.time()))
 
     def acknowledge_lost(self, source: str, name: str) -> int:
         """Mark every version of ``name`` the ledger knows acknowledged (fetch no longer retries
@@ -445,7 +452,8 @@ class Ledger:
         has dealt with it); returns how many versions the ledger knows by that name (0: nothing
         is changed)."""
         now = time.time()
-        with self._transaction() as db:
+        db = self._engine
+        with self.transaction():
             known = db.execute("SELECT COUNT(*) FROM remote_files WHERE source = ? AND name = ?",
                                (source, name)).fetchone()[0]
             if not known:
@@ -456,6 +464,3 @@ class Ledger:
             db.execute("UPDATE failures SET resolved_at = ? WHERE source = ? AND name = ? "
                        "AND resolved_at IS NULL", (now, source, name))
             return int(known)  # acknowledging again is harmless, not an error
-
-    def integrity_check(self) -> str:
-        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])

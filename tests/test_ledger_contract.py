@@ -1,0 +1,384 @@
+"""The ledger contract: every public method behaves alike on both backends.
+
+Each test runs twice, against a SQLite file in a temp folder and against a fresh database of the
+real PostgreSQL server (tests/servers/postgres.py). What fetch, retention, status, verify and
+doctor rely on is asserted here, so the core can stay blind to the backend.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reportsync.config import Secret
+from reportsync.errors import LedgerVersionError, ReportsyncError
+from reportsync.ledger import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    TABLES,
+    Ledger,
+    open_postgres_ledger,
+)
+from reportsync.ledger.schema import POSTGRES_VERSION_TABLE, postgres_migration
+
+A = ("a.pgp", 10, 1_700_000_000)
+B = ("b.pgp", 20, 1_700_000_100)
+C = ("c.pgp", 30, 1_700_000_200)
+
+
+@dataclass
+class Store:
+    """One backend's ledger storage: open a Ledger on it, or reach below the API."""
+
+    kind: str
+    open: Callable[[], Ledger]
+    query: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]  # raw SQL, ? placeholders
+    script: Callable[[str], None]  # raw DDL/DML script outside the API
+    build_at: Callable[[int], None]  # an empty store whose schema is at this version
+
+
+def _sqlite_store(path: Path) -> Store:
+    def query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(path) as db:
+            return [tuple(row) for row in db.execute(sql, params)]
+
+    def script(text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path)
+        try:
+            db.executescript(text)
+        finally:
+            db.close()
+
+    def build_at(version: int) -> None:
+        script("".join(MIGRATIONS[:version]) + f";PRAGMA user_version = {version};")
+
+    return Store("sqlite", lambda: Ledger(path), query, script, build_at)
+
+
+def _postgres_store(database: Any) -> Store:
+    def open_ledger() -> Ledger:
+        ledger = open_postgres_ledger(database.url(), password=Secret(database.password))
+        assert ledger is not None
+        return ledger
+
+    def query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with database.connect(autocommit=True) as db:
+            return [tuple(row) for row in db.execute(sql.replace("?", "%s"), params)]
+
+    def script(text: str) -> None:
+        with database.connect(autocommit=False) as db:
+            db.execute(text)
+
+    def build_at(version: int) -> None:
+        script(POSTGRES_VERSION_TABLE + ";" + "".join(postgres_migration(step)
+                                                      for step in range(version))
+               + f";INSERT INTO reportsync_schema (version) VALUES ({version})")
+
+    return Store("postgres", open_ledger, query, script, build_at)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "sqlite":
+        return _sqlite_store(tmp_path / "state" / "ledger.sqlite3")
+    return _postgres_store(request.getfixturevalue("postgres_db"))
+
+
+@pytest.fixture
+def ledger(store: Store) -> Iterator[Ledger]:
+    with store.open() as opened:
+        yield opened
+
+
+# --- schema ----------------------------------------------------------------------------------------
+
+
+def test_a_new_ledger_has_the_current_schema_and_no_records(store: Store, ledger: Ledger) -> None:
+    assert ledger.schema_version == SCHEMA_VERSION
+    assert ledger.integrity_check() == "ok"
+    assert {table: ledger.count(table) for table in TABLES} == dict.fromkeys(TABLES, 0)
+    with pytest.raises(ValueError):
+        ledger.count("sqlite_master; DROP TABLE runs")
+    with store.open() as again:  # opening an up-to-date ledger changes nothing
+        assert again.schema_version == SCHEMA_VERSION
+
+
+def test_the_previous_schema_is_migrated_on_first_use(store: Store) -> None:
+    previous = SCHEMA_VERSION - 1
+    store.build_at(previous)
+    store.script("INSERT INTO runs (command, started_at, pid) VALUES ('fetch', 1.5, 7);"
+                 "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
+                 "VALUES ('s', 'a.pgp', 10, 100, 1.5, 1.5), ('s', 'b.pgp', 20, 200, 1.5, 1.5);"
+                 "INSERT INTO archived (file_id, run_id, output_path, bytes, sha256, decrypted, "
+                 "signer, at) SELECT id, 1, '/out/' || name, 5, 'ab', 1, "
+                 "CASE name WHEN 'a.pgp' THEN 'F00D' END, 2.5 FROM remote_files")
+    with store.open() as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        assert ledger.count("archived") == 2 and ledger.count("runs") == 1, "records kept"
+    # schema 3 kept a signer only for a good signature: 3 → 4 says so; the rest stays unknown
+    rows = store.query("SELECT f.name, a.signature FROM archived a JOIN remote_files f "
+                       "ON f.id = a.file_id ORDER BY f.name", ())
+    assert rows == [("a.pgp", "good"), ("b.pgp", None)]
+
+
+def test_a_schema_newer_than_this_version_is_refused_naming_both(store: Store) -> None:
+    with store.open():
+        pass
+    newer = SCHEMA_VERSION + 3
+    if store.kind == "sqlite":
+        store.script(f"PRAGMA user_version = {newer}")
+    else:
+        store.script(f"UPDATE reportsync_schema SET version = {newer}")
+    with pytest.raises(LedgerVersionError) as refused:
+        store.open()
+    assert refused.value.exit_code == 2
+    assert f"schema {newer}" in refused.value.message
+    assert f"this version reads schema {SCHEMA_VERSION}" in refused.value.message
+    assert "newer reportsync" in refused.value.message
+
+
+# --- runs and remote files -------------------------------------------------------------------------
+
+
+def test_runs_are_numbered_and_finished(store: Store, ledger: Ledger) -> None:
+    first = ledger.start_run("fetch", 11)
+    second = ledger.start_run("retention", 12)
+    assert second > first > 0
+    ledger.finish_run(first, 1, {"archived": 2, "failed": 1})
+    rows = store.query("SELECT id, command, pid, exit_code, counts, finished_at IS NOT NULL "
+                       "FROM runs ORDER BY id", ())
+    assert rows == [(first, "fetch", 11, 1, '{"archived": 2, "failed": 1}', True),
+                    (second, "retention", 12, None, None, False)]
+
+
+def test_see_files_gives_stable_ids_and_marks_what_is_no_longer_listed(ledger: Ledger) -> None:
+    ids = ledger.see_files("s", [A, B])
+    assert set(ids) == {A, B} and len(set(ids.values())) == 2
+    ledger.see_files("other", [A])  # another source's file of that name is another file
+    again = ledger.see_files("s", [A, C])
+    assert again[A] == ids[A], "a version keeps its id"
+    assert set(again) == {A, C}
+    assert ledger.count("remote_files") == 4
+    versions = ledger.versions_by_key("s")
+    assert versions[B].gone_at is not None, "no longer listed: gone"
+    assert versions[A].gone_at is None and versions[C].gone_at is None
+    ledger.see_files("s", [A, B, C])
+    assert ledger.versions_by_key("s")[B].gone_at is None, "listed again: not gone"
+    assert ledger.versions_by_key("other")[A].gone_at is None, "sources are independent"
+    assert ledger.see_files("s", []) == {}
+    assert all(v.gone_at is not None for v in ledger.versions("s")), "an empty listing: all gone"
+
+
+def test_versions_tell_retention_and_status_everything(ledger: Ledger, tmp_path: Path) -> None:
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", [A, B, C])
+    ledger.record_download(ids[A], run, tmp_path / "a.pgp", 10, "d" * 64)
+    ledger.record_archived(ids[A], run, tmp_path / "a", 5, "e" * 64, decrypted=True,
+                           signer="F00D", signature="good")
+    ledger.record_download(ids[B], run, tmp_path / "b.pgp", 20, "f" * 64)
+    ledger.record_deletion(ids[A], run, "local_encrypted", str(tmp_path / "a.pgp"), "expired")
+    ledger.record_deletion(ids[A], None, "remote", "a.pgp", "expired")
+    ledger.record_failure("s", "c.pgp", ids[C], run, "download", "timed out")
+    versions = ledger.versions("s")
+    assert [(v.name, v.size, v.mtime) for v in versions] == [A, B, C], "ordered by name, mtime"
+    a, b, c = versions
+    assert (a.file_id, a.source) == (ids[A], "s")
+    assert (a.download_path, a.download_sha256) == (str(tmp_path / "a.pgp"), "d" * 64)
+    assert (a.output_path, a.output_sha256) == (str(tmp_path / "a"), "e" * 64)
+    assert a.archived and not a.has_local_copy, "its encrypted copy was deleted"
+    assert a.in_archive and not b.in_archive
+    assert a.deleted == {"local_encrypted", "remote"} and not a.failing
+    assert b.has_local_copy and not b.archived and b.deleted == frozenset()
+    assert c.failing and not c.archived and c.download_path is None
+    ledger.record_deletion(ids[A], run, "archive", str(tmp_path / "a"), "archive_days")
+    assert not ledger.versions_by_key("s")[A].in_archive, "archived, then deleted from it"
+    assert not any(v.acknowledged for v in versions)
+    assert ledger.versions("nobody") == []
+
+
+# --- downloads, archive, failures ------------------------------------------------------------------
+
+
+def test_recording_twice_never_doubles_a_record(ledger: Ledger, tmp_path: Path) -> None:
+    run = ledger.start_run("fetch", 1)
+    file_id = ledger.see_files("s", [A])[A]
+    ledger.record_download(file_id, run, tmp_path / "old", 10, "0" * 64)
+    ledger.record_download(file_id, run, tmp_path / "new", 10, "1" * 64)
+    assert ledger.count("downloads") == 1
+    assert ledger.versions_by_key("s")[A].download_path == str(tmp_path / "new"), "the last copy"
+    ledger.record_archived(file_id, run, tmp_path / "first", 5, "2" * 64, decrypted=True,
+                           signer=None)
+    ledger.record_archived(file_id, run, tmp_path / "second", 6, "3" * 64, decrypted=False,
+                           signer=None)
+    assert ledger.count("archived") == 1
+    assert ledger.versions_by_key("s")[A].output_path == str(tmp_path / "first"), \
+        "an archived report's record is never replaced"
+
+
+def test_failures_count_attempts_and_are_resolved_by_success(ledger: Ledger,
+                                                             tmp_path: Path) -> None:
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", [A, B])
+    assert ledger.record_failure("s", "a.pgp", ids[A], run, "download", "timed out") == 1
+    assert ledger.record_failure("s", "a.pgp", ids[A], run, "download", "reset") == 2
+    assert ledger.record_failure("s", "a.pgp", ids[A], run, "archive", "bad packet") == 1
+    assert ledger.record_failure("s", "b.pgp", None, run, "name", "unsafe") == 1
+    assert ledger.record_failure("t", "x.pgp", None, run, "name", "unsafe") == 1
+    failures = ledger.open_failures("s")
+    assert sorted((f["name"], f["stage"], f["attempts"], f["reason"]) for f in failures) == [
+        ("a.pgp", "archive", 1, "bad packet"), ("a.pgp", "download", 2, "reset"),
+        ("b.pgp", "name", 1, "unsafe")]
+    assert [f["name"] for f in failures] == ["a.pgp", "a.pgp", "b.pgp"], "ordered by name"
+    assert set(failures[0]) == {"source", "name", "stage", "reason", "attempts", "first_at",
+                                "last_at"}
+    assert [f["source"] for f in ledger.open_failures()] == ["s", "s", "s", "t"], \
+        "all sources, ordered"
+    ledger.record_download(ids[A], run, tmp_path / "a.pgp", 10, "0" * 64)
+    assert sorted(f["stage"] for f in ledger.open_failures("s") if f["name"] == "a.pgp") == \
+        ["archive"], "a download resolves the download failures only"
+    ledger.record_archived(ids[A], run, tmp_path / "a", 5, "1" * 64, decrypted=True, signer=None)
+    assert [f["name"] for f in ledger.open_failures("s")] == ["b.pgp"], \
+        "archiving resolves every failure of the name"
+    assert ledger.record_failure("s", "a.pgp", ids[A], run, "download", "again") == 1, \
+        "a failure after a resolved one starts counting anew"
+    assert ledger.count("failures") == 5, "resolved failures stay on record"
+
+
+def test_acknowledging_covers_the_known_versions_and_closes_failures(ledger: Ledger) -> None:
+    run = ledger.start_run("fetch", 1)
+    old = ("a.pgp", 10, 1)
+    ledger.see_files("s", [old])
+    ids = ledger.see_files("s", [A])
+    ledger.record_failure("s", "a.pgp", ids[A], run, "archive", "bad")
+    assert ledger.acknowledge_lost("s", "a.pgp") == 2
+    assert all(v.acknowledged for v in ledger.versions("s"))
+    assert ledger.open_failures("s") == []
+    assert ledger.acknowledge_lost("s", "a.pgp") == 2, "again: harmless"
+    assert ledger.acknowledge_lost("s", "nothing.pgp") == 0
+    newer = ("a.pgp", 11, 1_800_000_000)
+    ledger.see_files("s", [A, newer])
+    assert not ledger.versions_by_key("s")[newer].acknowledged, "a new version is not covered"
+
+
+def test_source_runs_give_the_last_run_per_source_and_command(ledger: Ledger) -> None:
+    first = ledger.start_run("fetch", 1)
+    ledger.record_source_run(first, "s", "fetch", 0, {"archived": 2}, None)
+    time.sleep(0.01)
+    second = ledger.start_run("fetch", 1)
+    ledger.record_source_run(second, "s", "fetch", 3, {"failed": 1}, "cannot reach the server")
+    ledger.record_source_run(second, "s", "retention", 0, {}, None)
+    last = ledger.last_source_run("s")
+    assert last is not None
+    assert (last["run_id"], last["exit_code"], last["counts"], last["error"]) == (
+        second, 3, {"failed": 1}, "cannot reach the server")
+    assert isinstance(last["finished_at"], float)
+    success = ledger.last_source_run("s", succeeded=True)
+    assert success is not None and success["run_id"] == first, "the last run that exited 0"
+    assert ledger.last_source_run("s", "retention", succeeded=True) is not None
+    retention = ledger.last_source_run("s", "retention")
+    assert retention is not None and retention["counts"] == {}
+    assert ledger.last_source_run("t") is None
+    assert ledger.count("source_runs") == 3
+
+
+def test_records_survive_reopening(store: Store, tmp_path: Path) -> None:
+    with store.open() as ledger:
+        run = ledger.start_run("fetch", 1)
+        file_id = ledger.see_files("s", [A])[A]
+        ledger.record_archived(file_id, run, tmp_path / "a", 5, "1" * 64, decrypted=True,
+                               signer=None)
+    with store.open() as again:
+        assert again.versions_by_key("s")[A].archived
+
+
+# --- transactions (group commits) ------------------------------------------------------------------
+
+
+def test_a_transaction_commits_its_records_together(store: Store, ledger: Ledger,
+                                                    tmp_path: Path) -> None:
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", [A, B])
+    with store.open() as observer:
+        with ledger.transaction():
+            ledger.record_download(ids[A], run, tmp_path / "a", 10, "0" * 64)
+            ledger.record_download(ids[B], run, tmp_path / "b", 20, "1" * 64)
+            assert ledger.count("downloads") == 2, "this connection sees its own writes"
+            assert observer.count("downloads") == 0, "nobody else sees them before the commit"
+        assert observer.count("downloads") == 2
+    with pytest.raises(RuntimeError), ledger.transaction():
+        ledger.record_archived(ids[A], run, tmp_path / "a.out", 5, "2" * 64, decrypted=True,
+                               signer=None)
+        raise RuntimeError("the caller gives up")
+    assert ledger.count("archived") == 0, "an abandoned transaction leaves nothing"
+
+
+def test_a_failing_record_inside_a_transaction_takes_back_only_its_own_writes(
+        ledger: Ledger, tmp_path: Path) -> None:
+    run = ledger.start_run("fetch", 1)
+    file_id = ledger.see_files("s", [A])[A]
+    with ledger.transaction():
+        ledger.record_download(file_id, run, tmp_path / "a", 10, "0" * 64)
+        with pytest.raises((sqlite3.Error, ReportsyncError)):
+            ledger.record_download(file_id + 1000, run, tmp_path / "x", 1, "1" * 64)  # no file
+        ledger.record_failure("s", "a.pgp", file_id, run, "archive", "bad")
+    assert ledger.count("downloads") == 1 and ledger.count("failures") == 1
+
+
+def test_another_thread_waits_for_an_open_transaction(ledger: Ledger, tmp_path: Path) -> None:
+    run = ledger.start_run("fetch", 1)
+    file_id = ledger.see_files("s", [A])[A]
+    order: list[str] = []
+    started = threading.Event()
+
+    def other() -> None:
+        started.set()
+        ledger.record_failure("s", "b.pgp", None, run, "name", "unsafe")
+        order.append("other")
+
+    with ledger.transaction():
+        ledger.record_download(file_id, run, tmp_path / "a", 10, "0" * 64)
+        thread = threading.Thread(target=other)
+        thread.start()
+        started.wait(5)
+        time.sleep(0.2)
+        order.append("transaction")
+    thread.join(10)
+    assert order == ["transaction", "other"]
+    assert ledger.count("failures") == 1
+
+
+# --- per-source locks ------------------------------------------------------------------------------
+
+
+def test_a_source_lock_is_held_once_and_names_its_holder(store: Store, ledger: Ledger) -> None:
+    import os
+    import socket
+
+    assert ledger.lock_holder("s") is None
+    lock = ledger.try_lock_source("s", command="fetch")
+    assert lock is not None and lock.held
+    assert ledger.try_lock_source("s") is None, "held: a second try is refused"
+    with store.open() as other:
+        assert other.try_lock_source("s") is None, "also through another connection"
+        holder = other.lock_holder("s")
+        assert holder is not None
+        assert (holder.host, holder.pid, holder.command) == (socket.gethostname(), os.getpid(),
+                                                             "fetch")
+        assert f"pid {os.getpid()} on {socket.gethostname()}" in holder.describe()
+        other_lock = other.try_lock_source("t")
+        assert other_lock is not None, "another source is free"
+        other_lock.release()
+    lock.release()
+    lock.release()  # harmless
+    assert not lock.held and ledger.lock_holder("s") is None
+    with ledger.try_lock_source("s") as again:  # type: ignore[union-attr]
+        assert again.held
+    assert ledger.lock_holder("s") is None, "released at the end of the with block"
