@@ -11,6 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+SECOND, MINUTE, DAY = 1, 60, 86400
+"""How exact a listed time is, in seconds (``ListEntry.precision``)."""
+
 
 @dataclass(frozen=True)
 class ListEntry:
@@ -18,13 +21,16 @@ class ListEntry:
 
     ``kind`` is "file", "dir", "link" or "other". ``mtime`` is seconds since the epoch, UTC, as far as
     the listing tells (LIST gives minutes at best, and the server's idea of the time zone); ``None``
-    when the listing does not say.
+    when the listing does not say. ``precision`` is what that time is exact to, in seconds:
+    ``SECOND`` for MLSD's ``modify`` fact (UTC by RFC 3659), ``MINUTE`` for a LIST time of day
+    (``Nov  2 12:00``, in the server's zone), ``DAY`` for a LIST date with a year (``Nov  2  2025``).
     """
 
     name: str
     kind: str
     size: int | None
     mtime: float | None
+    precision: int = SECOND
 
 
 _MONTHS = {name: number for number, name in enumerate(
@@ -82,7 +88,9 @@ def parse_unix_list_line(line: str, now: float | None = None) -> ListEntry | Non
         name = name.split(" -> ", 1)[0]
     if match["year"] is not None:
         mtime = _utc(int(match["year"]), month, day)
+        precision = DAY
     else:
+        precision = MINUTE
         hour, minute = int(match["hour"]), int(match["minute"])
         reference = datetime.now(timezone.utc) if now is None else datetime.fromtimestamp(
             now, timezone.utc)
@@ -96,7 +104,8 @@ def parse_unix_list_line(line: str, now: float | None = None) -> ListEntry | Non
                 break
     if mtime is None or not name:
         return None
-    return ListEntry(name=name, kind=kind, size=int(match["size"]), mtime=mtime)
+    return ListEntry(name=name, kind=kind, size=int(match["size"]), mtime=mtime,
+                     precision=precision)
 
 
 def parse_windows_list_line(line: str) -> ListEntry | None:
@@ -117,8 +126,9 @@ def parse_windows_list_line(line: str) -> ListEntry | None:
     if mtime is None:
         return None
     if match["dir"]:
-        return ListEntry(name=match["name"], kind="dir", size=None, mtime=mtime)
-    return ListEntry(name=match["name"], kind="file", size=int(match["size"]), mtime=mtime)
+        return ListEntry(name=match["name"], kind="dir", size=None, mtime=mtime, precision=MINUTE)
+    return ListEntry(name=match["name"], kind="file", size=int(match["size"]), mtime=mtime,
+                     precision=MINUTE)
 
 
 def parse_list_line(line: str, now: float | None = None) -> ListEntry | None:
