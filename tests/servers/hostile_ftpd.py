@@ -57,14 +57,25 @@ class Script:
     mlsd_reply: str | None = None  # the reply to MLSD instead of a listing (e.g. "550 ...")
     list_reply: str | None = None  # the same for LIST
     reset_after: int | None = None  # RETR: send this many bytes, then reset the data connection
+    # a scripted LIST in local time: mtime -> the zone's offset from UTC then (MDTM stays UTC,
+    # as RFC 3659 wants and ProFTPD with TimesGMT off, or IIS, do)
+    list_offset: Callable[[float], int] | None = None
 
 
 def _mlsd_time(mtime: float) -> str:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime(mtime))
 
 
-def _list_time(mtime: float) -> str:
-    return time.strftime("%b %d %Y", time.gmtime(mtime))
+SIX_MONTHS = 180 * 86400
+
+
+def _list_time(mtime: float, offset: int = 0) -> str:
+    """As ``ls -l`` (and pyftpdlib) show it: the minute for the last six months, else the year;
+    on a wall clock ``offset`` seconds from UTC (a server listing in its local time)."""
+    shown = time.gmtime(mtime + offset)
+    if 0 <= time.time() - mtime <= SIX_MONTHS:
+        return time.strftime("%b %d %H:%M", shown)
+    return time.strftime("%b %d  %Y", shown)
 
 
 class ResettingDTPHandler(DTPHandler):  # type: ignore[misc]
@@ -148,8 +159,9 @@ class HostileHandler(FTPHandler):  # type: ignore[misc]
         entries = self._entries(path)
         if entries is None:
             return super().ftp_LIST(path)
-        lines = "".join(f"-rw-r--r--   1 owner group {e.size:>10} {_list_time(e.mtime)} {e.name}\r\n"
-                        for e in entries)
+        zone = self.script.list_offset or (lambda _mtime: 0)
+        lines = "".join(f"-rw-r--r--   1 owner group {e.size:>10} "
+                        f"{_list_time(e.mtime, zone(e.mtime))} {e.name}\r\n" for e in entries)
         if self.script.list_garbage:
             lines += "this line is in no LIST format anybody knows\r\n"
         self.push_dtp_data(self._encode(lines), cmd="LIST")
