@@ -21,12 +21,17 @@ from typing import Any
 import pytest
 
 from reportsync.config import SourceConfig, parse_config
+from reportsync.doctor import run_doctor
+from reportsync.ledger import Ledger
 from reportsync.transports import RemoteFile
 from reportsync.transports.ftp import open_ftp
 from reportsync.transports.ftp.listing import DAY, MINUTE, ListEntry
 from reportsync.transports.ftp.recall import exact_times, zone_offset
+from reportsync.vocab import CheckStatus
 from tests.servers.hostile_ftpd import Listed, Script, start_hostile_ftpd
 from tests.servers.vsftpd import start_vsftpd, vsftpd_available
+from tests.support import PgpIdentity
+from tests.test_hardening_support import hostile_workspace
 
 HOUR = 3600
 BASE = 1_790_000_000  # 2026-09-21 (a whole minute plus 20 s: 1_789_999_980 is the minute)
@@ -335,3 +340,21 @@ def test_a_server_without_feat_is_tried_and_what_it_lacks_remembered(
         assert script.commands.count("MLSD") == 1 and script.commands.count("LIST") == 3
         assert script.commands.count("MLST") == 1, "refused once, then SIZE and MDTM"
         assert script.commands.count("SIZE") == 2
+
+
+def test_doctor_lists_a_list_server_with_the_ledgers_times(
+        tmp_path: Path, pgp_identity: PgpIdentity) -> None:
+    now = time.time()
+    script = Script(listing=[Listed(f"r{index:02d}.xml", 300 + index, now - 3600 - index * 9000)
+                             for index in range(40)])
+    ws, server = hostile_workspace(tmp_path, pgp_identity, script, mlsd=False)
+    try:
+        with Ledger.in_state_dir(ws.state_dir) as ledger:
+            ledger.see_files("broker", [(entry.name, entry.size, int(entry.mtime))
+                                        for entry in script.listing or []])
+        report = run_doctor(ws.config_path, ["broker"])
+    finally:
+        server.stop()
+    listing = next(f for f in report.findings if f.check == "listing")
+    assert listing.status == CheckStatus.PASS and "40 file(s) listed" in listing.finding
+    assert script.commands.count("MDTM") == 2, "the ledger's times, not a question per file"

@@ -149,6 +149,9 @@ class Connector(abc.ABC):
     """
 
     source_name: str
+    known_versions: KnownVersions = ()
+    """The ledger's versions of this source, if the caller read them before the steps (doctor
+    does): the listing a probe or ``list_files`` makes is ``Transport.list_files_knowing``'s."""
 
     @abc.abstractmethod
     def prepare(self) -> None:
@@ -174,7 +177,7 @@ class Connector(abc.ABC):
 
     def list_files(self) -> list[RemoteFile]:
         """The remote folder's listing: the one a probe already made, else a new one."""
-        return self.transport().list_files()
+        return self.transport().list_files_knowing(self.known_versions)
 
     @abc.abstractmethod
     def close(self) -> None:

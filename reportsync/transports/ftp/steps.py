@@ -315,7 +315,7 @@ class FtpConnector(Connector):
         transport = self.transport()
         source = self.source
         try:
-            self._listing = transport.list_files()
+            self._listing = transport.list_files_knowing(self.known_versions)
         except ReportsyncError as listing_error:
             self._listing_error = listing_error
         error = self._listing_error
@@ -380,7 +380,7 @@ class FtpConnector(Connector):
             raise self._listing_error
         if self._listing is not None:
             return self._listing
-        return self.transport().list_files()
+        return self.transport().list_files_knowing(self.known_versions)
 
     # --- the result ---
 
