@@ -75,9 +75,11 @@ class FtpTransport(Transport):
         self._reopen = reopen
         # What the server has: FEAT's word where it answered (MLST in FEAT means MLSD too, RFC
         # 3659), else found out by trying; a command it does not implement is not sent again.
-        mlst = client.offers("MLST")
-        self._mlsd: bool | None = False if mlst is False else None  # None: not tried yet
-        self._unsupported: dict[str, bool] = {"MLST": mlst is False}
+        features = client.features
+        self._mlsd: bool | None = None  # None: not tried yet
+        if features is not None and not {"MLST", "MLSD"} & features:
+            self._mlsd = False
+        self._unsupported: dict[str, bool] = {"MLST": client.offers("MLST") is False}
         self._use_epsv: bool | None = client.use_epsv
         self.data_command: str | None = None  # "EPSV", "PASV" or "PORT", once a transfer ran
         self.pasv_named_host: str | None = None  # the address a PASV reply named, if one did
@@ -290,25 +292,29 @@ class FtpTransport(Transport):
         reply = self._ask("MDTM", name)
         return None if reply is None else parse_ftp_time(reply[3:])
 
-    def _mlst(self, name: str) -> ListEntry | None:
-        """MLST's facts of one file (one round trip for size and time), or None."""
+    def _mlst(self, name: str) -> ListEntry | bool:
+        """MLST's facts of one file (one round trip for size and time); False if the server
+        refused (no such file), True if it answered something unreadable."""
         reply = self._ask("MLST", name, expect="250")
         if reply is None:
-            return None
+            return False
         for line in reply.splitlines()[1:-1]:  # 250-..., " facts; path", 250 End
             entry = parse_mlsd_line(line.lstrip(" "))
             if entry is not None:
                 return entry
-        return None
+        return True
 
     def stat(self, name: str) -> RemoteFile | None:
         if not self._unsupported.get("MLST"):  # one round trip where SIZE and MDTM are two
-            entry = self._mlst(name)
-            if entry is not None and entry.kind == "file" and entry.size is not None and \
-                    entry.mtime is not None:
-                return RemoteFile(name=name, size=entry.size, mtime=entry.mtime)
-            if not self._unsupported.get("MLST") and (entry is None or entry.kind != "file"):
-                return None  # MLST works, and says this is no (longer a) file
+            facts = self._mlst(name)
+            if isinstance(facts, ListEntry):
+                if facts.kind != "file":
+                    return None  # a folder or a link now
+                if facts.size is not None and facts.mtime is not None:
+                    return RemoteFile(name=name, size=facts.size, mtime=facts.mtime)
+            elif facts is False and not self._unsupported.get("MLST"):
+                return None  # MLST works and refused: the file is gone
+            # facts missing or unreadable, or no MLST after all: SIZE and MDTM say it
         size = self._size(name)
         if size is None:
             return None
