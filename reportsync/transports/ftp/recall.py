@@ -87,7 +87,7 @@ def exact_times(files: Sequence[ListEntry], known: Collection[tuple[str, int, in
             times[entry.name] = mdtm(entry.name)
     if not timeline:
         return times
-    timeline.sort(key=lambda entry: (entry.mtime, entry.name))
+    timeline.sort(key=lambda entry: entry.mtime or 0.0)  # stable: listing order within a minute
 
     offsets: dict[int, int | None] = {}  # index in the timeline -> the offset its MDTM showed
 
@@ -124,5 +124,11 @@ def exact_times(files: Sequence[ListEntry], known: Collection[tuple[str, int, in
 def _recalled(entry: ListEntry, recorded: list[int], offset: int) -> int | None:
     """The one recorded mtime that the listed minute shows under ``offset``, or None."""
     assert entry.mtime is not None
-    fitting = {mtime for mtime in recorded if int(entry.mtime) - _minute(mtime) == offset}
-    return fitting.pop() if len(fitting) == 1 else None
+    minute = int(entry.mtime) - offset
+    fitting = None
+    for mtime in recorded:
+        if mtime // MINUTE * MINUTE == minute:
+            if fitting is not None and fitting != mtime:
+                return None  # two recorded versions in that minute: ambiguous
+            fitting = mtime
+    return fitting
