@@ -204,3 +204,24 @@ def test_a_data_connection_reset_mid_transfer_is_named_a_reset(hostile: Any, tmp
         rest = io.BytesIO()
         transport.download("big.bin", rest, offset=len(sink.getvalue()))
     assert sink.getvalue() + rest.getvalue() == payload
+
+
+@pytest.mark.xfail(strict=True, reason="the executor's half (issue 14): a worker refused a session "
+                   "retires and gives its job back; lands with the fetch plan/executor (W2-D)")
+def test_fetch_with_more_jobs_than_the_server_allows_goes_on_with_fewer(
+        tmp_path: Path, pgp_identity: PgpIdentity) -> None:
+    script = Script()
+    ws, server = hostile_workspace(tmp_path, pgp_identity, script)
+    server.stop()
+    server = start_hostile_ftpd(tmp_path / "limited", script, max_sessions=3)
+    try:
+        ws.server = server
+        ws.write_config(retries=2)
+        for index in range(24):
+            ws.put(f"r{index:02d}.xml", b"<r n='%d'/>" % index)
+        result = ws.fetch("--jobs", "8", "--no-decrypt")
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.stderr
+    files = result.result()["sources"][0]["files"]
+    assert [entry["action"] for entry in files] == ["downloaded"] * 24
