@@ -161,6 +161,19 @@ class NetworkError(ReportsyncError):
     default_remedy = "Check the host, port and your network; run `reportsync doctor`."
 
 
+class TooManyConnectionsError(NetworkError):
+    """The server refused one more session (FTP 421 "too many connections"): it allows fewer
+    than were opened. Not a failure of the file being fetched: a caller running several
+    connections keeps the ones it has and goes on with fewer; a lone connection refused so is
+    retried like any network error (another client may hold the sessions). ``limit`` is the
+    number of sessions the server named, if it did (None: it did not say)."""
+
+    def __init__(self, message: str, *, limit: int | None = None, remedy: str | None = None,
+                 source: str | None = None, path: str | None = None) -> None:
+        super().__init__(message, remedy=remedy, source=source, path=path)
+        self.limit = limit
+
+
 class AuthenticationError(ReportsyncError):
     """The server refused the credentials; retrying would only lock the account."""
 

@@ -43,6 +43,7 @@ from reportsync.transports.ftp import (
     parse_unix_list_line,
     parse_windows_list_line,
 )
+from reportsync.transports.ftp.listing import DAY, MINUTE
 from tests.servers import LocalServer, free_port
 
 
@@ -60,7 +61,8 @@ class TestUnixList:
     def test_time_form_is_this_year(self) -> None:
         entry = parse_unix_list_line(
             "-rw-r--r--   1 owner    group        1234 Nov 02 12:00 U1.Activity.xml.pgp", NOW)
-        assert entry == ListEntry("U1.Activity.xml.pgp", "file", 1234, utc(2026, 11, 2, 12, 0))
+        assert entry == ListEntry("U1.Activity.xml.pgp", "file", 1234, utc(2026, 11, 2, 12, 0),
+                                 MINUTE)
 
     def test_time_form_in_the_future_is_last_year(self) -> None:
         entry = parse_unix_list_line("-rw-r--r-- 1 o g 5 Dec 30 23:59 late.pgp", utc(2026, 1, 5))
@@ -72,7 +74,7 @@ class TestUnixList:
 
     def test_year_form(self) -> None:
         entry = parse_unix_list_line("-rw-r--r--   1 ftp ftp  99 Nov  2  2025 old.pgp", NOW)
-        assert entry == ListEntry("old.pgp", "file", 99, utc(2025, 11, 2))
+        assert entry == ListEntry("old.pgp", "file", 99, utc(2025, 11, 2), DAY)
 
     def test_names_with_spaces_are_kept_whole(self) -> None:
         entry = parse_unix_list_line("-rw-r--r-- 1 o g 7 Jan  5 09:03 my  report 1.pgp", NOW)
@@ -81,7 +83,7 @@ class TestUnixList:
 
     def test_without_group_column(self) -> None:
         entry = parse_unix_list_line("-rw-r--r-- 1 ftp 2048 Mar 10 2024 nogroup.pgp", NOW)
-        assert entry == ListEntry("nogroup.pgp", "file", 2048, utc(2024, 3, 10))
+        assert entry == ListEntry("nogroup.pgp", "file", 2048, utc(2024, 3, 10), DAY)
 
     def test_directories_and_links_are_marked(self) -> None:
         folder = parse_unix_list_line("drwxr-xr-x 2 o g 4096 Nov 02 12:00 archive", NOW)
@@ -101,7 +103,7 @@ class TestUnixList:
 class TestWindowsList:
     def test_pm(self) -> None:
         entry = parse_windows_list_line("11-02-26  01:30PM                 1234 U1.Activity.pgp")
-        assert entry == ListEntry("U1.Activity.pgp", "file", 1234, utc(2026, 11, 2, 13, 30))
+        assert entry == ListEntry("U1.Activity.pgp", "file", 1234, utc(2026, 11, 2, 13, 30), MINUTE)
 
     def test_noon_and_midnight(self) -> None:
         noon = parse_windows_list_line("11-02-26  12:00PM  1 a")
@@ -111,11 +113,11 @@ class TestWindowsList:
 
     def test_dir_entry(self) -> None:
         entry = parse_windows_list_line("03-15-25  09:00AM       <DIR>          archive")
-        assert entry == ListEntry("archive", "dir", None, utc(2025, 3, 15, 9, 0))
+        assert entry == ListEntry("archive", "dir", None, utc(2025, 3, 15, 9, 0), MINUTE)
 
     def test_names_with_spaces_and_four_digit_year(self) -> None:
         entry = parse_windows_list_line("11-02-2026  11:59PM   77 a report (1).pgp")
-        assert entry == ListEntry("a report (1).pgp", "file", 77, utc(2026, 11, 2, 23, 59))
+        assert entry == ListEntry("a report (1).pgp", "file", 77, utc(2026, 11, 2, 23, 59), MINUTE)
 
     def test_24_hour_clock(self) -> None:
         entry = parse_windows_list_line("11-02-26  17:45  77 x.pgp")
@@ -304,7 +306,7 @@ def test_passive_uses_epsv_then_and_active_mode_works(ftp_server: LocalServer,
 
 
 @pytest.mark.parametrize("fixture", ["ftp_server_no_mlsd", "ftp_server_windows_list"])
-def test_mlsd_absence_is_remembered_and_list_is_parsed(
+def test_mlsd_absence_is_read_from_feat_and_list_is_parsed(
         fixture: str, request: pytest.FixtureRequest, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     server: LocalServer = request.getfixturevalue(fixture)
@@ -320,7 +322,9 @@ def test_mlsd_absence_is_remembered_and_list_is_parsed(
     with open_ftp(make_source(server, tmp_path)) as transport:
         for _ in range(3):
             assert [item.name for item in transport.list_files()] == ["a.pgp"]
-    assert commands == ["MLSD", "LIST", "LIST", "LIST"]  # no NLST: the LIST format was understood
+    # FEAT lists no MLST, so MLSD is never tried (it would cost a data connection every time);
+    # no NLST: the LIST format was understood
+    assert commands == ["LIST", "LIST", "LIST"]
 
 
 def test_unreadable_list_falls_back_to_nlst(ftp_server_no_mlsd: LocalServer, tmp_path: Path,
@@ -379,9 +383,12 @@ def test_plain_ftp_to_a_tls_only_server_says_use_ftps(ftps_server: LocalServer,
     source = parse_config({"sources": {"t": {**table, "protocol": "ftp",
                                              "download_dir": str(tmp_path / "d"),
                                              "output_dir": str(tmp_path / "o")}}}).sources["t"]
-    with pytest.raises(AuthenticationError) as caught:
+    with pytest.raises(ConfigError) as caught:  # SPEC: a configuration problem, exit 2
         open_ftp(source)
-    assert "ftps" in caught.value.remedy
+    error = caught.value
+    assert error.exit_code == ExitCode.CONFIG and not error.retryable
+    assert 'protocol = "ftps"' in error.message and 'protocol = "ftps"' in error.remedy
+    assert "sources.t.protocol" in error.message
 
 
 def test_wrong_password(ftp_server: LocalServer, tmp_path: Path,
@@ -688,6 +695,7 @@ def test_windows_list_server_really_speaks_iis(ftp_server_windows_list: LocalSer
     client.retrlines("LIST", lines.append)
     client.quit()
     assert [parse_windows_list_line(line) for line in lines] == [
-        ListEntry("a b.pgp", "file", 5, utc(2026, 11, 2, 13, 30)),
-        ListEntry("sub", "dir", None, parse_windows_list_line(lines[1]).mtime),  # type: ignore[union-attr]
+        ListEntry("a b.pgp", "file", 5, utc(2026, 11, 2, 13, 30), MINUTE),
+        ListEntry("sub", "dir", None,
+                  parse_windows_list_line(lines[1]).mtime, MINUTE),  # type: ignore[union-attr]
     ]

@@ -47,6 +47,8 @@ class SourceChecks:
         self.out = out
         self.now = now
         self.candidates: list[RemoteFile] = []
+        self.versions: list[VersionState] = []
+        self.ledger_problem: str | None = None  # why the ledger could not be read, if it could not
 
     def checks(self) -> list[tuple[str, Callable[[], Outcome]]]:
         steps = [*self.connector.steps(), *self.connector.probes()]
@@ -55,6 +57,10 @@ class SourceChecks:
 
     def run(self) -> None:
         blocked: str | None = None
+        self.read_versions()
+        # what the ledger knows spares a listing without exact times a question per file
+        self.connector.known_versions = [(version.name, version.size, version.mtime)
+                                         for version in self.versions]
         try:
             for check, run in self.checks():
                 if blocked is not None:
@@ -77,6 +83,18 @@ class SourceChecks:
                     blocked = result.finding.removeprefix("not checked: ")
         finally:
             self.connector.close()
+
+    def read_versions(self) -> None:
+        """This source's versions in the ledger (none if there is no ledger yet), read once: the
+        listing and the at-risk check both use them."""
+        ledger_path = self.config.settings.state_dir / LEDGER_FILE
+        if not ledger_path.exists():
+            return
+        try:
+            with Ledger(ledger_path) as ledger:
+                self.versions = ledger.versions(self.source.name)
+        except (ReportsyncError, sqlite3.Error) as exc:
+            self.ledger_problem = str(exc)
 
     def check_listing(self) -> Verdict:
         try:
@@ -115,17 +133,11 @@ class SourceChecks:
         """What ``retention.plan`` says of the listed files, as ``status`` and ``fetch`` do."""
         policy = self.config.retention
         horizon = policy.days - policy.warn_days
-        versions: list[VersionState] = []
-        ledger_path = self.config.settings.state_dir / LEDGER_FILE
-        if ledger_path.exists():
-            try:
-                with Ledger(ledger_path) as ledger:
-                    versions = ledger.versions(self.source.name)
-            except (ReportsyncError, sqlite3.Error) as exc:
-                return Verdict(WARN, DoctorFinding.AT_RISK_LEDGER_UNREADABLE,
-                               f"cannot read the ledger to tell which files are fetched: {exc}",
-                               "See the ledger check above.")
-        plan = retention.plan(self.source, policy, versions, self.candidates, self.now)
+        if self.ledger_problem is not None:
+            return Verdict(WARN, DoctorFinding.AT_RISK_LEDGER_UNREADABLE,
+                           "cannot read the ledger to tell which files are fetched: "
+                           f"{self.ledger_problem}", "See the ledger check above.")
+        plan = retention.plan(self.source, policy, self.versions, self.candidates, self.now)
         at_risk = sorted(plan.of_kind(NoticeKind.AT_RISK), key=lambda notice: notice.days)
         lost = plan.of_kind(NoticeKind.LOST)
         fetch = f"reportsync fetch --source {self.source.name}"

@@ -9,7 +9,7 @@ the retry policy and exit codes are decided in one place.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -52,6 +52,11 @@ class RemoteFile:
         """This version's identity, as the ledger keys it: (name, size, whole-second mtime)."""
         return (self.name, self.size, int(self.mtime))
 
+
+
+KnownVersions = Collection[tuple[str, int, int]]
+"""Versions of a folder's files the caller has on record, as (name, size, whole-second mtime):
+the ledger's keys for the source (``Ledger.versions_by_key``)."""
 
 
 # --- connection steps (issue 12): what opening a transport does, one typed step at a time ------
@@ -148,6 +153,9 @@ class Connector(abc.ABC):
     """
 
     source_name: str
+    known_versions: KnownVersions = ()
+    """The ledger's versions of this source, if the caller read them before the steps (doctor
+    does): the listing a probe or ``list_files`` makes is ``Transport.list_files_knowing``'s."""
 
     @abc.abstractmethod
     def prepare(self) -> None:
@@ -173,7 +181,7 @@ class Connector(abc.ABC):
 
     def list_files(self) -> list[RemoteFile]:
         """The remote folder's listing: the one a probe already made, else a new one."""
-        return self.transport().list_files()
+        return self.transport().list_files_knowing(self.known_versions)
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -238,6 +246,16 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def list_files(self) -> list[RemoteFile]:
         """Every regular file in the remote folder (not subfolders, not links to folders)."""
+
+    def list_files_knowing(self, known: KnownVersions) -> list[RemoteFile]:
+        """``list_files``, told the versions on record (the ledger's, for this source).
+
+        A transport whose listing is not exact (FTP's LIST: minutes, in the server's zone) may
+        give a listed file the recorded mtime the listing agrees with, instead of asking the
+        server about every file on every run; what the record does not explain is asked about as
+        ``list_files`` would. The result is what ``list_files`` returns. The default ignores the
+        record (SFTP's listing is exact)."""
+        return self.list_files()
 
     @abc.abstractmethod
     def download(

@@ -33,6 +33,7 @@ class StepFinding(StrEnum):
     BANNER_NO_GREETING = "banner.no-greeting"
     BANNER_HANDSHAKE_TIMEOUT = "banner.handshake-timeout"
     BANNER_HANDSHAKE_FAILED = "banner.handshake-failed"
+    BANNER_TOO_MANY_SESSIONS = "banner.too-many-sessions"  # FTP 421 at the greeting
     BANNER_FAILED = "banner.failed"
     BANNER_CONFIG = "banner.config-problem"  # a local problem stopped the connection
     BANNER_SKIPPED_PASSWORD = "banner.skipped-password"
@@ -55,6 +56,7 @@ class StepFinding(StrEnum):
     AUTH_REFUSED = "auth.refused"  # FTP 530: wrong credentials
     AUTH_TLS_REQUIRED = "auth.tls-required"
     AUTH_REJECTED = "auth.rejected"  # FTP: another refusal of the login
+    AUTH_TOO_MANY_SESSIONS = "auth.too-many-sessions"  # FTP: no session left for the account
     AUTH_DATA_PROTECTION = "auth.data-protection"  # FTPS: PBSZ/PROT P refused
     AUTH_KEY_REFUSED = "auth.key-refused"
     AUTH_PASSWORD_REFUSED = "auth.password-refused"

@@ -213,11 +213,14 @@ def _handler_class(*, home: Path, password: str, tls: bool, mlsd: bool, list_sty
 # --- the launcher --------------------------------------------------------------------------------
 
 
-def serve_in_thread(handler: type[Any], name: str) -> tuple[int, Callable[[], None]]:
+def serve_in_thread(handler: type[Any], name: str, *, max_cons_per_ip: int = 0,
+                    ) -> tuple[int, Callable[[], None]]:
     """Serve ``handler`` on 127.0.0.1 and a free port from a thread with its own IOLoop;
-    returns the port and the function that stops it."""
+    returns the port and the function that stops it. ``max_cons_per_ip``: sessions allowed from
+    one address (0: any number), pyftpdlib's own limit."""
     ioloop = IOLoop()
     server = FTPServer((HOST, 0), handler, ioloop=ioloop)
+    server.max_cons_per_ip = max_cons_per_ip
     port = int(server.address[1])
     stopping = threading.Event()
 

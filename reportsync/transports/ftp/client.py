@@ -1,5 +1,9 @@
 """ftplib, made to behave: EPSV then PASV, data always to the control peer, TLS session reuse
 on protected data connections, and an SSH server on the port named at once instead of waited on.
+
+Plain FTP uses ``Client`` (ftplib's ``FTP``: no TLS context is made, which costs a CA store load
+per connection); FTPS uses ``TlsClient`` (ftplib's ``FTP_TLS``), the same client with ``AUTH
+TLS`` and ``PROT P``.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ import ftplib
 import logging
 import socket
 import ssl
+from typing import Any
 
 from reportsync.errors import RemoteError
 from reportsync.fsutil import printable
@@ -28,6 +33,15 @@ class DataTimeout(TimeoutError):
     """The data connection stalled mid-transfer."""
 
 
+class DataReset(ConnectionResetError):
+    """The data connection was reset (a TCP RST) mid-transfer, after ``received`` bytes: cut
+    actively by the server or something on the way, which is not a stall."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"the data connection was reset after {received} bytes")
+        self.received = received
+
+
 class LocalWriteError(Exception):
     """Writing a downloaded chunk failed locally (not a network problem)."""
 
@@ -36,15 +50,18 @@ class LocalWriteError(Exception):
         self.cause = cause
 
 
-class Client(ftplib.FTP_TLS):
-    """ftplib's FTP_TLS, used for plain FTP too (it is plain FTP until ``auth()``).
+class Client(ftplib.FTP):
+    """ftplib's FTP with the data connection set up our way: EPSV then PASV, always to the control
+    peer, TLS session reuse on protected data connections (``TlsClient``).
 
-    Overrides the data connection set-up: EPSV then PASV, always to the control peer, TLS session
-    reuse on protected data connections.
+    ``features`` are the server's ``FEAT`` keywords (upper case: ``MLST``, ``MDTM``, ``SIZE``...),
+    or None when the server did not answer ``FEAT``: then nothing is known and everything is tried.
     """
 
-    def __init__(self, context: ssl.SSLContext, timeout: float) -> None:
-        super().__init__(context=context, timeout=timeout)
+    tls_context: ssl.SSLContext | None = None
+
+    def __init__(self, timeout: float, **tls: Any) -> None:
+        super().__init__(timeout=timeout, **tls)
         self.set_debuglevel(0)  # ftplib's debug output would print the password
         # Never connect where a PASV reply points (the FTP bounce / NAT problem); ftplib's default
         # is False already, this makes it independent of that default.
@@ -53,6 +70,22 @@ class Client(ftplib.FTP_TLS):
         self.data_protected = False
         self.pasv_named_host: str | None = None
         self.data_command: str | None = None
+        self.features: frozenset[str] | None = None
+
+    def read_features(self) -> None:
+        """Ask ``FEAT`` once (RFC 2389), so listing and stat use what the server has instead of
+        finding out by failing (a refused ``MLSD`` costs a data connection on every listing)."""
+        try:
+            reply = self.sendcmd("FEAT")
+        except (ftplib.error_perm, ftplib.error_temp, ftplib.error_reply):
+            self.features = None  # FEAT itself is unknown to old servers: try everything
+            return
+        self.features = frozenset(
+            line.split()[0].upper() for line in reply.splitlines()[1:-1] if line.strip())
+
+    def offers(self, feature: str) -> bool | None:
+        """Whether FEAT listed ``feature``; None when the server did not answer FEAT."""
+        return None if self.features is None else feature in self.features
 
     def attach(self, sock: socket.socket, host: str, port: int) -> str:
         """ftplib's ``connect``, on a socket the TCP step has connected already: read the
@@ -141,10 +174,10 @@ class Client(ftplib.FTP_TLS):
         else:
             self.data_command = "PORT"
             conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self.data_protected:
+        if self.data_protected and self.tls_context is not None:
             peer = conn.getpeername()
             try:
-                conn = self.context.wrap_socket(
+                conn = self.tls_context.wrap_socket(
                     conn, server_hostname=self.host, session=self.control_session()
                 )
             except OSError as exc:  # ssl.SSLError too: e.g. a server that insists on reuse
@@ -157,6 +190,14 @@ class Client(ftplib.FTP_TLS):
                 log.debug("data connection: %s, TLS session reused: %s", conn.version(),
                           conn.session_reused)
         return conn, size
+
+
+class TlsClient(Client, ftplib.FTP_TLS):
+    """The client of an ftps source: ``auth()`` (AUTH TLS) and ``prot_p()`` come from ftplib."""
+
+    def __init__(self, context: ssl.SSLContext, timeout: float) -> None:
+        super().__init__(timeout, context=context)
+        self.tls_context = context
 
 
 def reply_code(exc: BaseException) -> str:

@@ -6,25 +6,33 @@ Pure functions: text in, entries out, no I/O. A LIST that cannot be read as a wh
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
+
+SECOND, MINUTE, DAY = 1, 60, 86400
+"""How exact a listed time is, in seconds (``ListEntry.precision``)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListEntry:
     """One line of a directory listing.
 
     ``kind`` is "file", "dir", "link" or "other". ``mtime`` is seconds since the epoch, UTC, as far as
     the listing tells (LIST gives minutes at best, and the server's idea of the time zone); ``None``
-    when the listing does not say.
+    when the listing does not say. ``precision`` is what that time is exact to, in seconds:
+    ``SECOND`` for MLSD's ``modify`` fact (UTC by RFC 3659), ``MINUTE`` for a LIST time of day
+    (``Nov  2 12:00``, in the server's zone), ``DAY`` for a LIST date with a year (``Nov  2  2025``).
     """
 
     name: str
     kind: str
     size: int | None
     mtime: float | None
+    precision: int = SECOND
 
 
 _MONTHS = {name: number for number, name in enumerate(
@@ -52,15 +60,33 @@ _WINDOWS_LINE = re.compile(
 )
 
 _UNIX_KINDS = {"-": "file", "d": "dir", "l": "link"}
+_TOTAL = re.compile(r"total\s+\d+")
 
 
+@functools.lru_cache(maxsize=4096)
 def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
          second: int = 0) -> float | None:
+    """The moment as seconds since the epoch, or None if there is no such date. Cached: the files
+    of a listing share their dates, and 50,000 lines are parsed on every run of a big folder."""
     try:
         moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
     except ValueError:
         return None
     return moment.timestamp()
+
+
+@functools.lru_cache(maxsize=4096)
+def _recent(month: int, day: int, hour: int, minute: int, reference: int) -> float | None:
+    """A LIST time without a year: the latest such moment not more than a day after
+    ``reference`` (seconds since the epoch, whole: the cache's key)."""
+    year_now = datetime.fromtimestamp(reference, timezone.utc).year
+    latest = reference + 86400
+    for year in (year_now + 1, year_now, year_now - 1,
+                 year_now - 4):  # -4: a 29 Feb seen from a later year
+        candidate = _utc(year, month, day, hour, minute)
+        if candidate is not None and candidate <= latest:
+            return candidate
+    return None
 
 
 def parse_unix_list_line(line: str, now: float | None = None) -> ListEntry | None:
@@ -72,31 +98,24 @@ def parse_unix_list_line(line: str, now: float | None = None) -> ListEntry | Non
     match = _UNIX_LINE.match(line.rstrip("\r\n"))
     if match is None:
         return None
-    month = _MONTHS.get(match["month"].lower())
+    # one call for every group: this runs once per line of listings 50,000 lines long
+    mode, _links, _owner, _group, size, month_name, day, hour, minute, year, name = match.groups()
+    month = _MONTHS.get(month_name.lower())
     if month is None:
         return None
-    day = int(match["day"])
-    name = match["name"]
-    kind = _UNIX_KINDS.get(match["mode"][0], "other")
+    kind = _UNIX_KINDS.get(mode[0], "other")
     if kind == "link" and " -> " in name:
         name = name.split(" -> ", 1)[0]
-    if match["year"] is not None:
-        mtime = _utc(int(match["year"]), month, day)
+    if year is not None:
+        mtime = _utc(int(year), month, int(day))
+        precision = DAY
     else:
-        hour, minute = int(match["hour"]), int(match["minute"])
-        reference = datetime.now(timezone.utc) if now is None else datetime.fromtimestamp(
-            now, timezone.utc)
-        latest = (reference + timedelta(days=1)).timestamp()
-        mtime = None
-        for year in (reference.year + 1, reference.year, reference.year - 1,
-                     reference.year - 4):  # -4: a 29 Feb seen from a later year
-            candidate = _utc(year, month, day, hour, minute)
-            if candidate is not None and candidate <= latest:
-                mtime = candidate
-                break
+        precision = MINUTE
+        reference = int(time.time() if now is None else now)
+        mtime = _recent(month, int(day), int(hour), int(minute), reference)
     if mtime is None or not name:
         return None
-    return ListEntry(name=name, kind=kind, size=int(match["size"]), mtime=mtime)
+    return ListEntry(name, kind, int(size), mtime, precision)
 
 
 def parse_windows_list_line(line: str) -> ListEntry | None:
@@ -117,8 +136,9 @@ def parse_windows_list_line(line: str) -> ListEntry | None:
     if mtime is None:
         return None
     if match["dir"]:
-        return ListEntry(name=match["name"], kind="dir", size=None, mtime=mtime)
-    return ListEntry(name=match["name"], kind="file", size=int(match["size"]), mtime=mtime)
+        return ListEntry(name=match["name"], kind="dir", size=None, mtime=mtime, precision=MINUTE)
+    return ListEntry(name=match["name"], kind="file", size=int(match["size"]), mtime=mtime,
+                     precision=MINUTE)
 
 
 def parse_list_line(line: str, now: float | None = None) -> ListEntry | None:
@@ -133,9 +153,12 @@ def parse_list(lines: Iterable[str], now: float | None = None) -> list[ListEntry
     rejected as a whole (the caller falls back to NLST). ``total N`` and blank lines are skipped.
     """
     entries: list[ListEntry] = []
+    if now is None:
+        now = time.time()  # once: every line's year is judged from the same moment
     for line in lines:
         text = line.rstrip("\r\n")
-        if not text.strip() or re.fullmatch(r"total\s+\d+", text.strip()):
+        if not text.strip() or (text.lstrip().startswith("total")
+                                and _TOTAL.fullmatch(text.strip())):
             continue
         entry = parse_list_line(text, now)
         if entry is None:

@@ -23,6 +23,7 @@ from reportsync.errors import (
     RemoteError,
     ReportsyncError,
     TlsError,
+    TooManyConnectionsError,
 )
 from reportsync.fsutil import require_private_file
 from reportsync.transports.base import (
@@ -40,10 +41,11 @@ from reportsync.transports.ftp.client import (
     Client,
     DataChannelError,
     DataTimeout,
+    TlsClient,
     is_ssh_greeting,
     reply_code,
 )
-from reportsync.transports.ftp.translate import ErrorMap, data_channel_remedy, wants_tls
+from reportsync.transports.ftp.translate import ErrorMap, data_channel_remedy
 from reportsync.transports.ftp.transport import FtpTransport
 from reportsync.transports.network import Dialer
 
@@ -84,6 +86,8 @@ class FtpConnector(Connector):
         source = self.source
         if self._password is None:
             self._password = self._load_password()
+        if source.protocol != "ftps":
+            return  # plain FTP makes no TLS context: loading the CA store costs ~17 ms a connection
         try:
             context = ssl.create_default_context(
                 cafile=str(source.ca_file) if source.ca_file is not None else None
@@ -177,9 +181,9 @@ class FtpConnector(Connector):
         if self._prepare_error is not None:
             return StepResult.failed(Check.BANNER, StepFinding.BANNER_CONFIG,
                                      self._prepare_error)
-        assert self._context is not None
         sock = self._sock = self._dialer.take_socket()
-        client = self._client = Client(self._context, source.timeout)
+        client = self._client = (Client(source.timeout) if self._context is None
+                                 else TlsClient(self._context, source.timeout))
         client.use_epsv = self._use_epsv
         where = f"{source.host}:{source.port}"
         try:
@@ -188,7 +192,9 @@ class FtpConnector(Connector):
         except ReportsyncError as error:
             cause = _cause(error)
             finding_id = StepFinding.BANNER_FAILED
-            if cause is not None and is_ssh_greeting(cause):
+            if isinstance(error, TooManyConnectionsError):
+                finding_id = StepFinding.BANNER_TOO_MANY_SESSIONS
+            elif cause is not None and is_ssh_greeting(cause):
                 finding_id = StepFinding.BANNER_SSH_SERVER
             elif isinstance(cause, ftplib.error_proto | ftplib.error_reply):
                 finding_id = StepFinding.BANNER_NOT_FTP
@@ -207,7 +213,7 @@ class FtpConnector(Connector):
 
     def _tls(self) -> StepResult:
         client = self._client
-        assert client is not None
+        assert isinstance(client, TlsClient)
         source = self.source
         try:
             with self._errors.guard("setting up TLS", phase="tls"):
@@ -239,11 +245,12 @@ class FtpConnector(Connector):
         source = self.source
         try:
             with self._errors.guard("logging in", phase="login"):
-                client.login(source.username, self._password.reveal(), secure=False)
+                # (an ftps client is on TLS already: FTP_TLS.login does not send AUTH again)
+                client.login(source.username, self._password.reveal())
         except ReportsyncError as error:
             return self._login_refused(error)
         try:
-            if source.protocol == "ftps":
+            if isinstance(client, TlsClient):
                 with self._errors.guard("protecting the data channel", phase="tls"):
                     client.prot_p()
                 client.data_protected = True
@@ -251,10 +258,13 @@ class FtpConnector(Connector):
             return StepResult.failed(Check.AUTH, StepFinding.AUTH_DATA_PROTECTION, error)
         try:
             with self._errors.guard("setting binary mode"):
-                client.voidcmd("TYPE I")
-                # Servers that do not know OPTS UTF8 speak UTF-8 or nothing better anyway.
-                with suppress(ftplib.error_perm, ftplib.error_reply):
-                    client.sendcmd("OPTS UTF8 ON")
+                client.voidcmd("TYPE I")  # once: every transfer of the session is binary
+                client.read_features()
+                # RFC 2640: a server with UTF-8 names lists UTF8 in FEAT. Servers that do not
+                # know OPTS UTF8 speak UTF-8 or nothing better anyway.
+                if client.offers("UTF8") is not False:
+                    with suppress(ftplib.error_perm, ftplib.error_reply):
+                        client.sendcmd("OPTS UTF8 ON")
         except ReportsyncError as error:
             return StepResult.failed(Check.AUTH, StepFinding.AUTH_FAILED, error)
         client.set_pasv(source.passive)
@@ -264,14 +274,16 @@ class FtpConnector(Connector):
     def _login_refused(self, error: ReportsyncError) -> StepResult:
         source = self.source
         cause = _cause(error)
+        if isinstance(error, ConfigError):  # the server wants TLS (translate.demands_tls)
+            return StepResult.failed(Check.AUTH, StepFinding.AUTH_TLS_REQUIRED, error)
+        if isinstance(error, TooManyConnectionsError):
+            return StepResult.failed(Check.AUTH, StepFinding.AUTH_TOO_MANY_SESSIONS, error)
         if isinstance(cause, ftplib.error_temp):
             return StepResult.failed(Check.AUTH, StepFinding.AUTH_REJECTED, error)
         if not isinstance(cause, ftplib.error_perm):
             finding_id = StepFinding.AUTH_LOST if isinstance(cause, EOFError | OSError) \
                 else StepFinding.AUTH_FAILED
             return StepResult.failed(Check.AUTH, finding_id, error)
-        if wants_tls(source, str(cause)):
-            return StepResult.failed(Check.AUTH, StepFinding.AUTH_TLS_REQUIRED, error)
         if reply_code(cause) == "530":
             return StepResult.failed(
                 Check.AUTH, StepFinding.AUTH_REFUSED, error,
@@ -303,7 +315,7 @@ class FtpConnector(Connector):
         transport = self.transport()
         source = self.source
         try:
-            self._listing = transport.list_files()
+            self._listing = transport.list_files_knowing(self.known_versions)
         except ReportsyncError as listing_error:
             self._listing_error = listing_error
         error = self._listing_error
@@ -368,7 +380,7 @@ class FtpConnector(Connector):
             raise self._listing_error
         if self._listing is not None:
             return self._listing
-        return self.transport().list_files()
+        return self.transport().list_files_knowing(self.known_versions)
 
     # --- the result ---
 

@@ -16,14 +16,18 @@ from contextlib import contextmanager
 from reportsync.config import Secret, SourceConfig
 from reportsync.errors import (
     AuthenticationError,
+    ConfigError,
     NetworkError,
+    Problem,
     RemoteError,
     ReportsyncError,
     StorageError,
     TlsError,
+    TooManyConnectionsError,
 )
 from reportsync.transports.ftp.client import (
     DataChannelError,
+    DataReset,
     DataTimeout,
     LocalWriteError,
     is_ssh_greeting,
@@ -55,6 +59,45 @@ def wants_tls(source: SourceConfig, reply: str) -> bool:
     """A plain-FTP login refused because the server wants an encrypted session (the reply's
     words are all the server gives)."""
     return source.protocol == "ftp" and re.search(r"TLS|SSL|encrypt", reply, re.I) is not None
+
+
+TLS_DEMAND_CODES = frozenset({"421", "530", "550"})
+"""Codes servers refuse a cleartext login with when they want TLS, saying so in words: Pure-FTPd
+``421 Sorry, cleartext sessions are not accepted ... reconnect using TLS``, ProFTPD and pyftpdlib
+``550 SSL/TLS required on the control channel``, vsftpd ``530 Non-anonymous sessions must use
+encryption``. RFC 4217's ``534`` (denied for policy reasons) needs no words."""
+
+
+def demands_tls(source: SourceConfig, exc: BaseException, phase: str) -> bool:
+    """Whether the server refused a plain-FTP greeting or login because it wants TLS: a
+    configuration problem (``protocol = "ftps"``), never a network glitch to retry."""
+    if source.protocol != "ftp" or phase not in ("connect", "login") or \
+            not isinstance(exc, ftplib.error_perm | ftplib.error_temp):
+        return False
+    code = reply_code(exc)
+    return code == "534" or (code in TLS_DEMAND_CODES and wants_tls(source, str(exc)))
+
+
+_TOO_MANY = re.compile(
+    r"too many|maximum number of (?:clients|connections|users|sessions)|"
+    r"(?:connection|session|user|client)s? limit|limit of \d+ (?:connections|sessions|users)",
+    re.I)
+
+
+def too_many_sessions(exc: BaseException, phase: str) -> bool:
+    """Whether a greeting or login was refused because the server has no session left (``421
+    Too many connections``; ProFTPD's ``530 Sorry, the maximum number of clients (3) ...``)."""
+    return phase in ("connect", "login") and \
+        isinstance(exc, ftplib.error_perm | ftplib.error_temp) and \
+        reply_code(exc) in ("421", "530") and _TOO_MANY.search(str(exc)) is not None
+
+
+def named_limit(reply: str) -> int | None:
+    """The number of sessions a "too many connections" reply names, if it names one."""
+    number = re.search(r"\((\d+)\)|limit of (\d+)|maximum (?:of )?(\d+)", reply)
+    if number is None:
+        return None
+    return int(next(group for group in number.groups() if group is not None))
 
 
 class ErrorMap:
@@ -106,23 +149,33 @@ class ErrorMap:
             )
         if isinstance(exc, ssl.SSLError) and phase in ("tls", "connect"):
             return TlsError(f"the TLS handshake with {where} failed: {exc.reason or exc}")
+        if demands_tls(source, exc, phase):
+            reply = " ".join(self.redact(str(exc)).split())
+            return ConfigError(
+                [Problem(f"sources.{source.name}.protocol",
+                         f'the server accepts only encrypted (FTPS) sessions; it refused the '
+                         f'cleartext login with "{reply}": set protocol = "ftps"')],
+                remedy=f'Set protocol = "ftps" in [sources.{source.name}] (explicit TLS on the '
+                "same port); add ca_file if the provider's certificate is not signed by a CA "
+                "this system trusts. Retrying in cleartext cannot help.",
+            )
+        if too_many_sessions(exc, phase):
+            reply = " ".join(self.redact(str(exc)).split())
+            limit = named_limit(reply)
+            named = f" (it allows {limit})" if limit is not None else ""
+            return TooManyConnectionsError(
+                f"the server refused another session{named}: {reply}", limit=limit,
+                remedy="The server limits the sessions per account or address: use fewer "
+                "connections (--jobs) for this source, and check that no other client (or a "
+                "hung earlier run) holds them. The next run tries again.",
+            )
         if isinstance(exc, ftplib.error_perm):
             code = reply_code(exc)
             reply = self.redact(str(exc))
             if phase == "login":
                 if code == "530":
-                    remedy = None
-                    if wants_tls(source, reply):
-                        remedy = ('The server wants an encrypted session: set protocol = "ftps" '
-                                  "for this source.")
                     return AuthenticationError(
-                        f"login refused (530) for user {source.username!r}: {reply}", remedy=remedy
-                    )
-                if wants_tls(source, reply):
-                    return AuthenticationError(
-                        f"login refused ({code}): {reply}",
-                        remedy='The server wants an encrypted session: set protocol = "ftps".',
-                    )
+                        f"login refused (530) for user {source.username!r}: {reply}")
                 return AuthenticationError(f"login refused ({code}): {reply}")
             if phase == "tls":
                 return TlsError(
@@ -173,6 +226,19 @@ class ErrorMap:
                                     f"{source.timeout:g} s)", remedy=data_channel_remedy(source))
             return NetworkError(f"{action}: the server did not answer in time "
                                 f"({source.timeout:g} s)")
+        if isinstance(exc, DataReset):
+            return NetworkError(
+                f"{action}: the data connection was reset after {exc.received} bytes (a TCP "
+                "reset: cut by the server or by something on the way, not a timeout)",
+                remedy="A single reset usually passes: the next attempt resumes from the bytes "
+                "already received. If it keeps happening, something aborts transfers actively "
+                "(the server's limits, a proxy or antivirus that inspects FTP), which opening "
+                "the firewall does not fix: tell the provider when it happened. "
+                f"{doctor}",
+            )
+        if isinstance(exc, ConnectionResetError):
+            return NetworkError(f"{action}: the connection to {where} was reset (a TCP reset "
+                                "from the server or something on the way)")
         if isinstance(exc, EOFError | ConnectionError):
             return NetworkError(f"{action}: the connection to {where} was lost")
         if isinstance(exc, ssl.SSLError):

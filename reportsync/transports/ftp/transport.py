@@ -1,8 +1,10 @@
 """The logged-in FTP/FTPS session: listing, stat, download, delete (``FtpConnector`` opens it).
 
-* Listing: ``MLSD`` where the server has it; otherwise ``LIST`` (Unix and Windows/IIS styles) or
-  ``NLST``, with ``SIZE`` and ``MDTM`` per file for exact sizes and UTC times. Which one works is
-  remembered for the session.
+* Listing: ``MLSD`` where the server has it (its facts are exact: no question per file);
+  otherwise ``LIST`` (Unix and Windows/IIS styles) with ``MDTM`` for the files whose exact time
+  the caller's record does not give (``recall.py``), or ``NLST`` with ``SIZE`` and ``MDTM`` per
+  file. What the server has is read from ``FEAT`` or found out once and remembered.
+* ``stat`` is one ``MLST`` where the server has it, else ``SIZE`` and ``MDTM``.
 * A transfer that breaks off leaves the control connection in an unknown state: the connection is
   dropped (``NetworkError``) and the next call logs in again, instead of hanging on a stale reply.
 """
@@ -19,9 +21,16 @@ from contextlib import contextmanager, suppress
 from reportsync.config import SourceConfig
 from reportsync.errors import NetworkError, RemoteError
 from reportsync.fsutil import printable
-from reportsync.transports.base import ByteSink, ProgressCallback, RemoteFile, Transport
+from reportsync.transports.base import (
+    ByteSink,
+    KnownVersions,
+    ProgressCallback,
+    RemoteFile,
+    Transport,
+)
 from reportsync.transports.ftp.client import (
     Client,
+    DataReset,
     DataTimeout,
     LocalWriteError,
     reply_code,
@@ -29,6 +38,7 @@ from reportsync.transports.ftp.client import (
     unsendable,
 )
 from reportsync.transports.ftp.listing import ListEntry, parse_ftp_time, parse_list, parse_mlsd_line
+from reportsync.transports.ftp.recall import exact_times
 from reportsync.transports.ftp.translate import ErrorMap
 
 log = logging.getLogger(__name__)
@@ -38,6 +48,10 @@ BLOCKSIZE = 256 * 1024
 
 UNSUPPORTED_REPLY_CODES = frozenset({"500", "502", "504"})
 """Replies meaning "this server does not implement that command"."""
+
+MLSD_REFUSED_CODES = UNSUPPORTED_REPLY_CODES | {"550"}
+"""Replies to MLSD after which LIST is tried: not implemented, or 550 (servers that have MLSD
+switched off or denied say so; a folder that cannot be listed at all fails LIST as well)."""
 
 QUIT_TIMEOUT = 5.0
 
@@ -59,7 +73,13 @@ class FtpTransport(Transport):
         self._errors = errors
         self._guard = errors.guard
         self._reopen = reopen
+        # What the server has: FEAT's word where it answered (MLST in FEAT means MLSD too, RFC
+        # 3659), else found out by trying; a command it does not implement is not sent again.
+        features = client.features
         self._mlsd: bool | None = None  # None: not tried yet
+        if features is not None and not {"MLST", "MLSD"} & features:
+            self._mlsd = False
+        self._unsupported: dict[str, bool] = {"MLST": client.offers("MLST") is False}
         self._use_epsv: bool | None = client.use_epsv
         self.data_command: str | None = None  # "EPSV", "PASV" or "PORT", once a transfer ran
         self.pasv_named_host: str | None = None  # the address a PASV reply named, if one did
@@ -116,14 +136,18 @@ class FtpTransport(Transport):
                   rest: int | None = None) -> None:
         """Run a data-channel command, feeding what arrives to ``sink``; raise on a bad ending."""
         conn, _ = client.ntransfercmd(command, rest)
+        received = 0
         with conn:
             while True:
                 try:
                     data = conn.recv(BLOCKSIZE)
                 except TimeoutError as exc:
                     raise DataTimeout() from exc
+                except ConnectionResetError as exc:
+                    raise DataReset(received) from exc
                 if not data:
                     break
+                received += len(data)
                 sink(data)
             if isinstance(conn, ssl.SSLSocket):
                 try:
@@ -143,6 +167,9 @@ class FtpTransport(Transport):
     # -- Transport ------------------------------------------------------------------------------
 
     def list_files(self) -> list[RemoteFile]:
+        return self.list_files_knowing(())
+
+    def list_files_knowing(self, known: KnownVersions) -> list[RemoteFile]:
         action = f"listing {self.source.remote_dir!r}"
         if self._mlsd is not False:
             try:
@@ -150,11 +177,12 @@ class FtpTransport(Transport):
                     lines = self._lines(client, "MLSD")
             except RemoteError as exc:
                 if not isinstance(exc.__cause__, ftplib.error_perm) or \
-                        reply_code(exc.__cause__) not in UNSUPPORTED_REPLY_CODES:
+                        reply_code(exc.__cause__) not in MLSD_REFUSED_CODES:
                     raise
+                # A 550 may also mean the folder cannot be listed at all: then LIST fails too
+                # and says so; MLSD counts as missing only once LIST has worked.
                 log.debug("source %s: no MLSD (%s); listing with LIST", self.source_name,
                           exc.__cause__)
-                self._mlsd = False
             else:
                 self._mlsd = True
                 entries = [entry for entry in map(parse_mlsd_line, lines) if entry is not None]
@@ -162,9 +190,10 @@ class FtpTransport(Transport):
 
         with self._session(action) as client:
             lines = self._lines(client, "LIST")
+        self._mlsd = False
         parsed = parse_list(lines)
         if parsed is not None:
-            return self._complete(parsed, authoritative_size=False)
+            return self._from_list(parsed, known)
         log.debug("source %s: LIST output not understood; listing with NLST",
                   self.source_name)
         return self._list_nlst()
@@ -203,57 +232,89 @@ class FtpTransport(Transport):
             result.append(RemoteFile(name=name, size=size, mtime=mtime))
         return result
 
-    def _complete(self, entries: list[ListEntry], *, authoritative_size: bool = True,
-                  ) -> list[RemoteFile]:
-        """RemoteFiles for the regular files; SIZE/MDTM where the listing is vague or silent."""
+    def _complete(self, entries: list[ListEntry]) -> list[RemoteFile]:
+        """RemoteFiles for MLSD's regular files: its facts are exact (sizes in bytes, times in
+        UTC to the second), so SIZE and MDTM are asked only where a fact is missing."""
         result: list[RemoteFile] = []
         for entry in entries:
             if entry.kind != "file":
                 continue
-            size = entry.size if authoritative_size else None
-            if size is None:
-                size = self._size(entry.name)
-                if size is None:
-                    size = entry.size
+            size = entry.size if entry.size is not None else self._size(entry.name)
             if size is None:
                 log.warning("source %s: no size for %s; skipped", self.source_name,
                             printable(entry.name))
                 continue
-            mtime = entry.mtime if authoritative_size else None
-            if mtime is None:
-                mtime = self._mdtm(entry.name)  # MDTM is exact, LIST has minutes at best
-                if mtime is None:
-                    mtime = entry.mtime
-            if mtime is None:
-                mtime = 0.0
-            result.append(RemoteFile(name=entry.name, size=size, mtime=mtime))
+            mtime = entry.mtime if entry.mtime is not None else self._mdtm(entry.name)
+            result.append(RemoteFile(name=entry.name, size=size,
+                                     mtime=mtime if mtime is not None else 0.0))
         return result
 
-    def _size(self, name: str) -> int | None:
-        if not sendable(name):
+    def _from_list(self, entries: list[ListEntry], known: KnownVersions) -> list[RemoteFile]:
+        """RemoteFiles for LIST's regular files. LIST's sizes are bytes, as SIZE's are in binary
+        mode (a lie is caught by the transfer's byte count); its times are minutes in the
+        server's zone, so each file's exact time is MDTM's, or the recorded one the listing
+        agrees with (``recall.exact_times`` argues when that is exact)."""
+        files = [entry for entry in entries if entry.kind == "file" and entry.size is not None]
+        exact = exact_times(files, known, self._mdtm)
+        result = []
+        for entry in files:
+            assert entry.size is not None
+            mtime = exact.get(entry.name)
+            if mtime is None:
+                mtime = entry.mtime if entry.mtime is not None else 0.0
+            result.append(RemoteFile(name=entry.name, size=entry.size, mtime=mtime))
+        return result
+
+    def _ask(self, command: str, name: str, expect: str = "213") -> str | None:
+        """``command name``'s reply if it has the code ``expect``, else None (refused); a server
+        that does not implement the command is not asked again this session."""
+        if not sendable(name) or self._unsupported.get(command):
             return None
         try:
-            with self._session(f"SIZE of {printable(name)}", name) as client:
-                reply = client.sendcmd(f"SIZE {name}")
-        except RemoteError:
+            with self._session(f"{command} of {printable(name)}", name) as client:
+                reply = client.sendcmd(f"{command} {name}")
+        except RemoteError as exc:
+            if isinstance(exc.__cause__, ftplib.error_perm) and \
+                    reply_code(exc.__cause__) in UNSUPPORTED_REPLY_CODES:
+                log.debug("source %s: the server has no %s (%s)", self.source_name, command,
+                          exc.__cause__)
+                self._unsupported[command] = True
             return None
-        if reply[:3] != "213" or not reply[3:].strip().isdigit():
+        return reply if reply[:3] == expect else None
+
+    def _size(self, name: str) -> int | None:
+        reply = self._ask("SIZE", name)
+        if reply is None or not reply[3:].strip().isdigit():
             return None
         return int(reply[3:].strip())
 
     def _mdtm(self, name: str) -> float | None:
-        if not sendable(name):
-            return None
-        try:
-            with self._session(f"MDTM of {printable(name)}", name) as client:
-                reply = client.sendcmd(f"MDTM {name}")
-        except RemoteError:
-            return None
-        if reply[:3] != "213":
-            return None
-        return parse_ftp_time(reply[3:])
+        reply = self._ask("MDTM", name)
+        return None if reply is None else parse_ftp_time(reply[3:])
+
+    def _mlst(self, name: str) -> ListEntry | bool:
+        """MLST's facts of one file (one round trip for size and time); False if the server
+        refused (no such file), True if it answered something unreadable."""
+        reply = self._ask("MLST", name, expect="250")
+        if reply is None:
+            return False
+        for line in reply.splitlines()[1:-1]:  # 250-..., " facts; path", 250 End
+            entry = parse_mlsd_line(line.lstrip(" "))
+            if entry is not None:
+                return entry
+        return True
 
     def stat(self, name: str) -> RemoteFile | None:
+        if not self._unsupported.get("MLST"):  # one round trip where SIZE and MDTM are two
+            facts = self._mlst(name)
+            if isinstance(facts, ListEntry):
+                if facts.kind != "file":
+                    return None  # a folder or a link now
+                if facts.size is not None and facts.mtime is not None:
+                    return RemoteFile(name=name, size=facts.size, mtime=facts.mtime)
+            elif facts is False and not self._unsupported.get("MLST"):
+                return None  # MLST works and refused: the file is gone
+            # facts missing or unreadable, or no MLST after all: SIZE and MDTM say it
         size = self._size(name)
         if size is None:
             return None
