@@ -5,6 +5,7 @@ The platform-specific parts (POSIX modes, directory fsync) are named here and no
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -502,3 +503,17 @@ def write_atomically(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) 
         remove_quietly(temp)
         raise storage_error(exc, path) from None
     return path
+
+
+def enlarge_pipe(fd: int, size: int) -> None:
+    """Ask for a pipe buffer of ``size`` bytes (Linux ``F_SETPIPE_SZ``); elsewhere, or when the
+    system refuses (a per-user limit), the pipe keeps its default: only slower, never wrong."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setter is None:  # macOS, the BSDs
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, setter, size)

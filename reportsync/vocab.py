@@ -97,3 +97,11 @@ class Command(StrEnum):
     FETCH = "fetch"
     RETENTION = "retention"
     DOCTOR = "doctor"
+
+
+class SshEngine(StrEnum):
+    """What speaks SSH for an SFTP source (``sources.NAME.ssh_engine``; docs/configuration.md)."""
+
+    AUTO = "auto"  # OpenSSH's ssh if a suitable one is on PATH, else paramiko
+    OPENSSH = "openssh"  # an ``ssh -s sftp`` child: OpenSSH does the crypto
+    PARAMIKO = "paramiko"  # in-process

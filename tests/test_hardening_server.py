@@ -486,7 +486,7 @@ def test_strict_kex_is_agreed_with_a_real_openssh_and_unknown_keys_are_rejected(
     # host key policy is "reject" (verify_host_key raises for any key not on record).
     with open_transport(_sftp_source(sftp_server, tmp_path)) as transport:
         assert isinstance(transport, SftpTransport)
-        assert transport._transport.agreed_on_strict_kex is True
+        assert transport.session.transport.agreed_on_strict_kex is True  # type: ignore[attr-defined]
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     auth_spy.clear()

@@ -9,12 +9,18 @@ the retry policy and exit codes are decided in one place.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
-from reportsync.errors import ConfigError, InternalError, ReportsyncError
+from reportsync.errors import (
+    ConfigError,
+    InternalError,
+    NetworkError,
+    RemoteChangedError,
+    ReportsyncError,
+)
 from reportsync.fsutil import printable
 from reportsync.transports.findings import StepFinding
 from reportsync.vocab import CheckStatus, StrEnum
@@ -51,6 +57,51 @@ class RemoteFile:
     def version(self) -> VersionKey:
         """This version's identity, as the ledger keys it: (name, size, whole-second mtime)."""
         return (self.name, self.size, int(self.mtime))
+
+
+def version_changed(listed: RemoteFile, now: RemoteFile | None, *, mtime_comparable: bool
+                    ) -> bool:
+    """Whether ``now`` (what the server says of the file at this moment) is another version than
+    the one ``listed``: another size, or, where the two clocks agree (``mtime_comparable``),
+    another whole-second mtime. ``None`` (the server cannot say) is no evidence of a change."""
+    if now is None:
+        return False
+    if now.size != listed.size:
+        return True
+    return mtime_comparable and bool(now.mtime) and int(now.mtime) != int(listed.mtime)
+
+
+def remote_changed(listed: RemoteFile, now: RemoteFile, when: str) -> RemoteChangedError:
+    """The error of a file that is no longer the version its listing showed."""
+    return RemoteChangedError(
+        f"the file changed on the server {when} (listed: {listed.size} bytes, mtime "
+        f"{int(listed.mtime)}; now: {now.size} bytes, mtime {int(now.mtime)}): not kept this "
+        "run, the next run fetches the new version",
+    )
+
+
+@dataclass
+class Download:
+    """One file for ``Transport.download_many``: the version the listing showed (``remote``),
+    where its bytes go from ``offset`` on (``destination`` is positioned there already)."""
+
+    remote: RemoteFile
+    destination: ByteSink
+    offset: int = 0
+    progress: ProgressCallback | None = None
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """How one ``Download`` ended: ``written`` bytes went to its destination; ``error`` is None
+    when they are the listed version's bytes from ``offset`` to the end of the file as the server
+    has it (the caller compares the count with the listed size), else why not: a
+    ``RemoteChangedError`` (the file is another version now: discard the bytes), a
+    ``RemoteError`` (the server refused it), a ``TransferError``."""
+
+    download: Download
+    written: int
+    error: ReportsyncError | None = None
 
 
 
@@ -278,6 +329,48 @@ class Transport(abc.ABC):
         download, so a file that changes meanwhile is never archived as a mix of versions."""
         return None
 
+    def download_many(self, downloads: Iterable[Download]) -> Iterator[Downloaded]:
+        """Download several files, each checked against the version its listing showed; yield
+        each one's ``Downloaded`` as it ends (not necessarily in the order given).
+
+        The guarantee is ``stat``'s, taken over by the transport: a file that is not the listed
+        version when its bytes are read, or changed while they were, ends with a
+        ``RemoteChangedError``, so a mix of versions is never kept. An error of one file (the
+        server refused it, it changed) is that file's ``Downloaded.error``, and the others go on.
+        A ``NetworkError`` ends the batch: it is raised after the files that ended before it were
+        yielded; the others did not end (their destinations may hold part of their bytes, to
+        resume from). An exception raised by a destination or a progress callback passes through
+        unchanged, and the downloads not yielded by then did not end either.
+
+        This default takes one file after the other: ``stat``, ``download``, ``stat``. A protocol
+        that can keep several files in flight on one connection overrides it (SFTP).
+        """
+        for item in downloads:
+            yield self.download_checked(item)
+
+    def download_checked(self, item: Download) -> Downloaded:
+        """One ``Download`` as ``download_many`` takes it, one round of requests after another:
+        the server's size and mtime before the transfer, the bytes, the size and mtime after."""
+        listed = item.remote
+        sink = _WatchedSink(item.destination)
+        try:
+            before = self.stat(listed.name)
+            if version_changed(listed, before, mtime_comparable=self.stat_mtime_matches_listing):
+                assert before is not None
+                return Downloaded(item, 0, remote_changed(listed, before, "after it was listed"))
+            if item.offset < listed.size or listed.size == 0:
+                self.download(listed.name, sink, offset=item.offset, progress=item.progress)
+                after = self.stat(listed.name)  # the same clock as ``before``: any change shows
+                if after is not None and (after.size != listed.size or (
+                        before is not None and int(after.mtime) != int(before.mtime))):
+                    return Downloaded(item, sink.written,
+                                      remote_changed(listed, after, "during the download"))
+        except ReportsyncError as error:
+            if isinstance(error, NetworkError) or sink.failed is not None:
+                raise
+            return Downloaded(item, sink.written, error)
+        return Downloaded(item, sink.written)
+
     @abc.abstractmethod
     def delete(self, name: str) -> None:
         """Remove the file from the server."""
@@ -296,3 +389,22 @@ class Transport(abc.ABC):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _WatchedSink:
+    """Passes writes on, counts them, and remembers an exception of the destination itself (it
+    passes through ``download_many`` unchanged, whatever its type)."""
+
+    def __init__(self, destination: ByteSink) -> None:
+        self._destination = destination
+        self.written = 0
+        self.failed: BaseException | None = None
+
+    def write(self, data: bytes, /) -> int:
+        try:
+            self._destination.write(data)
+        except BaseException as exc:
+            self.failed = exc
+            raise
+        self.written += len(data)
+        return len(data)

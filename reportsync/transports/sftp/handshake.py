@@ -17,6 +17,8 @@ from reportsync.config import SourceConfig
 from reportsync.errors import NetworkError, RemoteError
 from reportsync.transports.base import StepFailure
 from reportsync.transports.findings import StepFinding
+from reportsync.transports.sftp.session import open_channel_sftp
+from reportsync.transports.sftp.stream import SftpClient
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +142,9 @@ def handshake(source: SourceConfig, transport: paramiko.Transport, greeting: str
             f"SSH handshake with {where}: {detail}", source=source.name))
 
 
-def open_sftp_session(source: SourceConfig, transport: paramiko.Transport
-                      ) -> paramiko.SFTPClient:
+def open_sftp_session(source: SourceConfig, transport: paramiko.Transport) -> SftpClient:
     try:
-        sftp = paramiko.SFTPClient.from_transport(transport)
+        sftp = open_channel_sftp(transport, source.timeout)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         if transport.is_active():
             raise StepFailure(StepFinding.REMOTE_FOLDER_NO_SFTP, RemoteError(
@@ -157,7 +158,4 @@ def open_sftp_session(source: SourceConfig, transport: paramiko.Transport
     if sftp is None:
         raise StepFailure(StepFinding.REMOTE_FOLDER_LOST, NetworkError(
             "could not open an SFTP channel", source=source.name))
-    channel = sftp.get_channel()
-    if channel is not None:
-        channel.settimeout(source.timeout)
     return sftp

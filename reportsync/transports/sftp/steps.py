@@ -59,6 +59,7 @@ from reportsync.transports.sftp.known_hosts import (
     prefer_host_key_types,
     verify_host_key,
 )
+from reportsync.transports.sftp.session import ParamikoSession
 from reportsync.transports.sftp.transport import SftpTransport
 
 log = logging.getLogger(__name__)
@@ -303,7 +304,7 @@ class SftpConnector(Connector):
             sftp = open_sftp_session(source, ssh)
         except StepFailure as failure:
             return failure.result(Check.REMOTE_FOLDER)
-        transport = self._transport = SftpTransport(source, ssh, sftp)
+        transport = self._transport = SftpTransport(source, ParamikoSession(ssh), sftp)
         try:
             sftp.chdir(source.remote_dir)
         except Exception as exc:

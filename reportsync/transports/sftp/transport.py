@@ -1,4 +1,5 @@
-"""The logged-in SFTP session: listing, stat, download, delete (``SftpConnector`` opens it).
+"""The logged-in SFTP session: listing, stat, download, delete (``SftpConnector`` opens it),
+over either engine's SSH connection (``session.SshSession``).
 
 Every library exception is turned into a ``ReportsyncError`` here: the connection lost
 (``NetworkError``, retryable) or the server's refusal (``RemoteError``).
@@ -9,15 +10,30 @@ from __future__ import annotations
 import errno
 import logging
 import stat
+from collections.abc import Iterable, Iterator
 
 import paramiko
 
 from reportsync.config import SourceConfig
 from reportsync.errors import NetworkError, RemoteError, ReportsyncError, StorageError
 from reportsync.fsutil import printable
-from reportsync.transports.base import ByteSink, ProgressCallback, RemoteFile, Transport
-from reportsync.transports.sftp.handshake import close_quietly, describe
-from reportsync.transports.sftp.wire import ReadWindow, list_folder, wire_name
+from reportsync.transports.base import (
+    ByteSink,
+    Download,
+    Downloaded,
+    ProgressCallback,
+    RemoteFile,
+    Transport,
+)
+from reportsync.transports.sftp.handshake import describe
+from reportsync.transports.sftp.session import SshSession
+from reportsync.transports.sftp.wire import (
+    ReadWindow,
+    close_later,
+    list_folder,
+    open_for_reading,
+    wire_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +46,11 @@ class SftpTransport(Transport):
 
     stat_mtime_matches_listing = True
 
-    def __init__(self, source: SourceConfig, transport: paramiko.Transport,
+    def __init__(self, source: SourceConfig, session: SshSession,
                  sftp: paramiko.SFTPClient) -> None:
         self.source = source
         self.source_name = source.name
-        self._transport = transport
+        self.session = session
         self._sftp = sftp
 
     # --- Transport ---
@@ -51,7 +67,7 @@ class SftpTransport(Transport):
                 try:
                     attrs = self._sftp.stat(wire_name(name))
                 except OSError as exc:
-                    if not self._transport.is_active() or isinstance(
+                    if not self.session.is_active() or isinstance(
                             exc, (TimeoutError, ConnectionError)):
                         raise self.classify(exc, f"cannot follow the link {printable(name)}",
                                           path=name) from None
@@ -93,53 +109,50 @@ class SftpTransport(Transport):
     ) -> int:
         written = 0
         try:
-            remote = self._sftp.open(name, "rb")
+            handle = open_for_reading(self._sftp, name)
         except Exception as exc:
             raise self.classify(exc, f"cannot open {name!r} for download", path=name) from None
         reads: ReadWindow | None = None
-        done = False
         try:
             try:
-                size = remote.stat().st_size
+                reads = ReadWindow(self._sftp, handle, offset,
+                                   window=self.session.reads_in_flight)
             except Exception as exc:
                 raise self.classify(exc, f"cannot read {name!r}", path=name) from None
-            # stopping at the size the server stated saves a last round trip that would only say
-            # "end of file"; fetch checks the byte count against the listing either way. Without
-            # a size (or past it) the reads go on until the server says end of file.
-            end = size if size is not None and size >= offset else None
-            reads = ReadWindow(self._sftp, remote, offset, end)
             while True:
                 try:
                     data = reads.next_block()
                 except Exception as exc:
                     raise self.classify(exc, f"download of {name!r} failed after {written} bytes",
-                                      path=name) from None
+                                        path=name) from None
                 if not data:
                     break
-                try:
-                    destination.write(data)
-                except OSError as exc:
-                    raise StorageError(
-                        f"cannot write the download of {name!r}: {exc.strerror or exc}",
-                        source=self.source_name, path=name,
-                    ) from None
+                self._write(destination, data, name)
                 written += len(data)
                 if progress is not None:
                     progress(len(data))  # the caller's exceptions pass through unchanged
-            done = True
         finally:
             if reads is not None:
                 reads.abandon()
-            if not done:
-                self._close_file(remote)
-        try:
-            remote.close()
-        except Exception as exc:
-            raise self.classify(exc, f"download of {name!r}: closing the remote file failed",
-                              path=name) from None
+            self._close_file(handle)
         log.debug("source %s: downloaded %r from offset %d: %d bytes", self.source_name, name,
                   offset, written)
         return written
+
+    def download_many(self, downloads: Iterable[Download]) -> Iterator[Downloaded]:
+        """Several small files in flight at once (``pipeline.py``), the others one by one."""
+        from reportsync.transports.sftp.pipeline import Pipeline
+
+        return Pipeline(self, self._sftp).run(downloads)
+
+    def _write(self, destination: ByteSink, data: bytes, name: str) -> None:
+        try:
+            destination.write(data)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the download of {name!r}: {exc.strerror or exc}",
+                source=self.source_name, path=name,
+            ) from None
 
     def delete(self, name: str) -> None:
         try:
@@ -153,15 +166,15 @@ class SftpTransport(Transport):
             self._sftp.close()
         except Exception as exc:  # close never raises
             log.debug("closing SFTP session: %s", exc)
-        close_quietly(self._transport, None)
+        self.session.close()
 
     # --- helpers ---
 
-    def _close_file(self, remote: paramiko.SFTPFile) -> None:
-        if not self._transport.is_active():
-            return  # closing would only wait for an answer that cannot come
+    def _close_file(self, handle: bytes) -> None:
+        if not self.session.is_active():
+            return  # the connection is gone, and the handle with it
         try:
-            remote.close()
+            close_later(self._sftp, handle)
         except Exception as exc:
             log.debug("closing remote file: %s", exc)
 
@@ -170,7 +183,7 @@ class SftpTransport(Transport):
         """Classify a failure: the connection (retryable) or the server's refusal."""
         if isinstance(exc, ReportsyncError):
             return exc.with_context(source=self.source_name, path=path)
-        lost = not self._transport.is_active()
+        lost = not self.session.is_active()
         if (not lost and isinstance(exc, OSError)
                 and not isinstance(exc, (TimeoutError, ConnectionError))
                 and (exc.errno in _REMOTE_ERRNOS or exc.errno is None)):

@@ -8,14 +8,18 @@ from typing import Any, Protocol, cast
 
 import paramiko
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_DATA,
+    CMD_FSTAT,
     CMD_HANDLE,
     CMD_NAME,
+    CMD_OPEN,
     CMD_OPENDIR,
     CMD_READ,
     CMD_READDIR,
     CMD_STATUS,
+    SFTP_FLAG_READ,
     int64,
 )
 
@@ -29,9 +33,9 @@ MIN_READ_BYTES = 32 * 1024
 a short read at the end of a file that is still growing cannot make the rest crawl."""
 
 READS_IN_FLIGHT = 16
-"""READ requests outstanding at once: enough to keep paramiko's 2 MiB channel window full (more
-could not arrive sooner). It bounds memory whatever the file size: at most this many replies
-(plus the pieces of one short read) are ever held. See docs/fetch.md, "SFTP reads and memory"."""
+"""READ requests outstanding at once unless the engine says otherwise (``SshSession.
+reads_in_flight``). It bounds memory whatever the file size: at most this many replies (plus the
+pieces of one short read) are ever held. See docs/fetch.md, "SFTP reads and memory"."""
 
 
 def list_folder(sftp: paramiko.SFTPClient) -> list[tuple[str, paramiko.SFTPAttributes]]:
@@ -75,17 +79,55 @@ def wire_name(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
-class _SftpRequests(Protocol):
+class SftpRequests(Protocol):
     """The request machinery of ``paramiko.SFTPClient`` that its type stubs leave out."""
 
     def _async_request(self, fileobj: object, t: int, *args: object) -> int: ...
     def _read_response(self, waitfor: int | None = None) -> tuple[int | None, object]: ...
     def _convert_status(self, msg: paramiko.Message) -> None: ...
+    def _adjust_cwd(self, path: str | bytes) -> bytes: ...
+
+
+def requests(sftp: paramiko.SFTPClient) -> SftpRequests:
+    return cast(SftpRequests, sftp)
+
+
+NO_REPLY_WANTED: Any = type(None)
+"""paramiko's mark for a request whose reply is read and dropped (no one waits for it)."""
+
+
+def open_for_reading(sftp: paramiko.SFTPClient, name: str) -> bytes:
+    """OPEN ``name`` for reading: its handle (``SFTPClient.open`` without the file object, whose
+    reads and CLOSE are not the ones used here)."""
+    client: Any = sftp
+    kind, msg = client._request(CMD_OPEN, client._adjust_cwd(name), SFTP_FLAG_READ,
+                                paramiko.SFTPAttributes())
+    if kind != CMD_HANDLE:
+        raise paramiko.SFTPError("Expected handle")
+    return cast(bytes, msg.get_binary())
+
+
+def close_later(sftp: paramiko.SFTPClient, handle: bytes) -> None:
+    """CLOSE ``handle`` without waiting: the reply is read and dropped by whichever later call
+    reads the next packets (the server answers in order). A refused CLOSE of a file only read
+    from changes nothing: its bytes are ours already."""
+    requests(sftp)._async_request(NO_REPLY_WANTED, CMD_CLOSE, handle)
+
+
+def attributes(msg: paramiko.Message) -> paramiko.SFTPAttributes:
+    """The file attributes of an ATTRS reply."""
+    parse: Any = paramiko.SFTPAttributes
+    return cast(paramiko.SFTPAttributes, parse._from_msg(msg))
 
 
 class ReadWindow:
-    """The bytes of one open remote file from ``start`` to ``end``, read through a sliding window
-    of at most ``READS_IN_FLIGHT`` READ requests and handed out in file order.
+    """The bytes of one open remote file from ``start`` to its end, read through a sliding window
+    of at most ``window`` READ requests and handed out in file order.
+
+    The end is the file's size, asked for (FSTAT on the handle) together with the first READ,
+    so a small file takes one round trip after its OPEN and no READ asks past the end (a last
+    round trip that would only say "end of file"); without an answer the reads go on until the
+    server says end of file. ``size`` is what the server said (None: it did not).
 
     Used instead of paramiko's ``prefetch``: that one asks for the whole file at once from a
     background thread and, when its reader catches up with that thread, stops looking at the
@@ -100,22 +142,31 @@ class ReadWindow:
     ``_replies``, never more than the window.
     """
 
-    def __init__(self, sftp: paramiko.SFTPClient, remote: paramiko.SFTPFile, start: int,
-                 end: int | None) -> None:
-        self._sftp = cast(_SftpRequests, sftp)
-        self._handle = cast(bytes, remote.handle)
+    def __init__(self, sftp: paramiko.SFTPClient, handle: bytes, start: int, *,
+                 window: int = READS_IN_FLIGHT) -> None:
+        self._sftp = requests(sftp)
+        self._handle = handle
+        self._window = window
         self._next = start  # where the next request starts
-        self._end = end  # None: until the server says end of file
+        self._end: int | None = None  # None: until the server says end of file
         self._pending: deque[tuple[int, int, int]] = deque()  # (request, offset, length), in order
         self._replies: dict[int, tuple[int, paramiko.Message]] = {}
         self._request_bytes = READ_REQUEST_BYTES
         self._finished = False
+        self.size: int | None = None
+        # FSTAT first, one READ beside it: both leave in one write (stream.py)
+        self._size_request: int | None = self._sftp._async_request(self, CMD_FSTAT, handle)
+        self._pending.append((self._send(start, self._request_bytes), start,
+                              self._request_bytes))
+        self._next += self._request_bytes
 
     def next_block(self) -> bytes:
         """The next bytes of the file (at most one request's worth), or b"" at its end.
 
         Raises what paramiko raises: ``OSError`` for a status the server sent instead of data,
         ``SSHException``/``EOFError``/``OSError``/``TimeoutError`` for a lost connection."""
+        if self._size_request is not None:
+            self._learn_size(self._size_request)
         self._fill()
         if not self._pending:
             return b""
@@ -138,12 +189,15 @@ class ReadWindow:
             return b""
         if len(data) > length:
             raise paramiko.SFTPError(f"the server sent {len(data)} bytes for a read of {length}")
-        if len(data) < length:
+        stop = offset + length if self._end is None else min(offset + length, self._end)
+        if offset + len(data) < stop:
             # a short read (the protocol allows it; some servers cap the size of a read): the
             # rest is asked for at once, before anything later, in pieces of the size the server
             # gave, and later requests are that size too
             self._request_bytes = max(min(self._request_bytes, len(data)), MIN_READ_BYTES)
-            self._ask_first(offset + len(data), offset + length)
+            self._ask_first(offset + len(data), stop)
+        elif offset + len(data) < offset + length:
+            self._drop_past(offset + len(data))  # the file ends here: nothing later is asked
         return data
 
     def abandon(self) -> None:
@@ -153,13 +207,33 @@ class ReadWindow:
         self._pending.clear()
         self._replies.clear()
 
+    def _learn_size(self, request: int) -> None:
+        while request not in self._replies:
+            self._sftp._read_response()
+        kind, msg = self._replies.pop(request)
+        self._size_request = None
+        if kind == CMD_ATTRS:
+            size = attributes(msg).st_size
+            if size is not None:
+                self.size = int(size)
+                self._end = max(self.size, self._pending[0][1] if self._pending else self._next)
+                # a file at least as long as the start: stop at its end; one shorter than the
+                # start of the download has nothing to give, and the READ on its way says so
+
+    def _drop_past(self, end: int) -> None:
+        """The server said the file ends at ``end``: requests beyond it are not waited for."""
+        while self._pending and self._pending[-1][1] >= end:
+            self._pending.pop()
+        self._end = end if self._end is None else min(self._end, end)
+        self._next = min(self._next, end)
+
     def _async_response(self, kind: int, msg: paramiko.Message, request: int) -> None:
         # called by paramiko's SFTPClient._read_response, in whichever call reads the packet
-        if not self._finished:
+        if not self._finished or request == self._size_request:
             self._replies[request] = (kind, msg)
 
     def _fill(self) -> None:
-        while (not self._finished and len(self._pending) < READS_IN_FLIGHT
+        while (not self._finished and len(self._pending) < self._window
                and (self._end is None or self._next < self._end)):
             length = self._request_bytes
             if self._end is not None:

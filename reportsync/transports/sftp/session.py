@@ -1,0 +1,73 @@
+"""The SSH connection an SFTP session runs over, whichever engine made it.
+
+Two engines speak SSH for reportsync (docs/configuration.md, ``ssh_engine``): paramiko in-process,
+and OpenSSH's ``ssh -s sftp`` as a child (``openssh.py``), where OpenSSH does the key exchange,
+the host key check, the login and the crypto. Above this line everything is shared: paramiko's
+SFTP protocol code (``stream.SftpClient``), the reads (``wire.py``), the transport.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+
+import paramiko
+
+from reportsync.transports.sftp.stream import ChannelStream, SftpClient
+from reportsync.vocab import SshEngine
+
+log = logging.getLogger(__name__)
+
+
+class SshSession(abc.ABC):
+    """A logged-in SSH connection with an SFTP session on it."""
+
+    engine: SshEngine
+    reads_in_flight: int
+    """READ requests one download keeps outstanding (``wire.ReadWindow``)."""
+
+    @abc.abstractmethod
+    def is_active(self) -> bool:
+        """Whether the connection is still up (else a failure is the connection's, not the
+        server's refusal)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection; never raises."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """The engine and the SSH software at both ends, for a log line or doctor."""
+
+
+class ParamikoSession(SshSession):
+    engine = SshEngine.PARAMIKO
+    reads_in_flight = 16
+    """Enough to keep paramiko's 2 MiB channel window full (more could not arrive sooner; larger
+    windows measured slower, issue 13)."""
+
+    def __init__(self, transport: paramiko.Transport) -> None:
+        self.transport = transport
+
+    def is_active(self) -> bool:
+        return bool(self.transport.is_active())
+
+    def close(self) -> None:
+        try:
+            self.transport.close()
+        except Exception as exc:  # close never raises
+            log.debug("closing connection: %s", exc)
+
+    def describe(self) -> str:
+        return f"paramiko {paramiko.__version__} to {self.transport.remote_version}"
+
+
+def open_channel_sftp(transport: paramiko.Transport, timeout: float) -> SftpClient | None:
+    """``SFTPClient.from_transport``, over a stream that sends requests in batches; None if the
+    server would not open a session channel."""
+    channel = transport.open_session(timeout=timeout)
+    if channel is None:
+        return None
+    channel.settimeout(timeout)
+    channel.invoke_subsystem("sftp")
+    return SftpClient(ChannelStream(channel))
