@@ -8,8 +8,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -280,10 +282,12 @@ def read_regular_file(path: Path) -> bytes:
         os.close(descriptor)
 
 
-def open_private_new(path: Path) -> int:
-    """Create ``path`` (mode 0600) for writing; fails if anything, even a dangling symlink, is
-    already there, so a planted link is never written through."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_BINARY,
+def open_private_new(path: Path, *, readable: bool = False) -> int:
+    """Create ``path`` (mode 0600) for writing (and reading, with ``readable``); fails if
+    anything, even a dangling symlink, is already there, so a planted link is never written
+    through."""
+    access = os.O_RDWR if readable else os.O_WRONLY
+    return os.open(path, access | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_BINARY,
                    PRIVATE_FILE_MODE)
 
 
@@ -310,7 +314,10 @@ def open_private_resumable(path: Path) -> int:
 
 def remove_stale_temps(folder: Path, kind: str, keep: frozenset[str] = frozenset()) -> list[str]:
     """Delete reportsync's own hidden temp files (``.rs-*.<kind>``) in ``folder`` except ``keep``:
-    left by a run that was killed. Only called under the run lock. Returns the names removed."""
+    left by a run that was killed. Only called under the run lock. Returns the names removed.
+
+    A folder of that name is a private decryption folder (``private_temp_folder``) and goes with
+    everything in it; a symlink of that name is removed itself, never what it points to."""
     removed: list[str] = []
     try:
         entries = list(os.scandir(folder))
@@ -320,10 +327,28 @@ def remove_stale_temps(folder: Path, kind: str, keep: frozenset[str] = frozenset
         name = entry.name
         if name.startswith(TEMP_PREFIX) and name.endswith(f".{kind}") and name not in keep:
             if entry.is_dir(follow_symlinks=False):
-                continue
-            remove_quietly(Path(entry.path))
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                remove_quietly(Path(entry.path))
             removed.append(name)
     return removed
+
+
+def private_temp_folder(folder: Path) -> Path:
+    """A new private folder (0700, a random name ``.rs-*.tmp``) inside ``folder``: on the same
+    file system, so what is made in it can be renamed into ``folder`` atomically; nobody else
+    can create, replace or read anything in it. ``remove_stale_temps(folder, "tmp")`` removes
+    one left by a killed run."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder))
+    except OSError as exc:
+        raise storage_error(exc, folder) from None
+
+
+def sync_data(descriptor: int) -> None:
+    """Make a file's bytes (and its size) durable: ``fdatasync`` where there is one (it skips
+    metadata such as the modification time), else ``fsync`` (macOS, Windows)."""
+    getattr(os, "fdatasync", os.fsync)(descriptor)
 
 
 def printable(name: str, *, quote: bool = True) -> str:

@@ -30,11 +30,13 @@ from reportsync.pgp.keys import (
     probe_passphrase,
 )
 from reportsync.pgp.names import PGP_SUFFIXES, looks_like_pgp, needs_decryption, plaintext_name
+from reportsync.pgp.pool import DecryptionPool
 from reportsync.pgp.verdict import SIGNATURE_STATES, Decrypted, judge, signature_status, status_lines
 
 __all__ = [
     "DECRYPT_ARGS", "DEFAULT_MAX_PLAINTEXT", "GPG_TIMEOUT", "PGP_SUFFIXES", "PIPE_CHUNK",
-    "PROBE_TEXT", "SIGNATURE_STATES", "Decrypted", "DecryptionKey", "DecryptionKeys", "Gpg",
+    "PROBE_TEXT", "SIGNATURE_STATES", "Decrypted", "DecryptionKey", "DecryptionKeys",
+    "DecryptionPool", "Gpg",
     "GpgBinary", "PassphraseProbe", "check_passphrase", "gpg_version_line", "gpgconf_for",
     "inspect_gpg", "judge", "kill_agent", "looks_like_pgp", "needs_decryption",
     "plaintext_name", "probe_passphrase", "signature_status", "status_lines",

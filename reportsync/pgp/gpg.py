@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -61,10 +61,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PLAINTEXT = 2 * 1024**3  # settings.max_plaintext_bytes
 PIPE_CHUNK = 256 * 1024
 
-# Always on a decryption's command line: the output goes to our pipe, never to a file name the
-# message suggests, and verifying a signature never reaches out to a key server.
-DECRYPT_ARGS = ("--no-use-embedded-filename", "--no-auto-key-retrieve", "--output", "-",
-                "--decrypt")
+# Always on a decryption's command line: the output goes to a name reportsync chose, never to
+# a file name the message suggests, and verifying a signature never reaches out to a key server.
+FILE_DECRYPT_ARGS = ("--no-use-embedded-filename", "--no-auto-key-retrieve")
+# one file: the plaintext into our pipe
+DECRYPT_ARGS = (*FILE_DECRYPT_ARGS, "--output", "-", "--decrypt")
 
 
 def check_passphrase(secret: Secret | None, where: str) -> None:
@@ -127,6 +128,13 @@ class _PlaintextSink:
             with contextlib.suppress(OSError):
                 self._handle.close()
         remove_quietly(self.path)
+
+
+def note_signature(name: str, signature: str, signer: str | None) -> None:
+    """Log a decrypted file's signature that was neither good nor absent (and not required)."""
+    if signature != "good" and signature != "unsigned":
+        log.info("decrypted %s; its signature is %s (key %s) and was not required",
+                 name, signature, signer or "?")
 
 
 class Gpg:
@@ -292,10 +300,7 @@ class Gpg:
         """
         limit = self.max_plaintext_bytes if max_bytes is None else max_bytes
         passphrase = self._passphrase.reveal() if self._passphrase is not None else None
-        args = list(DECRYPT_ARGS)
-        if passphrase is None:
-            args = ["--pinentry-mode", "loopback", *args]
-        argv = self._gpg.make_args(args, passphrase is not None)
+        argv = self._argv(DECRYPT_ARGS)
         try:
             sink = _PlaintextSink(output, limit)
         except OSError as exc:
@@ -311,16 +316,48 @@ class Gpg:
         try:
             if sink.too_large:
                 raise plaintext_too_large(limit)
-            signature, signer = self.judged(stderr, returncode, require_signer, encrypted.name)
+            signature, signer = self.judged(stderr, returncode, require_signer)
         except Exception:
             sink.discard()
             raise
         fsync_dir(output.parent)
+        note_signature(encrypted.name, signature, signer)
         return Decrypted(path=output, size=sink.size, signature=signature, signer=signer,
                          sha256=sink.digest.hexdigest())
 
-    def judged(self, stderr: str, returncode: int | None, require_signer: str,
-               name: str) -> tuple[str, str | None]:
+    def _argv(self, args: Sequence[str]) -> list[str]:
+        """gpg's command line: python-gnupg's (``--status-fd 2``, ``--batch``, ``--homedir``,
+        and with a passphrase ``--passphrase-fd 0``) plus ``args``; loopback pinentry always,
+        so gpg-agent never opens a pinentry window or prompt (it fails instead)."""
+        if self._passphrase is None:
+            argv = self._gpg.make_args(["--pinentry-mode", "loopback", *args], False)
+        else:
+            argv = self._gpg.make_args(list(args), True)  # make_args adds loopback itself
+        return [str(part) for part in argv]
+
+    def start_decrypt_files(self, names: Sequence[str], folder: Path) -> process.Popen[bytes]:
+        """``gpg --decrypt-files NAMES`` run in ``folder``: gpg writes each plaintext beside its
+        input, under the input's name without ``.gpg``, into the file the caller created there
+        (``--yes``: gpg writes into it instead of refusing an existing file); files it creates
+        itself are 0600. stdout is discarded; stderr carries the status lines and gpg's words,
+        one ``FILE_START … FILE_DONE`` block per file. The passphrase goes in as one line on
+        stdin, which is then closed (never on the command line or in the environment)."""
+        argv = self._argv(("--yes", *FILE_DECRYPT_ARGS, "--decrypt-files", *names))
+        try:
+            child = process.popen_pipes(argv, env=self._gpg.env, stdout=process.DEVNULL,
+                                        cwd=folder, private_files=True)
+        except OSError as exc:
+            raise KeyProblemError(f"gpg could not be run: {exc.strerror or exc}") from None
+        assert child.stdin is not None
+        with contextlib.suppress(OSError):  # gpg already gone: its status says why
+            if self._passphrase is not None:
+                child.stdin.write((self._passphrase.reveal() + "\n").encode("utf-8"))
+        with contextlib.suppress(OSError):
+            child.stdin.close()
+        return child
+
+    def judged(self, stderr: str, returncode: int | None,
+               require_signer: str) -> tuple[str, str | None]:
         """``verdict.judge`` on one file's gpg lines (``stderr``, with the exit code that file
         gets): raises unless it is a good decryption, else returns how it was signed (one of
         SIGNATURE_STATES) and by which key."""
@@ -338,11 +375,7 @@ class Gpg:
         result.returncode = returncode
         status = status_lines(stderr)
         judge(result, status, stderr, require_signer, passphrase_given=self.has_passphrase)
-        signature, signer = signature_status(status)
-        if signature != "good" and signature != "unsigned":
-            log.info("decrypted %s; its signature is %s (key %s) and was not required",
-                     name, signature, signer or "?")
-        return signature, signer
+        return signature_status(status)
 
     def _run(self, argv: list[str], encrypted: Path, passphrase: str | None,
              sink: _PlaintextSink) -> tuple[str, int]:

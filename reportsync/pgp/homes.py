@@ -16,7 +16,7 @@ a pool runs on the real home itself, as ``Gpg.decrypt`` does). A copy is a snaps
 imported into the real home while a pool runs reaches only the real home's worker, and the next
 pool.
 
-A pool's copies live inside the real home (``<home>/.rs-agent-<pid>-<random>``, 0700, the keys
+A pool's copies live inside the real home (``<home>/.rs-agent-<pid>-<n>``, 0700, the keys
 0600 as in the home): the private keys never leave the folder they are kept in. Each is removed
 with its agent stopped when the pool closes; one left by a killed run (its pid no longer
 running) is removed the next time a pool starts on that home.
@@ -25,6 +25,7 @@ running) is removed the next time a pool starts on that home.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -44,6 +45,7 @@ _NOT_COPIED = shutil.ignore_patterns("S.*", "*.lock", ".#*", "random_seed", f"{A
 # Without /run/user/UID, gpg-agent puts its sockets into the home itself, and a Unix socket's
 # path has a limit of about 107 bytes (``S.gpg-agent.browser`` is the longest name it uses).
 _SOCKET_PATH_LIMIT = 100
+_NUMBERS = itertools.count(1)
 
 
 def copy_home(home: Path, target: Path) -> None:
@@ -71,20 +73,25 @@ def agent_home(binary: str, home: Path, environ: Mapping[str, str] | None = None
     if not IS_POSIX:
         return None
     remove_stale_agent_homes(binary, home, environ)
-    try:
-        clone = Path(tempfile.mkdtemp(prefix=f"{AGENT_HOME_PREFIX}{os.getpid()}-", dir=home))
-    except OSError as exc:
-        log.debug("no second gpg-agent: cannot create a folder in %s (%s)", home, exc)
-        return None
-    if len(os.fsencode(clone / "S.gpg-agent.browser")) > _SOCKET_PATH_LIMIT \
-            and not Path(f"/run/user/{os.getuid()}").is_dir():
-        log.debug("no second gpg-agent: %s is too deep for the agent's sockets", home)
-        shutil.rmtree(clone, ignore_errors=True)
-        return None
+    while True:
+        clone = home / f"{AGENT_HOME_PREFIX}{os.getpid()}-{next(_NUMBERS)}"
+        if len(os.fsencode(clone / "S.gpg-agent.browser")) > _SOCKET_PATH_LIMIT \
+                and not Path(f"/run/user/{os.getuid()}").is_dir():
+            log.info("decrypting with one gpg-agent: the GnuPG home %s is too deep for a second "
+                     "agent's sockets", home)
+            return None
+        try:
+            clone.mkdir(mode=PRIVATE_DIR_MODE)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            log.info("decrypting with one gpg-agent: cannot create a folder in %s (%s)", home, exc)
+            return None
     try:
         copy_home(home, clone)
     except OSError as exc:
-        log.debug("no second gpg-agent: cannot copy %s (%s)", home, exc)
+        log.info("decrypting with one gpg-agent: cannot copy %s (%s)", home, exc)
         discard_home(binary, clone, environ)
         return None
     return clone
