@@ -398,26 +398,28 @@ def versioned_name(name: str, number: int) -> str:
     return f"{stem}.v{number}.{suffix}"
 
 
-def place_file(temp: Path, folder: Path, name: str, sha256: str) -> Path:
+def place_file(temp: Path, folder: Path, name: str, sha256: str, *,
+               sync_folder: bool = True) -> Path:
     """Move ``temp`` into ``folder`` as ``name``, never replacing different content.
 
     Safe against concurrent placers (the ``--jobs`` workers): each final name is claimed
     atomically, so two files can never both be given one name. If ``name`` already holds the
     same bytes, the temp replaces it (idempotent after a crash: no ``.v2`` copy of identical
     content); if it holds other bytes, the new file gets the first free ``.vN`` name. Returns
-    the final path.
+    the final path. The folder is fsynced, so the name is durable, unless ``sync_folder`` is
+    False: then the caller fsyncs it (once for a batch) before anything records the file.
     """
     try:
-        return _place(temp, folder, name, sha256, _claim_by_link)
+        return _place(temp, folder, name, sha256, _claim_by_link, sync_folder)
     except _NoHardLinks:
         # the claim file is empty until the temp replaces it: this process's placers take turns,
         # so none of them ever compares its report with a claim of another
         with _PLACING_WITHOUT_LINKS:
-            return _place(temp, folder, name, sha256, _claim_by_exclusive_create)
+            return _place(temp, folder, name, sha256, _claim_by_exclusive_create, sync_folder)
 
 
 def _place(temp: Path, folder: Path, name: str, sha256: str,
-           claim: Callable[[Path, Path], bool]) -> Path:
+           claim: Callable[[Path, Path], bool], sync_folder: bool) -> Path:
     number = 1
     candidate = contained_path(folder, name)
     try:
@@ -431,7 +433,8 @@ def _place(temp: Path, folder: Path, name: str, sha256: str,
                 break
             number += 1
             candidate = contained_path(folder, versioned_name(name, number))
-        fsync_dir(folder)
+        if sync_folder:
+            fsync_dir(folder)
     except OSError as exc:
         raise storage_error(exc, candidate) from None
     return candidate

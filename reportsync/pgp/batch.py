@@ -52,7 +52,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from reportsync import process
 from reportsync.errors import ReportsyncError
 from reportsync.fsutil import (
     HASH_CHUNK,
@@ -167,29 +166,37 @@ def _link(encrypted: Path, name: Path) -> None:
 
 class _Run:
     """What the stderr reader learns while gpg runs: each file's block, which file is being
-    written, and which are done."""
+    written, and which are done; ``news`` is set whenever any of that changes."""
 
     def __init__(self, slots: dict[str, _Slot]) -> None:
         self.by_input = slots
         self.current: _Slot | None = None
         self.finished: deque[_Slot] = deque()
         self.started = False
+        self.ended = False  # gpg closed its stderr: it is exiting
+        self.news = threading.Event()
 
     def read(self, stream: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line.startswith(_FILE_START):
-                fields = line.split(" ", 3)
-                self.current = self.by_input.get(fields[3]) if len(fields) == 4 else None
-                self.started = True
-            slot = self.current
-            if slot is None:
-                continue  # before the first file, or of no file of ours: nobody's verdict
-            slot.lines.append(line)
-            if line.rstrip() == _FILE_DONE:
-                slot.done = True
-                self.current = None
-                self.finished.append(slot)
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line.startswith(_FILE_START):
+                    fields = line.split(" ", 3)
+                    self.current = self.by_input.get(fields[3]) if len(fields) == 4 else None
+                    self.started = True
+                    self.news.set()
+                slot = self.current
+                if slot is None:
+                    continue  # before the first file, or of no file of ours: nobody's verdict
+                slot.lines.append(line)
+                if line.rstrip() == _FILE_DONE:
+                    slot.done = True
+                    self.current = None
+                    self.finished.append(slot)
+                    self.news.set()
+        finally:
+            self.ended = True
+            self.news.set()
 
 
 def _stems(counter: Iterator[int], count: int) -> list[str]:
@@ -239,12 +246,10 @@ def _watch(gpg: Gpg, folder: Path, slots: dict[str, _Slot], limit: int, behind: 
     reader.start()
     try:
         busy = False
-        while True:
-            try:
-                child.wait(timeout=0 if busy else WATCH_INTERVAL)
-                break
-            except process.TimeoutExpired:
-                pass
+        while not run.ended:
+            if not busy:
+                run.news.wait(WATCH_INTERVAL)
+            run.news.clear()
             busy = False
             if run.finished:
                 run.finished.popleft().finish(limit)
@@ -266,7 +271,7 @@ def _watch(gpg: Gpg, folder: Path, slots: dict[str, _Slot], limit: int, behind: 
             except OSError as exc:
                 slot.error = exc
     finally:
-        if child.poll() is None:
+        if not run.ended and child.poll() is None:
             child.kill()  # interrupted (an exception in this thread): gpg must not go on
         child.wait()
         reader.join()
