@@ -33,7 +33,7 @@ import gnupg
 
 from benchmarks.fixtures import report_text, write_random
 from reportsync.config import Secret
-from reportsync.fsutil import fsync_dir
+from reportsync.fsutil import fsync_dir, place_file
 from reportsync.pgp import DecryptionPool, Gpg
 
 PASSPHRASE = "bench passphrase"
@@ -109,12 +109,14 @@ def run_gpg(argv: list[str], passphrase: bool) -> None:
 
 
 def pool_decrypt(gpg: Gpg, files: list[Path], out: Path, workers: int, batch: int) -> None:
+    """What an executor does: hand every file in, place each plaintext as it comes (its bytes
+    are durable already), one folder fsync for the names (docs/fetch.md, power cut)."""
     with DecryptionPool(gpg, workers, batch_files=batch) as pool:
-        futures = [(pool.submit(path, out / f".rs-{index}.tmp"), out / path.stem)
+        futures = [(pool.submit(path, out / f".rs-{index}.tmp"), path.stem)
                    for index, path in enumerate(files)]
-        for future, final in futures:
+        for future, name in futures:
             decrypted = future.result()
-            os.replace(decrypted.path, final)
+            place_file(decrypted.path, out, name, decrypted.sha256, sync_folder=False)
     fsync_dir(out)
 
 

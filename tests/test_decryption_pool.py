@@ -19,7 +19,7 @@ import pytest
 
 from reportsync import fsutil
 from reportsync.config import Secret
-from reportsync.errors import ReportsyncError
+from reportsync.errors import KeyProblemError, ReportsyncError
 from reportsync.pgp import DecryptionPool, Gpg, homes
 from reportsync.pgp import pool as pool_module
 from tests.support import PgpIdentity, make_identity, random_plain
@@ -274,6 +274,18 @@ def test_a_passphrase_reaches_every_gpg_through_its_stdin(
                 assert pool.stats.homes == 2
             kinds = {outcome[0] for outcome in expected.values()}
             assert kinds == ({"ok"} if passphrase == "right horse" else {"KeyProblemError"})
+        # a caller that met a key problem fails what is still queued at once
+        gpg = Gpg(binary="gpg", home=identity.home, passphrase=Secret("wrong horse"))
+        pool = DecryptionPool(gpg, workers=1)
+        try:
+            with pool._ready:  # nothing is taken until all are queued and the rest failed
+                futures = pool.submit_many([(path, tmp_path / f".rs-{name}.q", "")
+                                            for name, path in files.items()])
+                error = KeyProblemError("the passphrase is wrong", remedy="Fix it.")
+                assert pool.fail_pending(error) == len(files)
+            assert all(future.exception() is error for future in futures)
+        finally:
+            pool.close()
     finally:
         identity.stop_agent()
 

@@ -119,6 +119,16 @@ class DecryptionPool:
             self._ready.notify_all()
         return [job.future for job in jobs]
 
+    def fail_pending(self, error: ReportsyncError) -> int:
+        """Fail every file still queued with ``error`` (a KeyProblemError: every file would
+        fail the same way, so gpg is not asked again); the files already in a run end as they
+        end. Returns how many were failed."""
+        with self._ready:
+            jobs, self._queue = list(self._queue), deque()
+        for job in jobs:
+            job.future.set_exception(error)
+        return len(jobs)
+
     @property
     def stats(self) -> PoolStats:
         with self._lock:
