@@ -422,3 +422,43 @@ def test_a_private_folder_left_by_a_killed_run_is_removed_with_the_stale_temps(
     assert sorted(removed) == sorted([private.name, ".rs-link.tmp"])
     assert sorted(entry.name for entry in folder.iterdir()) == ["report.xml"]
     assert (kept / "report.xml").read_bytes() == b"<keep/>"
+
+
+def test_a_copy_of_the_home_where_gpg_fails_at_once_costs_no_file(
+    pgp_identity: PgpIdentity, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Line of defence: pool._decrypt: a run that began no file (gpg failed at its start) sends
+    # its files to Gpg.decrypt with the real home, and a worker whose copy so fails retires;
+    # a copy where gpg cannot even start is never used (pool._lane).
+    lane_init = pool_module._Lane.__init__
+
+    def copy_that_breaks(lane: Any, gpg: Gpg, copy: Path | None) -> None:
+        lane_init(lane, gpg, copy)
+        if copy is not None:  # after python-gnupg's first look: gpg now exits at once there
+            (copy / "gpg.conf").write_text("compliance nonsense\n")
+
+    monkeypatch.setattr(pool_module._Lane, "__init__", copy_that_breaks)
+    files = write_all(tmp_path / "in", {f"r{index}": pgp_identity.encrypt(b"<r/>" * index)
+                                        for index in range(1, 21)})
+    gpg = Gpg(binary="gpg", home=pgp_identity.home, passphrase=None)
+    expected = lone(gpg, files, tmp_path / "lone")
+    with DecryptionPool(gpg, workers=2, batch_files=2) as pool:
+        assert pooled(pool, files, tmp_path / "out") == expected
+        stats = pool.stats
+    assert stats.homes == 2 and 1 <= stats.alone <= 2, stats
+    assert "decrypting with one gpg-agent fewer" in caplog.text
+    assert leftovers(pgp_identity.home) == []
+
+    copy_home = homes.copy_home
+
+    def copy_without_gpg(home: Path, target: Path) -> None:
+        copy_home(home, target)
+        (target / "gpg.conf").write_text("compliance nonsense\n")
+
+    monkeypatch.setattr(pool_module._Lane, "__init__", lane_init)
+    monkeypatch.setattr(homes, "copy_home", copy_without_gpg)
+    with DecryptionPool(gpg, workers=2, batch_files=2) as pool:
+        assert pooled(pool, files, tmp_path / "out2") == expected
+        assert pool.stats.homes == 1 and pool.stats.alone == 0
+    assert leftovers(pgp_identity.home) == []

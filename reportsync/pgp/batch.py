@@ -94,7 +94,13 @@ class RunOutcome:
     settled: list[tuple[Job, Verdict]] = field(default_factory=list)
     again: list[Job] = field(default_factory=list)  # into another run (see the module's words)
     alone: list[Job] = field(default_factory=list)  # to Gpg.decrypt, one by one
-    started: bool = False  # gpg began at least one file (False: this home's gpg cannot decrypt)
+    started: bool = False  # gpg began at least one file
+    returncode: int | None = None  # gpg's exit code (None: no gpg ran)
+
+    @property
+    def broken(self) -> bool:
+        """gpg failed before it began any file: this home cannot decrypt at all."""
+        return self.returncode not in (None, 0) and not self.started
 
 
 class _Slot:
@@ -279,6 +285,7 @@ def _watch(gpg: Gpg, folder: Path, slots: dict[str, _Slot], limit: int, behind: 
     while run.finished:
         run.finished.popleft().finish(limit)
     outcome.started = run.started
+    outcome.returncode = child.returncode
     return child.returncode
 
 

@@ -191,7 +191,10 @@ class DecryptionPool:
                 if lane is None:  # no copy of the home for this worker: give the files back
                     self._give_back(jobs)
                     return
-                self._decrypt(lane, jobs)
+                if not self._decrypt(lane, jobs) and lane.copy is not None:
+                    log.warning("gpg does not decrypt with the copy %s of the GnuPG home; "
+                                "decrypting with one gpg-agent fewer", lane.copy)
+                    return  # its files went to Gpg.decrypt; the other workers go on
             except BaseException as exc:  # every Future gets an answer, whatever happened
                 error = exc if isinstance(exc, ReportsyncError) else \
                     StorageError(f"decryption stopped: {exc}")
@@ -232,15 +235,16 @@ class DecryptionPool:
                 folder = self._folders[output_dir] = _Folder(private_temp_folder(output_dir))
             return folder
 
-    def _decrypt(self, lane: _Lane, jobs: list[Job]) -> None:
+    def _decrypt(self, lane: _Lane, jobs: list[Job]) -> bool:
         """Runs until every file is settled: the files a run could not settle go into the next
-        run, and once a run settles none of them, each goes to ``Gpg.decrypt`` alone."""
+        run, and once a run settles none of them, each goes to ``Gpg.decrypt`` alone (with the
+        real home). False when gpg failed on this lane's home before it began any file."""
         try:
             folder = self._folder(jobs[0].output.parent)
         except StorageError:
             self._alone(jobs)  # Gpg.decrypt meets the same problem and names it, file by file
-            return
-        pending, alone = jobs, []
+            return True
+        pending, alone, works = jobs, [], True
         while pending:
             outcome = decrypt_files(lane.gpg, folder.path, pending, folder.counter,
                                     limit=self.gpg.max_plaintext_bytes,
@@ -251,11 +255,13 @@ class DecryptionPool:
             for job, verdict in outcome.settled:
                 _settle(job, verdict)
             alone += outcome.alone
+            works = works and not outcome.broken
             if len(outcome.again) == len(pending):
                 alone += outcome.again  # nothing settled: this is no longer a batch question
                 break
             pending = outcome.again
         self._alone(alone)
+        return works
 
     def _alone(self, jobs: list[Job]) -> None:
         with self._lock:
