@@ -1,7 +1,8 @@
 """Decryption speed of reportsync's pgp API against gpg itself, side by side, interleaved.
 
-    python -m benchmarks.decrypt_pool [--count 2000] [--reps 5] [--bits 2048 3072]
-                                      [--passphrase no yes] [--big-mib 256] [--only small big]
+    python -m benchmarks.decrypt_pool [--count 2000] [--count-passphrase 200] [--reps 5]
+                                      [--bits 2048 3072] [--passphrase no yes] [--big-mib 256]
+                                      [--only small big] [--workers 2] [--batch 64] [--today]
 
 - small: ``DecryptionPool`` over COUNT reports of ~20 KiB (each plaintext fsynced before its
   rename, renamed to its final name, one folder fsync at the end) against
@@ -155,7 +156,7 @@ def report(title: str, times: dict[str, list[float]], baseline: str) -> None:
 
 def small_case(root: Path, bits: int, passphrase: bool, args: argparse.Namespace) -> None:
     home, fingerprint = make_home(root, bits, passphrase)
-    source = small_data(home, fingerprint, args.count)
+    source = small_data(home, fingerprint, args.count_passphrase if passphrase else args.count)
     files = sorted(source.glob("*.gpg"))
     gpg = Gpg(binary="gpg", home=home, passphrase=Secret(PASSPHRASE) if passphrase else None)
     work = root / "work"
@@ -226,6 +227,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "rs-decbench")
     parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--count-passphrase", type=int, default=200,
+                        help="files with a passphrase-protected key: gpg-agent derives the key "
+                        "again for every file (~0.4 s of CPU each here), so 2,000 take ~15 min")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--bits", type=int, nargs="+", default=[2048, 3072])
     parser.add_argument("--passphrase", nargs="+", choices=["no", "yes"], default=["no", "yes"])
