@@ -9,8 +9,10 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -283,10 +285,12 @@ def read_regular_file(path: Path) -> bytes:
         os.close(descriptor)
 
 
-def open_private_new(path: Path) -> int:
-    """Create ``path`` (mode 0600) for writing; fails if anything, even a dangling symlink, is
-    already there, so a planted link is never written through."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_BINARY,
+def open_private_new(path: Path, *, readable: bool = False) -> int:
+    """Create ``path`` (mode 0600) for writing (and reading, with ``readable``); fails if
+    anything, even a dangling symlink, is already there, so a planted link is never written
+    through."""
+    access = os.O_RDWR if readable else os.O_WRONLY
+    return os.open(path, access | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_BINARY,
                    PRIVATE_FILE_MODE)
 
 
@@ -313,7 +317,10 @@ def open_private_resumable(path: Path) -> int:
 
 def remove_stale_temps(folder: Path, kind: str, keep: frozenset[str] = frozenset()) -> list[str]:
     """Delete reportsync's own hidden temp files (``.rs-*.<kind>``) in ``folder`` except ``keep``:
-    left by a run that was killed. Only called under the run lock. Returns the names removed."""
+    left by a run that was killed. Only called under the run lock. Returns the names removed.
+
+    A folder of that name is a private decryption folder (``private_temp_folder``) and goes with
+    everything in it; a symlink of that name is removed itself, never what it points to."""
     removed: list[str] = []
     try:
         entries = list(os.scandir(folder))
@@ -323,10 +330,28 @@ def remove_stale_temps(folder: Path, kind: str, keep: frozenset[str] = frozenset
         name = entry.name
         if name.startswith(TEMP_PREFIX) and name.endswith(f".{kind}") and name not in keep:
             if entry.is_dir(follow_symlinks=False):
-                continue
-            remove_quietly(Path(entry.path))
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                remove_quietly(Path(entry.path))
             removed.append(name)
     return removed
+
+
+def private_temp_folder(folder: Path) -> Path:
+    """A new private folder (0700, a random name ``.rs-*.tmp``) inside ``folder``: on the same
+    file system, so what is made in it can be renamed into ``folder`` atomically; nobody else
+    can create, replace or read anything in it. ``remove_stale_temps(folder, "tmp")`` removes
+    one left by a killed run."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder))
+    except OSError as exc:
+        raise storage_error(exc, folder) from None
+
+
+def sync_data(descriptor: int) -> None:
+    """Make a file's bytes (and its size) durable: ``fdatasync`` where there is one (it skips
+    metadata such as the modification time), else ``fsync`` (macOS, Windows)."""
+    getattr(os, "fdatasync", os.fsync)(descriptor)
 
 
 def printable(name: str, *, quote: bool = True) -> str:
@@ -371,26 +396,28 @@ def versioned_name(name: str, number: int) -> str:
     return f"{stem}.v{number}.{suffix}"
 
 
-def place_file(temp: Path, folder: Path, name: str, sha256: str) -> Path:
+def place_file(temp: Path, folder: Path, name: str, sha256: str, *,
+               sync_folder: bool = True) -> Path:
     """Move ``temp`` into ``folder`` as ``name``, never replacing different content.
 
     Safe against concurrent placers (the ``--jobs`` workers): each final name is claimed
     atomically, so two files can never both be given one name. If ``name`` already holds the
     same bytes, the temp replaces it (idempotent after a crash: no ``.v2`` copy of identical
     content); if it holds other bytes, the new file gets the first free ``.vN`` name. Returns
-    the final path.
+    the final path. The folder is fsynced, so the name is durable, unless ``sync_folder`` is
+    False: then the caller fsyncs it (once for a batch) before anything records the file.
     """
     try:
-        return _place(temp, folder, name, sha256, _claim_by_link)
+        return _place(temp, folder, name, sha256, _claim_by_link, sync_folder)
     except _NoHardLinks:
         # the claim file is empty until the temp replaces it: this process's placers take turns,
         # so none of them ever compares its report with a claim of another
         with _PLACING_WITHOUT_LINKS:
-            return _place(temp, folder, name, sha256, _claim_by_exclusive_create)
+            return _place(temp, folder, name, sha256, _claim_by_exclusive_create, sync_folder)
 
 
 def _place(temp: Path, folder: Path, name: str, sha256: str,
-           claim: Callable[[Path, Path], bool]) -> Path:
+           claim: Callable[[Path, Path], bool], sync_folder: bool) -> Path:
     number = 1
     candidate = contained_path(folder, name)
     try:
@@ -404,7 +431,8 @@ def _place(temp: Path, folder: Path, name: str, sha256: str,
                 break
             number += 1
             candidate = contained_path(folder, versioned_name(name, number))
-        fsync_dir(folder)
+        if sync_folder:
+            fsync_dir(folder)
     except OSError as exc:
         raise storage_error(exc, candidate) from None
     return candidate

@@ -72,7 +72,13 @@ def run(argv: Sequence[str], *, stdin: bytes = b"", hidden: Iterable[str] = (), 
                           creationflags=NO_WINDOW)
 
 
-def popen_pipes(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """A child with stdin, stdout and stderr on pipes, for streaming (gpg's decryption)."""
-    return subprocess.Popen(list(argv), stdin=PIPE, stdout=PIPE, stderr=PIPE, env=dict(env),
+def popen_pipes(argv: Sequence[str], *, env: Mapping[str, str], stdout: int = PIPE,
+                cwd: Path | str | None = None, private_files: bool = False
+                ) -> subprocess.Popen[bytes]:
+    """A child with stdin and stderr on pipes (stdout too unless ``stdout`` says otherwise, e.g.
+    DEVNULL), for streaming (gpg's decryptions). ``private_files``: every file the child creates
+    is 0600 from the start (umask 077, set by the child itself before it executes: no
+    ``preexec_fn``, so safe with threads; POSIX only, elsewhere the folder protects them)."""
+    return subprocess.Popen(list(argv), stdin=PIPE, stdout=stdout, stderr=PIPE, env=dict(env),
+                            cwd=cwd, umask=0o077 if private_files else -1,
                             creationflags=NO_WINDOW)

@@ -459,8 +459,8 @@ def test_only_pgp_py_starts_gpg() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             for name in names:
                 if name in importers:
-                    importers[name].add(path.name)
-    assert importers == {"gnupg": {"pgp.py"}, "subprocess": {"process.py"}}
+                    importers[name].add(path.relative_to(REPO_ROOT / "reportsync").as_posix())
+    assert importers == {"gnupg": {"pgp/gpg.py"}, "subprocess": {"process.py"}}
     runner = (REPO_ROOT / "reportsync" / "process.py").read_text()
     assert runner.count("subprocess.run(") == 1
     assert "env=child_environment(hidden, environ=environ)" in runner
