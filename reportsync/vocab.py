@@ -100,8 +100,7 @@ class Command(StrEnum):
 
 
 class SshEngine(StrEnum):
-    """What speaks SSH for an SFTP source (``sources.NAME.ssh_engine``; docs/configuration.md)."""
+    """What speaks SSH for an SFTP session (``transports.sftp.session``). Only paramiko is built;
+    an OpenSSH ``ssh -s sftp`` engine (issue 13) would be a second member and a config key."""
 
-    AUTO = "auto"  # OpenSSH's ssh if a suitable one is on PATH, else paramiko
-    OPENSSH = "openssh"  # an ``ssh -s sftp`` child: OpenSSH does the crypto
     PARAMIKO = "paramiko"  # in-process

@@ -34,7 +34,6 @@ from reportsync.config.schema import (
 from reportsync.errors import ConfigError, Problem
 from reportsync.fsutil import read_regular_file, too_open
 from reportsync.units import MAX_PLAINTEXT_DEFAULT, GiB
-from reportsync.vocab import SshEngine
 
 PROTOCOLS = ("sftp", "ftp", "ftps")
 DEFAULT_PORTS = {"sftp": 22, "ftp": 21, "ftps": 21}
@@ -179,10 +178,6 @@ class SourceConfig:
                                        kind="path", protocols=SFTP, example="~/.ssh/known_hosts")
     host_key_fingerprint: str | None = setting("... or pinned here (SHA256:...)", kind="str",
                                                protocols=SFTP, form=ssh_fingerprint)
-    ssh_engine: str = setting(
-        "sftp: what speaks SSH: \"auto\" (OpenSSH's ssh if 8.5 or later is on PATH, else "
-        "paramiko), \"openssh\" or \"paramiko\"", default=str(SshEngine.AUTO),
-        choices=tuple(SshEngine), protocols=SFTP)
     password: SecretRef = secret(
         env_doc="ftp/ftps: env var holding the password; never logged",
         inline_doc="inline password: only accepted if this file is 0600")
