@@ -352,7 +352,7 @@ class Transport(abc.ABC):
         """One ``Download`` as ``download_many`` takes it, one round of requests after another:
         the server's size and mtime before the transfer, the bytes, the size and mtime after."""
         listed = item.remote
-        sink = _WatchedSink(item.destination)
+        sink = CountingSink(item.destination)
         try:
             before = self.stat(listed.name)
             if version_changed(listed, before, mtime_comparable=self.stat_mtime_matches_listing):
@@ -391,9 +391,10 @@ class Transport(abc.ABC):
         self.close()
 
 
-class _WatchedSink:
-    """Passes writes on, counts them, and remembers an exception of the destination itself (it
-    passes through ``download_many`` unchanged, whatever its type)."""
+class CountingSink:
+    """Passes writes on, counts them, and remembers an exception raised by the destination itself
+    (disk full, more bytes than listed): no retry can help with it, and ``download_many`` passes
+    it through unchanged, whatever its type."""
 
     def __init__(self, destination: ByteSink) -> None:
         self._destination = destination

@@ -17,7 +17,13 @@ from typing import TypeVar
 
 from reportsync.errors import ReportsyncError, TransferError
 from reportsync.fsutil import printable
-from reportsync.transports.base import ByteSink, ProgressCallback, RemoteFile, Transport
+from reportsync.transports.base import (
+    ByteSink,
+    CountingSink,
+    ProgressCallback,
+    RemoteFile,
+    Transport,
+)
 from reportsync.units import MAX_BACKOFF
 
 log = logging.getLogger(__name__)
@@ -61,25 +67,6 @@ def incomplete_transfer(received: int, expected: int) -> TransferError:
     """The error of a transfer that ended cleanly but short of the listed size."""
     return TransferError(f"transfer incomplete: got {received} of {expected} bytes "
                          "(the server ended the transfer early)")
-
-
-class _CountingSink:
-    """Passes writes on and counts them; remembers an error raised by the destination itself
-    (disk full, more bytes than listed), which no retry can help."""
-
-    def __init__(self, destination: ByteSink) -> None:
-        self._destination = destination
-        self.written = 0
-        self.failed: BaseException | None = None
-
-    def write(self, data: bytes, /) -> int:
-        try:
-            self._destination.write(data)
-        except BaseException as exc:
-            self.failed = exc
-            raise
-        self.written += len(data)
-        return len(data)
 
 
 class RetryingTransport(Transport):
@@ -162,7 +149,7 @@ class RetryingTransport(Transport):
         ``expected_size``: the file's listed size; a transfer that ends cleanly short of it is a
         transient error too (retried, resuming). An error of ``destination`` itself is never
         retried."""
-        sink = _CountingSink(destination)
+        sink = CountingSink(destination)
 
         def from_where_it_ended(transport: Transport) -> int:
             try:
