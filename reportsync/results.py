@@ -31,6 +31,14 @@ class CommandResult(Protocol):
     def exit_code(self) -> ExitCode: ...
 
 
+def exit_code_of(result: CommandResult | None, error: ReportsyncError | None) -> ExitCode:
+    """The exit code of a run that either returned ``result`` or stopped with ``error``."""
+    if error is not None:
+        return error.exit_code
+    assert result is not None, "a run returns a result or stops with an error"
+    return result.exit_code
+
+
 @dataclass(frozen=True)
 class DoctorRun:
     """``doctor``: the report, and the support bundle if one was asked for (its failure does not

@@ -44,6 +44,7 @@ from reportsync.notify.metrics import collect, metrics_text, write_metrics
 from reportsync.notify.targets import Targets, resolve_targets
 from reportsync.render.envelope import to_json
 from reportsync.render.notify import Message, notification, ping_body, run_summary, start_summary
+from reportsync.results import exit_code_of
 from reportsync.runlog import RunLog
 from reportsync.status import SourceStatus, status
 
@@ -61,10 +62,7 @@ class MonitoredFetch:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.error is not None:
-            return self.error.exit_code
-        assert self.result is not None
-        return self.result.exit_code
+        return exit_code_of(self.result, self.error)
 
     def to_dict(self) -> dict[str, Any]:
         """fetch's own JSON, and ``monitoring``: each delivery (no URL in any of it)."""

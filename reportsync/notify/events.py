@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from reportsync.config import NOTIFY_EVENTS
 from reportsync.errors import ExitCode, ReportsyncError
 from reportsync.fetch import FetchResult
+from reportsync.results import exit_code_of
 
 FAIL, WARN, NEW, SUCCESS = NOTIFY_EVENTS
 
@@ -24,10 +25,7 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.error is not None:
-            return self.error.exit_code
-        assert self.result is not None
-        return self.result.exit_code
+        return exit_code_of(self.result, self.error)
 
 
 def events_of(outcome: RunOutcome) -> dict[str, tuple[str, ...]]:
