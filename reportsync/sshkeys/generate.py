@@ -20,9 +20,7 @@ from reportsync.sshkeys.model import (
     PUBLIC_FILE_MODE,
     RSA_PUBLIC_EXPONENT,
     SshKeyInfo,
-    display_name,
-    fingerprint,
-    key_bits,
+    key_info,
     public_blob,
 )
 
@@ -91,17 +89,8 @@ def generate_ssh_key(
     if not folder.exists():
         ensure_private_dir(folder)
     _write_pair(path, private_bytes, public_path, public_text.encode("utf-8"))
-    return SshKeyInfo(
-        path=path,
-        key_type=display_name(algorithm, public_key),
-        bits=key_bits(public_key),
-        fingerprint=fingerprint(blob),
-        comment=comment,
-        encrypted=passphrase is not None,
-        algorithm=algorithm,
-        is_private=True,
-        public_key=public_line,
-    )
+    return key_info(path, algorithm, blob, public_key, comment=comment,
+                    encrypted=passphrase is not None, is_private=True)
 
 
 def _write_temp(folder: Path, data: bytes, mode: int) -> Path:

@@ -31,6 +31,7 @@ from reportsync.sshkeys.model import (
     display_name,
     fingerprint,
     key_bits,
+    key_info,
     public_blob,
 )
 
@@ -137,21 +138,6 @@ def _companion_comment(path: Path, blob: bytes) -> str | None:
     return None
 
 
-def _key_info(path: Path, algorithm: str, blob: bytes, key: SshPublicKey, *, comment: str,
-              encrypted: bool, is_private: bool) -> SshKeyInfo:
-    return SshKeyInfo(
-        path=path,
-        key_type=display_name(algorithm, key),
-        bits=key_bits(key),
-        fingerprint=fingerprint(blob),
-        comment=comment,
-        encrypted=encrypted,
-        algorithm=algorithm,
-        is_private=is_private,
-        public_key=f"{algorithm} {base64.b64encode(blob).decode('ascii')}",
-    )
-
-
 def _wrong_passphrase(path: Path) -> ConfigError:
     return _problem(path, "cannot decrypt the private key: wrong passphrase",
                     remedy="Check the passphrase the key was encrypted with.")
@@ -181,7 +167,7 @@ def _inspect_openssh_private(path: Path, data: bytes, passphrase: str | None) ->
     comment = _companion_comment(path, parsed.public_blob)
     if comment is None:
         comment = parsed.comment or ""
-    return _key_info(path, algorithm, parsed.public_blob, key, comment=comment,
+    return key_info(path, algorithm, parsed.public_blob, key, comment=comment,
                      encrypted=encrypted, is_private=True)
 
 
@@ -212,7 +198,7 @@ def _inspect_pem_private(path: Path, data: bytes, passphrase: str | None) -> Ssh
         raise _problem(path, f"not an SSH key type: {type(private).__name__}")
     algorithm, blob = public_blob(key)
     comment = _companion_comment(path, blob) or ""
-    return _key_info(path, algorithm, blob, key, comment=comment, encrypted=encrypted,
+    return key_info(path, algorithm, blob, key, comment=comment, encrypted=encrypted,
                      is_private=True)
 
 
@@ -274,7 +260,7 @@ def _inspect_public_text(path: Path, text: str, *, quiet: bool, now: datetime | 
         if quiet:
             return None
         raise _problem(path, f"unsupported SSH key type {algorithm!r}")
-    return _key_info(path, algorithm, blob, key, comment=comment, encrypted=False,
+    return key_info(path, algorithm, blob, key, comment=comment, encrypted=False,
                      is_private=False)
 
 

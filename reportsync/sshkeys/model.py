@@ -223,3 +223,18 @@ def as_ssh_public_key(key: object) -> SshPublicKey | None:
         return key
     return None
 
+
+def key_info(path: Path, algorithm: str, blob: bytes, key: SshPublicKey, *, comment: str,
+             encrypted: bool, is_private: bool) -> SshKeyInfo:
+    """What ``keys ssh show`` and ``keys ssh generate`` say of a key (one shape for both)."""
+    return SshKeyInfo(
+        path=path,
+        key_type=display_name(algorithm, key),
+        bits=key_bits(key),
+        fingerprint=fingerprint(blob),
+        comment=comment,
+        encrypted=encrypted,
+        algorithm=algorithm,
+        is_private=is_private,
+        public_key=f"{algorithm} {base64.b64encode(blob).decode('ascii')}",
+    )
