@@ -25,6 +25,7 @@ import click
 import pytest
 
 from reportsync import cli as cli_module
+from reportsync import cli_app
 from reportsync.sshkeys import generate_ssh_key
 from tests.servers import LocalServer, free_port
 from tests.support import REPO_ROOT, CliResult, PgpIdentity, run_cli_inprocess, write_config
@@ -238,11 +239,11 @@ def test_each_run_logs_to_a_private_file_in_the_state_dir(ws: Workspace) -> None
 def test_the_log_file_rotates(tmp_path: Path) -> None:
     root = logging.getLogger("reportsync")
     level, before = root.level, list(root.handlers)
-    for handler in before:  # _add_log_file adds one only where none is yet
+    for handler in before:  # add_log_file adds one only where none is yet
         root.removeHandler(handler)
     root.setLevel(logging.DEBUG)  # as the CLI sets it
     try:
-        cli_module._add_log_file(tmp_path)
+        cli_app.add_log_file(tmp_path)
         added = [handler for handler in root.handlers if handler not in before]
         assert len(added) == 1 and isinstance(added[0], logging.handlers.RotatingFileHandler)
         handler = added[0]
