@@ -188,7 +188,8 @@ def wait_until_free(ledger: Ledger, sources: tuple[str, ...], seconds: float = 2
 
 
 def test_two_hosts_started_together_transfer_and_archive_each_file_once(hosts: Hosts) -> None:
-    hosts.put_reports(per_source=4)
+    # big enough that both hosts are listing and transferring while the other one is
+    hosts.put_reports(per_source=4, size=1_500_000)
     first, second = hosts.fetch_process("host-a"), hosts.fetch_process("host-b")
     outputs = [process.communicate(timeout=180) for process in (first, second)]
     codes = [first.returncode, second.returncode]
@@ -196,11 +197,11 @@ def test_two_hosts_started_together_transfer_and_archive_each_file_once(hosts: H
         assert code in (0, 75), stderr
     assert 0 in codes, "at least one host could process a source"
 
-    assert_each_file_archived_once(hosts)
     transfers = hosts.transfers()
     names = [f"{name}.pgp" for source in hosts.sources for name in hosts.expected[source]]
     assert {name: transfers[name] for name in names} == {name: 1 for name in names}, \
         "the server sent each file once, to one of the hosts"
+    assert_each_file_archived_once(hosts)
     documents = [json.loads(stdout) for stdout, _ in outputs]
     archived = collections.Counter(
         entry["name"] for document in documents for source in sources_of(document).values()
