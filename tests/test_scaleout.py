@@ -31,6 +31,7 @@ from reportsync.ledger import SCHEMA_VERSION, Ledger, open_postgres_ledger
 from reportsync.lock import RunLock
 from tests.fixtures_sftp import _fresh_folder
 from tests.servers import LocalServer, free_port
+from tests.servers.http_receiver import HttpReceiver
 from tests.servers.postgres import PostgresDatabase
 from tests.servers.sshd import find_sftp_server, sshd_available, start_sshd
 from tests.support import REPO_ROOT, CliResult, PgpIdentity, run_cli_inprocess, write_config
@@ -73,7 +74,8 @@ class Hosts:
     def state_dir(self, host: str) -> Path:
         return self.root / host / "state"
 
-    def config(self, host: str, *, ledger_url: str | None = None, shared: bool = True) -> Path:
+    def config(self, host: str, *, ledger_url: str | None = None, shared: bool = True,
+               notify: dict[str, Any] | None = None) -> Path:
         """The host's config; ``shared`` False: the embedded SQLite ledger in its state dir."""
         sources = {}
         for name in self.sources:
@@ -89,8 +91,10 @@ class Hosts:
             settings.update({"ledger_url": ledger_url or self.database.url(),
                              "ledger_password_env": PASSWORD_ENV})
         (self.root / host).mkdir(parents=True, exist_ok=True)
-        return write_config(self.root / host / "config.toml",
-                            {"settings": settings, "sources": sources})
+        document: dict[str, Any] = {"settings": settings, "sources": sources}
+        if notify is not None:
+            document["notify"] = notify
+        return write_config(self.root / host / "config.toml", document)
 
     def env(self, password: str | None = None) -> dict[str, str]:
         # no ~/.pgpass of whoever runs the tests may stand in for the configured password
@@ -286,6 +290,33 @@ def test_the_embedded_ledger_keeps_its_run_lock(hosts: Hosts) -> None:
     with hosts.database.connect() as db:
         assert db.execute("SELECT to_regclass('reportsync_schema')").fetchone() == (None,), \
             "the database of the other tests is not touched"
+
+
+def test_a_run_whose_every_source_another_host_holds_sends_nothing(
+        hosts: Hosts, http_receiver: HttpReceiver) -> None:
+    """Like the single machine's locked run (exit 75): the holder's run is the one monitored, so
+    neither a healthchecks ping (not even /start) nor the metrics file; a run that could process
+    a source pings as usual."""
+    hosts.sources = ("a", "b")
+    hosts.put_reports(per_source=1, size=100)
+    metrics = hosts.root / "host-b" / "reportsync.prom"
+    config = hosts.config("host-b", notify={"healthchecks_url_env": "RS_HC",
+                                            "metrics_file": str(metrics)})
+    check = http_receiver.ping_url()
+    env = {**hosts.env(), "RS_HC": check}
+    with hosts.ledger() as other:
+        locks = [other.try_lock_source(name, command="fetch") for name in hosts.sources]
+        assert all(lock is not None for lock in locks)
+        held = run_cli_inprocess("--config", str(config), "fetch", env=env)
+        assert held.exit_code == 75, held.stderr
+        assert http_receiver.requests == [], "nothing sent"
+        assert not metrics.exists()
+        locks[0].release()  # type: ignore[union-attr]
+        half = run_cli_inprocess("--config", str(config), "fetch", env=env)
+    assert half.exit_code == 0, half.stderr
+    assert "skipped: source 'b'" in half.stderr
+    assert http_receiver.ping_events(check) == ["start", "success"]
+    assert metrics.exists()
 
 
 # --- a host killed mid-run --------------------------------------------------------------------------
