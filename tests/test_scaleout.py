@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -406,6 +407,16 @@ def test_doctor_warns_when_an_archived_path_is_not_visible_from_this_host(hosts:
     assert hosts.database.password not in output
     visible = finding(findings, "a", "archive visible")
     assert visible["status"] == "PASS" and visible["id"] == "archive.visible", visible
+    bundle = hosts.root / "bundle.zip"
+    bundled = run_cli_inprocess("--config", str(hosts.config("host-b")), "doctor", "--bundle",
+                                str(bundle), env=hosts.env())
+    assert bundle.exists(), bundled.stderr
+    with zipfile.ZipFile(bundle) as archive:
+        summary = json.loads(archive.read("ledger.json"))
+        assert summary["location"] == hosts.database.url() and summary["exists"] is True
+        assert summary["counts"]["archived"] == 2, "the shared ledger, not an absent SQLite file"
+        for member in archive.namelist():
+            assert hosts.database.password not in archive.read(member).decode(), member
     # host-a archived on a disk of its own: host-b does not see the folder
     hidden = hosts.root / "host-a-private-disk"
     hosts.output_dir("a").rename(hidden)
