@@ -23,9 +23,9 @@ from pathlib import Path
 from reportsync.config import Config, RetentionPolicy, SourceConfig
 from reportsync.errors import ExitCode, ReportsyncError, most_severe
 from reportsync.fsutil import sha256_file
-from reportsync.ledger import Ledger, VersionState
+from reportsync.ledger import Ledger, LockHolder, VersionState, open_ledger
 from reportsync.listing import select as select_listing
-from reportsync.lock import RunLock
+from reportsync.runguard import all_held, run_lock, source_turn
 from reportsync.transports import RemoteFile, Transport, open_transport
 from reportsync.transports.retry import RetryingTransport, RetryPolicy
 from reportsync.units import DAY
@@ -293,6 +293,8 @@ class SourceRetention:
     withheld: int = 0  # none done: the whole folder looks expired (see the notice)
     cap: int = 0
     error: ReportsyncError | None = None
+    # skipped: another run (a host sharing the ledger) holds the source's lock; who it is
+    holder: LockHolder | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -312,6 +314,8 @@ class RetentionResult:
 
     @property
     def exit_code(self) -> ExitCode:
+        if all_held(source.holder for source in self.sources):
+            return ExitCode.LOCKED  # it could process none of its sources
         return most_severe(source.exit_code for source in self.sources)
 
 
@@ -325,31 +329,21 @@ def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool 
     (``RetryingTransport``); ``connect`` opens a source's transport (tests pass their own)."""
     sources = config.select(names)
     results = []
-    with RunLock(config.settings.state_dir, Command.RETENTION), Ledger.in_state_dir(
-        config.settings.state_dir, create=not dry_run
+    with run_lock(config.settings, Command.RETENTION), open_ledger(
+        config.settings, environ=config.environ, create=not dry_run
     ) as ledger:
         run_id = None if dry_run else ledger.start_run(Command.RETENTION, os.getpid())
         for source in sources:
-            outcome = SourceRetention(name=source.name)
-            try:
-                policy = RetryPolicy(source.retries, backoff_base)
-                with RetryingTransport(partial(connect, source), policy, source.name) as transport:
-                    listing, _ = select_listing(source, transport.list_files())
-                    if not dry_run:
-                        ledger.see_files(source.name, [remote.version for remote in listing])
-                    retention_plan = plan(source, config.retention, ledger.versions(source.name),
-                                          listing, now if now is not None else time.time())
-                    outcome.notices = retention_plan.notices
-                    outcome.planned = retention_plan.deletions
-                    outcome.held_back = len(retention_plan.held_back)
-                    outcome.withheld = len(retention_plan.withheld)
-                    outcome.cap = retention_plan.cap
-                    if not dry_run:
-                        outcome.outcomes = apply(retention_plan, ledger, run_id, transport)
-            except ReportsyncError as error:
-                outcome.error = error.with_context(source=source.name)
+            with source_turn(ledger, source.name, Command.RETENTION) as turn:
+                if not turn.ours:  # held by another run, or the lock could not be asked for
+                    results.append(SourceRetention(name=source.name, holder=turn.holder,
+                                                   error=turn.error))
+                    continue
+                outcome = _source_retention(source, config, ledger, run_id, dry_run=dry_run,
+                                            now=now, backoff_base=backoff_base, connect=connect)
             if run_id is not None:
-                ledger.record_source_run(run_id, source.name, Command.RETENTION, int(outcome.exit_code),
+                ledger.record_source_run(run_id, source.name, Command.RETENTION,
+                                         int(outcome.exit_code),
                                          {"deleted": sum(o.done for o in outcome.outcomes)},
                                          outcome.error.describe() if outcome.error else None)
             results.append(outcome)
@@ -358,3 +352,27 @@ def run_retention(config: Config, names: tuple[str, ...] = (), *, dry_run: bool 
             ledger.finish_run(run_id, int(result.exit_code),
                               {"deleted": sum(o.done for s in results for o in s.outcomes)})
     return result
+
+
+def _source_retention(source: SourceConfig, config: Config, ledger: Ledger, run_id: int | None, *,
+                      dry_run: bool, now: float | None, backoff_base: float,
+                      connect: Callable[[SourceConfig], Transport]) -> SourceRetention:
+    outcome = SourceRetention(name=source.name)
+    try:
+        policy = RetryPolicy(source.retries, backoff_base)
+        with RetryingTransport(partial(connect, source), policy, source.name) as transport:
+            listing, _ = select_listing(source, transport.list_files())
+            if not dry_run:
+                ledger.see_files(source.name, [remote.version for remote in listing])
+            retention_plan = plan(source, config.retention, ledger.versions(source.name),
+                                  listing, now if now is not None else time.time())
+            outcome.notices = retention_plan.notices
+            outcome.planned = retention_plan.deletions
+            outcome.held_back = len(retention_plan.held_back)
+            outcome.withheld = len(retention_plan.withheld)
+            outcome.cap = retention_plan.cap
+            if not dry_run:
+                outcome.outcomes = apply(retention_plan, ledger, run_id, transport)
+    except ReportsyncError as error:
+        outcome.error = error.with_context(source=source.name)
+    return outcome

@@ -22,12 +22,14 @@ from reportsync.config import REDACTED, Config, redacted_text, secret_values
 from reportsync.config.tomlio import tomllib
 from reportsync.errors import ReportsyncError
 from reportsync.fsutil import write_atomically
-from reportsync.ledger import LEDGER_FILE, Ledger
+from reportsync.ledger import LEDGER_FILE, Ledger, ledger_password, open_postgres_ledger
 
 if TYPE_CHECKING:
     from reportsync.doctor import DoctorReport
 
 BUNDLE_LOG_LINES = 200
+SUMMARY_TABLES = ("runs", "source_runs", "remote_files", "downloads", "archived", "failures",
+                  "deletions")
 
 
 def write_bundle(report: DoctorReport, path: Path) -> Path:
@@ -46,7 +48,9 @@ def write_bundle(report: DoctorReport, path: Path) -> Path:
         log_tail = _log_tail(state_dir / "logs" / "reportsync.log")
         if log_tail is not None:
             members["reportsync.log"] = log_tail
-        members["ledger.json"] = json.dumps(_ledger_summary(state_dir / LEDGER_FILE), indent=2)
+        summary = (_shared_ledger_summary(report.config) if report.config.settings.ledger_url
+                   else _ledger_summary(state_dir / LEDGER_FILE))
+        members["ledger.json"] = json.dumps(summary, indent=2)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, text in members.items():
@@ -117,14 +121,37 @@ def _log_tail(path: Path) -> str | None:
     return "\n".join(lines[-BUNDLE_LOG_LINES:]) + "\n"
 
 
+def _shared_ledger_summary(config: Config) -> dict[str, object]:
+    """The summary of a shared (PostgreSQL) ledger: the same fields, ``location`` for ``path``
+    (its URL, which never holds the password); nothing is created."""
+    settings = config.settings
+    assert settings.ledger_url is not None
+    try:
+        ledger = open_postgres_ledger(settings.ledger_url,
+                                      password=ledger_password(settings, config.environ),
+                                      environ=config.environ, create=False)
+        if ledger is None:
+            return {"location": settings.ledger_url, "exists": False}
+        with ledger:
+            return {
+                "location": ledger.location,
+                "exists": True,
+                "schema_version": ledger.schema_version,
+                "integrity": ledger.integrity_check(),
+                "counts": {table: ledger.count(table) for table in SUMMARY_TABLES},
+                "open_failures": ledger.open_failures(),
+            }
+    except ReportsyncError as exc:
+        return {"location": settings.ledger_url, "exists": None, "error": exc.message}
+
+
 def _ledger_summary(path: Path) -> dict[str, object]:
     if not path.exists():
         return {"path": str(path), "exists": False}
     try:
         with Ledger(path) as ledger:
             counts: dict[str, int] = {}
-            for table in ("runs", "source_runs", "remote_files", "downloads", "archived",
-                          "failures", "deletions"):
+            for table in SUMMARY_TABLES:
                 with contextlib.suppress(ValueError, sqlite3.Error):  # tables of other versions
                     counts[table] = ledger.count(table)
             return {

@@ -21,6 +21,7 @@ import filelock
 from reportsync import pgp, pgpkeys
 from reportsync.config import Config, SourceConfig
 from reportsync.doctor.findings import FAIL, PASS, SKIPPED, WARN, DoctorFinding, Findings, guarded
+from reportsync.doctor.ledger import check_shared_ledger
 from reportsync.errors import ReportsyncError
 from reportsync.fsutil import shared_folder_problem, too_open
 from reportsync.ledger import LEDGER_FILE, Ledger
@@ -68,7 +69,10 @@ def local_checks(config: Config, sources: list[SourceConfig], gpg_passphrase_pro
     for path, config_key in folders:
         guarded(out, "folder", functools.partial(_check_folder, path, config_key, out), None)
     guarded(out, "disk space", lambda: _check_disk_space([path for path, _ in folders], out), None)
-    guarded(out, "ledger", lambda: _check_ledger(settings.state_dir, out), None)
+    if settings.ledger_url is None:
+        guarded(out, "ledger", lambda: _check_ledger(settings.state_dir, out), None)
+    else:  # a shared ledger: its connection, and the archive it records, seen from here
+        guarded(out, "ledger", lambda: check_shared_ledger(config, sources, out), None)
     guarded(out, "lock", lambda: _check_lock(settings.state_dir, out), None)
     return version
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from reportsync.errors import ExitCode, ReportsyncError, most_severe
 from reportsync.expiry import CredentialExpiry
+from reportsync.lock import LockHolder
 from reportsync.retention import DeletionOutcome, Notice
+from reportsync.runguard import all_held
 from reportsync.transports import RemoteFile
 from reportsync.vocab import Action, NoticeKind
 
@@ -52,6 +54,12 @@ class SourceResult:
     deletions: list[DeletionOutcome] = field(default_factory=list)
     held_back: int = 0  # deletions over the per-run cap, left for later runs
     deletion_cap: int = 0  # files that could lose copies this run (retention.max_deletions)
+    # skipped: another run (a host sharing the ledger) holds the source's lock; who it is
+    holder: LockHolder | None = None
+
+    @property
+    def skipped_held(self) -> bool:
+        return self.holder is not None
 
     @property
     def at_risk(self) -> list[AtRisk]:
@@ -109,6 +117,10 @@ class FetchResult:
 
     @property
     def exit_code(self) -> ExitCode:
+        # sources skipped because another host holds them do not by themselves make it non-zero;
+        # a run that could process none of its sources is a run that found the lock held
+        if all_held(source.holder for source in self.sources):
+            return ExitCode.LOCKED
         return most_severe(source.exit_code for source in self.sources)
 
     def counts(self) -> dict[str, int]:

@@ -1,8 +1,11 @@
-"""One ``reportsync fetch``: lock, ledger, then per source list → plan → execute → retention.
+"""One ``reportsync fetch``: lock, ledger, then per source (under its lock) list → plan → execute
+→ retention.
 
 Everything a source can fail with is a ``ReportsyncError``; a failure of one file is recorded and
 the others go on; a failure of the source (cannot connect, host key, disk full) ends that source
 only. A dry run is the plan without the executor: it records nothing and writes nothing.
+Which runs may overlap is ``runguard``'s: the state dir's run lock with the embedded ledger, the
+source's lock in a shared one (a source another host holds is skipped, naming it).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from reportsync.fetch.record import Recorder
 from reportsync.fetch.results import FetchResult, SourceResult
 from reportsync.fetch.transfer import kept_copy_intact, remove_leftovers
 from reportsync.fsutil import ensure_private_dir, storage_error
-from reportsync.ledger import Ledger
-from reportsync.lock import RunLock
+from reportsync.ledger import Ledger, open_ledger
+from reportsync.runguard import run_lock, source_turn
 from reportsync.transports import RemoteFile, Transport, open_transport
 from reportsync.transports.retry import RetryingTransport, RetryPolicy
 from reportsync.vocab import Action, Command
@@ -39,21 +42,30 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None,
     sources = config.select(options.sources)
     started = time.monotonic()
     now = options.now if options.now is not None else time.time()
-    with RunLock(config.settings.state_dir, Command.FETCH), Ledger.in_state_dir(
-        config.settings.state_dir, create=not options.dry_run
+    with run_lock(config.settings, Command.FETCH), open_ledger(
+        config.settings, environ=config.environ, create=not options.dry_run
     ) as ledger:
         run_id = None if options.dry_run else ledger.start_run(Command.FETCH, os.getpid())
         decryptor = LazyGpg(config.settings, config.environ)
         may_decrypt = options.decrypt and not options.dry_run and any(s.decrypt for s in sources)
         expiring = expiring_credentials(config, sources, decryptor, may_decrypt=may_decrypt,
                                         now=now)
-        results = [_fetch_source(source, config, ledger, run_id, decryptor, options,
-                                 reporter or SilentReporter(), connect, now)
-                   for source in sources]
+        results = []
+        for source in sources:
+            with source_turn(ledger, source.name, Command.FETCH) as turn:
+                if turn.ours:
+                    results.append(_fetch_source(source, config, ledger, run_id, decryptor,
+                                                 options, reporter or SilentReporter(), connect,
+                                                 now))
+                else:  # held by another run, or the lock could not be asked for
+                    results.append(SourceResult(name=source.name, protocol=source.protocol,
+                                                holder=turn.holder, error=turn.error))
         result = FetchResult(sources=results, dry_run=options.dry_run, run_id=run_id,
                              seconds=time.monotonic() - started, expiring=expiring)
         if run_id is not None:
             for source_result in results:
+                if source_result.skipped_held:
+                    continue  # its run is the holder's to record
                 counts = {action.value: source_result.count(action) for action in Action
                           if action is not Action.WOULD_FETCH}  # a real run's actions
                 error = source_result.error.describe() if source_result.error else None

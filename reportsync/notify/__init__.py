@@ -5,8 +5,8 @@ targets (a URL that cannot be read stops the run with exit code 2 before anythin
 ``/start``, runs ``fetch.run``, then pings the end (``<url>`` or ``/fail``), sends the one
 notification the run's events call for, and rewrites the metrics file. Nothing of this can change
 the run's exit code: each ping, notification and write is a ``Delivery`` the CLI warns about when
-it failed. A dry run and a run that finds the lock held (``LockHeldError``, exit 75) send and
-write nothing. This package never prints.
+it failed. A dry run and a run that finds the lock held (``LockHeldError``, exit 75; with a shared
+ledger: every source held by other hosts) send and write nothing. This package never prints.
 
 - ``targets``: the URLs, events and metrics file of the config.
 - ``healthchecks``: the pings, with their bounded retries.
@@ -35,8 +35,7 @@ from reportsync import fetch
 from reportsync.config import Config
 from reportsync.errors import ExitCode, LockHeldError, ReportsyncError
 from reportsync.expiry import credential_expiries
-from reportsync.ledger import Ledger
-from reportsync.lock import is_held
+from reportsync.ledger import open_ledger
 from reportsync.notify.delivery import Delivery, scrubbed
 from reportsync.notify.events import RunOutcome, events_of
 from reportsync.notify.healthchecks import BODY_LIMIT, FAIL, START, SUCCESS, PingPolicy, ping
@@ -45,6 +44,7 @@ from reportsync.notify.targets import Targets, resolve_targets
 from reportsync.render.envelope import to_json
 from reportsync.render.notify import Message, notification, ping_body, run_summary, start_summary
 from reportsync.results import exit_code_of
+from reportsync.runguard import run_is_blocked
 from reportsync.runlog import RunLog
 from reportsync.status import SourceStatus, status
 
@@ -92,7 +92,8 @@ def monitored_fetch(config: Config, options: fetch.FetchOptions,
     deliveries: list[Delivery] = []
     with RunLog.capture(BODY_LIMIT) as run_log:
         ping_key = _secret_key(config, "healthchecks_url")
-        if targets.healthchecks is not None and not is_held(config.settings.state_dir):
+        if targets.healthchecks is not None and not run_is_blocked(
+                config.settings, sources, environ=config.environ):
             body = ping_body([start_summary(host, sources)], run_log.lines(), BODY_LIMIT)
             deliveries.append(ping(targets.healthchecks, START, scrubbed(body, targets.secrets),
                                    run_id=run_id, key=ping_key, policy=tuning.ping,
@@ -104,6 +105,9 @@ def monitored_fetch(config: Config, options: fetch.FetchOptions,
             raise  # another run is active: it is the one being monitored
         except ReportsyncError as stopped:
             result, error = None, stopped
+        if result is not None and result.exit_code == ExitCode.LOCKED:
+            # every source held by other hosts sharing the ledger: they are the runs monitored
+            return MonitoredFetch(result, None, tuple(deliveries))
         duration = time.monotonic() - started
         outcome = RunOutcome(host=host, sources=sources, result=result, error=error,
                              finished_at=time.time())
@@ -145,7 +149,7 @@ def _write_metrics(config: Config, targets: Targets, outcome: RunOutcome,
     assert targets.metrics_file is not None
     statuses: Mapping[str, SourceStatus] | None
     try:
-        with Ledger.in_state_dir(config.settings.state_dir, create=False) as ledger:
+        with open_ledger(config.settings, environ=config.environ, create=False) as ledger:
             report = status(config, ledger, now=outcome.finished_at)
         statuses = {source.name: source for source in report.sources}
     except ReportsyncError as error:  # the ledger cannot be read: the run's own numbers only

@@ -8,6 +8,7 @@ from typing import Any
 
 from reportsync.fetch import FetchResult, FileOutcome, SourceResult
 from reportsync.fsutil import printable
+from reportsync.lock import LockHolder
 from reportsync.render.base import Rendered, error_lines
 from reportsync.render.envelope import to_json
 from reportsync.retention import DeletionOutcome, Notice
@@ -17,6 +18,10 @@ from reportsync.units import human_bytes
 def fetch_text(result: FetchResult) -> Rendered:
     rendered = Rendered()
     for source in result.sources:
+        if source.holder is not None:
+            rendered.stdout.append(held_summary(source.name))
+            rendered.stderr.append(held_line(source.name, source.holder))
+            continue
         rendered.stdout.append(_source_summary(source, result.dry_run))
         if result.dry_run:
             for outcome in source.files:
@@ -74,6 +79,25 @@ def _source_summary(source: SourceResult, dry_run: bool) -> str:
         parts.append(f"{source.count('pending')} left for the next run")
     transferred = f", {human_bytes(source.bytes_transferred)} transferred"
     return f"{source.name}: {', '.join(parts)}{transferred}"
+
+
+def held_summary(source: str) -> str:
+    return f"{source}: skipped: another run holds its lock"
+
+
+def held_line(source: str, holder: LockHolder) -> str:
+    """The stderr line of a source skipped because another run (on this host or another one
+    sharing the ledger) holds its lock: who, so a person can find that run."""
+    return (f"skipped: source {source!r}: another run holds its lock: {holder.describe()}; "
+            "that run works on it, this one went on with the other sources")
+
+
+def holder_view(holder: LockHolder | None) -> dict[str, Any] | None:
+    """A lock holder in ``--json`` (null: the source was not skipped)."""
+    if holder is None:
+        return None
+    return {"host": holder.host, "pid": holder.pid, "command": holder.command,
+            "since": holder.since}
 
 
 def notice_line(notice: Notice) -> str:
@@ -153,6 +177,7 @@ def _fetch(result: FetchResult) -> dict[str, Any]:
                             "failed", "refused", "pending")},
                 "bytes_transferred": source.bytes_transferred,
                 "error": to_json(source.error),
+                "holder": holder_view(source.holder),
                 "at_risk": to_json(source.at_risk),
                 "stale_days": to_json(source.stale_days),
                 "stale": source.stale_days is not None,

@@ -10,7 +10,14 @@ from reportsync.fsutil import printable
 from reportsync.ledger.migrate import LedgerMigration
 from reportsync.render.base import Rendered, error_lines
 from reportsync.render.envelope import to_json
-from reportsync.render.fetch import deletion_lines, held_back_line, notice_line
+from reportsync.render.fetch import (
+    deletion_lines,
+    held_back_line,
+    held_line,
+    held_summary,
+    holder_view,
+    notice_line,
+)
 from reportsync.retention import RetentionResult, SourceRetention
 from reportsync.status import DayTally, DeliveryWindow, SourceStatus, StatusReport, VerifyReport
 
@@ -26,6 +33,10 @@ STRIP_GROUP_DAYS = 10
 def retention_text(result: RetentionResult) -> Rendered:
     rendered = Rendered()
     for source in result.sources:
+        if source.holder is not None:
+            rendered.stdout.append(held_summary(source.name))
+            rendered.stderr.append(held_line(source.name, source.holder))
+            continue
         if source.error is not None:
             rendered.stdout.append(f"{source.name}: FAILED ({type(source.error).__name__})")
             rendered.stderr.extend(error_lines(source.error, source=source.name))
@@ -150,6 +161,7 @@ def _source_retention(source: SourceRetention) -> dict[str, Any]:
         "held_back": source.held_back, "withheld": source.withheld,
         "notices": to_json(source.notices),
         "error": to_json(source.error),
+        "holder": holder_view(source.holder),
     }
 
 

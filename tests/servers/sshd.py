@@ -152,8 +152,30 @@ def _wait_for_banner(port: int, process: subprocess.Popen[bytes], log: Path) -> 
         time.sleep(0.05)
 
 
-def start_sshd(workdir: Path, *, login: str = "key", keys_dir: Path | None = None) -> LocalServer:
-    """Start sshd in ``workdir``; ``keys_dir`` shares generated keys between servers."""
+def find_sftp_server() -> str | None:
+    for candidate in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
+                      "/usr/libexec/sftp-server", "/usr/lib/ssh/sftp-server"):
+        if Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def _sftp_subsystem(sftp_root: Path, log: Path | None) -> str:
+    if log is None:
+        return f"Subsystem sftp internal-sftp -d {sftp_root}"
+    server = find_sftp_server()
+    if server is None:
+        raise RuntimeError("OpenSSH's sftp-server is not installed (openssh-sftp-server)")
+    # sshd runs a subsystem command through the login shell: its stderr (-e) goes to the log
+    return f"Subsystem sftp {server} -e -l INFO -d {sftp_root} 2>>{log}"
+
+
+def start_sshd(workdir: Path, *, login: str = "key", keys_dir: Path | None = None,
+               sftp_log: bool = False) -> LocalServer:
+    """Start sshd in ``workdir``; ``keys_dir`` shares generated keys between servers.
+    ``sftp_log``: OpenSSH's ``sftp-server`` (not ``internal-sftp``, whose log goes to syslog)
+    logs every file it opens and closes into ``extra["sftp_log"]``, so a test can count the
+    transfers of each file."""
     if login not in ("key", "cert"):
         raise ValueError(f"login must be 'key' or 'cert', not {login!r}")
     sshd = find_sshd()
@@ -195,7 +217,7 @@ def start_sshd(workdir: Path, *, login: str = "key", keys_dir: Path | None = Non
         "PrintMotd no",
         "MaxStartups 100:30:200",
         "LogLevel VERBOSE",
-        f"Subsystem sftp internal-sftp -d {sftp_root}",
+        _sftp_subsystem(sftp_root, workdir / "sftp.log" if sftp_log else None),
     ]
     if login == "key":
         lines.append(f"AuthorizedKeysFile {authorized_keys}")
@@ -246,6 +268,7 @@ def start_sshd(workdir: Path, *, login: str = "key", keys_dir: Path | None = Non
         "certificate": str(keys["certificate"]),
         "sftp_root": sftp_root,
         "log": log_path,
+        "sftp_log": workdir / "sftp.log" if sftp_log else None,
         "pid": process.pid,
         "login": login,
     }
