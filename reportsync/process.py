@@ -8,11 +8,16 @@ passphrase, a ledger password, a notification URL) cannot reach a child.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 # What gpg, gpgconf and gpg-agent need to start and to find their files and locale; nothing else
 # of the caller's environment is passed on. GNUPGHOME is left out because every gpg gets
@@ -39,6 +44,7 @@ ChildError = (OSError, subprocess.SubprocessError)
 TimeoutExpired = subprocess.TimeoutExpired
 CompletedProcess = subprocess.CompletedProcess
 Popen = subprocess.Popen
+BinaryFile = IO[bytes]
 
 
 def child_environment(hidden: Iterable[str] = (), *, environ: Mapping[str, str] | None = None,
@@ -82,3 +88,85 @@ def popen_pipes(argv: Sequence[str], *, env: Mapping[str, str], stdout: int = PI
     return subprocess.Popen(list(argv), stdin=PIPE, stdout=stdout, stderr=PIPE, env=dict(env),
                             cwd=cwd, umask=0o077 if private_files else -1,
                             creationflags=NO_WINDOW)
+
+
+# --- a child in a process group of its own (the per-report hooks) ---------------------------------
+
+GROUP_KILL_GRACE = 2.0  # seconds between asking the group to stop and killing it
+
+
+@dataclass(frozen=True)
+class GroupRun:
+    """How a child run in its own process group ended: its exit code, or None when it ran past
+    its timeout and its whole group was killed."""
+
+    returncode: int | None
+    seconds: float
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode is None
+
+
+def run_in_own_group(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
+                     output: IO[bytes], cwd: Path | str | None = None) -> GroupRun:
+    """Run ``argv`` (no shell) with ``env`` exactly, stdin empty, stdout and stderr into
+    ``output`` (a file, not a pipe: a grandchild that keeps a pipe open could hold us up), in a
+    process group (POSIX: a session) of its own; past ``timeout`` seconds the whole group is
+    stopped, children it started included. ``ChildError`` passes up when it cannot start."""
+    started = time.monotonic()
+    child = subprocess.Popen(list(argv), stdin=DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                             env=dict(env), cwd=cwd, close_fds=True, **_own_group_options())
+    try:
+        returncode: int | None = child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop_group(child)
+        returncode = None
+    except BaseException:  # interrupted (Ctrl-C): the hook must not outlive the run
+        _stop_group(child)
+        raise
+    return GroupRun(returncode, time.monotonic() - started)
+
+
+def _own_group_options() -> dict[str, Any]:
+    """Popen's options for a child that leads a group of its own: on POSIX a new session (its
+    process group id is its pid, so ``killpg`` reaches everything it starts); on Windows a new
+    process group without a console window."""
+    if os.name == "posix":
+        return {"start_new_session": True}
+    return {"creationflags": NO_WINDOW | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+
+
+def _stop_group(child: subprocess.Popen[bytes]) -> None:
+    """Stop ``child`` and every process of its group: SIGTERM to the group, SIGKILL after a
+    grace period (POSIX); on Windows ``taskkill /T /F`` (the child's tree), else the child alone."""
+    if os.name == "posix":
+        try:
+            os.killpg(child.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=GROUP_KILL_GRACE)
+            # whatever of the group is left (a grandchild ignoring SIGTERM) ends now
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group is gone
+        except OSError:  # e.g. EPERM for a group of zombies (macOS): the child itself at least
+            with contextlib.suppress(OSError):
+                child.kill()
+    else:
+        _windows_kill_tree(child)
+    try:
+        child.wait(timeout=GROUP_KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _windows_kill_tree(child: subprocess.Popen[bytes]) -> None:
+    """Windows has no process groups to signal: ``taskkill /T /F`` ends the child's tree."""
+    taskkill = shutil.which("taskkill")
+    if taskkill is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run([taskkill, "/T", "/F", "/PID", str(child.pid)], capture_output=True,
+                           timeout=GROUP_KILL_GRACE * 5, check=False, creationflags=NO_WINDOW)
+    if child.poll() is None:
+        child.kill()

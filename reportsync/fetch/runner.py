@@ -17,6 +17,7 @@ from reportsync.errors import ReportsyncError
 from reportsync.fetch.archive import LazyGpg
 from reportsync.fetch.credentials import expiring_credentials
 from reportsync.fetch.executor import Executor
+from reportsync.fetch.handoff import hand_off
 from reportsync.fetch.options import FetchOptions, Reporter, SilentReporter
 from reportsync.fetch.plan import plan_source, select_files
 from reportsync.fetch.record import Recorder
@@ -78,7 +79,8 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
             listing = transport.list_files()
             candidates, refused = select_files(source, listing)
             result.listed, result.matched = len(listing), len(candidates)
-            recorder = None if run_id is None else Recorder(ledger, source.name, run_id)
+            recorder = None if run_id is None else Recorder(ledger, source.name, run_id,
+                                                            hooks=bool(source.on_new_report))
             if recorder is not None:  # a real run records the listing first: jobs need its ids
                 recorder.refused(refused)
                 ensure_private_dir(source.download_dir, f"sources.{source.name}.download_dir")
@@ -94,6 +96,8 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
                                      ).run(plan.jobs, transport)
                 result.files.extend(execution.outcomes)
                 result.error = execution.error
+                if source.on_new_report:  # the new reports, archived and recorded: hand off
+                    hand_off(source, config, ledger, recorder, result.files)
             _apply_retention(result, source, config, ledger, run_id, candidates, now, transport)
     except ReportsyncError as error:
         result.error = error.with_context(source=source.name)
