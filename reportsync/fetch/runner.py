@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from reportsync import retention
 from reportsync.config import Config, SourceConfig
@@ -40,16 +41,18 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None,
     sources = config.select(options.sources)
     started = time.monotonic()
     now = options.now if options.now is not None else time.time()
-    with RunLock(config.settings.state_dir, Command.FETCH), Ledger.in_state_dir(
-        config.settings.state_dir, create=not options.dry_run
-    ) as ledger:
+    reporter = reporter or SilentReporter()
+    # run_started once the lock is ours (a run that stops at it, exit 75, never reports a
+    # start), before the ledger opens (a ledger that cannot be opened ends a run that started)
+    with RunLock(config.settings.state_dir, Command.FETCH), _started(reporter), \
+            Ledger.in_state_dir(config.settings.state_dir, create=not options.dry_run) as ledger:
         run_id = None if options.dry_run else ledger.start_run(Command.FETCH, os.getpid())
         decryptor = LazyGpg(config.settings, config.environ)
         may_decrypt = options.decrypt and not options.dry_run and any(s.decrypt for s in sources)
         expiring = expiring_credentials(config, sources, decryptor, may_decrypt=may_decrypt,
                                         now=now)
         results = [_fetch_source(source, config, ledger, run_id, decryptor, options,
-                                 reporter or SilentReporter(), connect, now)
+                                 reporter, connect, now)
                    for source in sources]
         result = FetchResult(sources=results, dry_run=options.dry_run, run_id=run_id,
                              seconds=time.monotonic() - started, expiring=expiring)
@@ -62,6 +65,12 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None,
                                          int(source_result.exit_code), counts, error)
             ledger.finish_run(run_id, int(result.exit_code), result.counts())
     return result
+
+
+@contextmanager
+def _started(reporter: Reporter) -> Iterator[None]:
+    reporter.run_started()
+    yield
 
 
 def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: int | None,
