@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from reportsync.hooks import NewReport, hook_argv, run_hook
 from reportsync.ledger import Ledger
 from tests.servers import LocalServer
 from tests.servers.http_receiver import HttpReceiver
-from tests.support import PgpIdentity
+from tests.support import REPO_ROOT, PgpIdentity
 from tests.test_fetch_e2e import report_xml
 from tests.test_notify import Site
 
@@ -282,6 +284,27 @@ def test_a_dry_run_and_reports_archived_before_the_hook_was_configured_run_no_ho
     assert real.exit_code == 0, real.stderr
     assert [run["argv"] for run in hook_runs(site.root)] == [[]], "only the new report's"
     assert hook_runs(site.root)[0]["env"]["REPORTSYNC_REMOTE_NAME"] == OTHER
+
+
+def test_the_documented_hook_loads_each_new_report(site: Site) -> None:
+    """docs/monitoring.md's example hook, as printed there, run by a real fetch."""
+    text = (REPO_ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(#!/usr/bin/env python3\n.*?)```", text, re.DOTALL)
+    assert code is not None
+    hook = site.root / "load-statement"
+    hook.write_text(code.group(1).replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
+    hook.chmod(0o755)
+    home = site.root / "home"
+    home.mkdir()
+    site.write_config(on_new_report=[str(hook), "{path}"])
+    trades = "".join(f"<Trade symbol='SYM{i}' quantity='{i * 10}'/>" for i in range(3))
+    site.put_report(REPORT, f"<FlexQueryResponse>{trades}</FlexQueryResponse>\n".encode())
+    result = site.fetch(env={"HOME": str(home)})
+    assert result.exit_code == 0, result.stderr
+    with sqlite3.connect(home / "accounting" / "trades.sqlite3") as db:
+        rows = db.execute("SELECT symbol, quantity FROM trades ORDER BY symbol").fetchall()
+    assert rows == [("SYM0", 0.0), ("SYM1", 10.0), ("SYM2", 20.0)]
+    assert f"loaded 3 trades from {REPORT}" in site.log_file.read_text()
 
 
 # --- config and the hook runner alone ------------------------------------------------------------
