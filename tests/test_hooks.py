@@ -167,7 +167,7 @@ def test_a_failed_hook_fails_its_report_and_runs_again_without_a_download_until_
     error = outcome["error"]
     assert "exited with code 3" in error["message"]
     assert "the accounting database is down" in error["message"], "its last output line"
-    assert "status --ack" in error["remedy"]
+    assert f"reportsync status --source broker --ack {REPORT}" in error["remedy"]
     assert "hook" in first.stderr and "exited with code 3" in first.stderr
     status = site.run("--json", "status")
     failures = [failure for source in status.json()["result"]["sources"]

@@ -12,6 +12,7 @@ acknowledged (``status --ack``). A hook that succeeded never runs again.
 from __future__ import annotations
 
 import logging
+import shlex
 
 from reportsync.config import Config, SourceConfig
 from reportsync.errors import HookError
@@ -51,7 +52,11 @@ def hand_off(source: SourceConfig, config: Config, ledger: Ledger, recorder: Rec
         attempts = recorder.hook_failed(job, result.exit_code, result.problem)
         log.warning("source %s: %s: hook failed (run %d): %s", source.name, printable(job.name),
                     attempts, result.problem)
-        error = HookError(result.problem, source=source.name, path=job.name)
+        error = HookError(result.problem, source=source.name, path=job.name, remedy=(
+            f"The report is archived ({job.output_path}). Fix sources.{source.name}."
+            "on_new_report (or what the hook needs) and the next fetch runs it again for this "
+            "report; to stop that, acknowledge it: `reportsync status --source "
+            f"{shlex.quote(source.name)} --ack {shlex.quote(job.name)}`."))
         outcome = outcomes.get(job.version)
         if outcome is None:  # archived earlier and gone from the server since
             outcome = FileOutcome(job.name, job.version[1], job.version[2], Action.FAILED,
