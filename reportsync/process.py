@@ -1,7 +1,8 @@
 """Child processes: the one module that starts them, and the one place that builds their environment.
 
 gpg, gpgconf and the gpg-agent they spawn (a daemon that outlives the run), schedule's Python probe
-and later the per-report hooks all start here. Each gets an environment built from an allowlist,
+and the per-report hooks (``run_in_own_group``: a process group of their own, stopped whole on a
+timeout) all start here. Each gets an environment built from an allowlist,
 never the caller's: a secret held in a variable of any name (an FTP password, a key or backup
 passphrase, a ledger password, a notification URL) cannot reach a child.
 """

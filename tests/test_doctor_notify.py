@@ -8,6 +8,7 @@ channel gets one test message and each outcome is a finding. No URL appears in a
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,15 @@ def test_doctor_checks_each_receiver_without_sending_anything(
     assert http_receiver.requests == [], "a request to a ping URL is a ping: none was made"
     assert smtp_receiver.messages == []
     assert_no_secret(result, secrets)
-    text = site.run("doctor", env=env)
+    bundle = site.root / "support.zip"
+    text = site.run("doctor", "--bundle", str(bundle), env=env)
     assert "\nnotify\n" in text.stdout and "WARN" in text.stdout
     assert_no_secret(text, secrets)
+    with zipfile.ZipFile(bundle) as archive:
+        members = {name: archive.read(name).decode("utf-8") for name in archive.namelist()}
+    assert "notify.unreachable" in members["findings.json"]
+    for name, content in members.items():
+        assert not [secret for secret in secrets if secret in content], name
 
 
 def test_notify_test_sends_one_message_through_every_channel_and_reports_each(

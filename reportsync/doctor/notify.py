@@ -12,6 +12,7 @@ and scheme, never the URL (its credentials); every text is scrubbed of every sec
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -161,7 +162,23 @@ def _reachable(report: _Reporter, check: str, what: str, endpoint: Endpoint | No
 
 
 def _connect(endpoint: Endpoint) -> str | None:
-    """None when a TCP connection to the endpoint opens (then closed at once), else why not."""
+    """None when a TCP connection to the endpoint opens (then closed at once), else why not.
+    The lookup and the connection together get CONNECT_TIMEOUT: the lookup runs in a thread
+    that is given up on (``getaddrinfo`` has no timeout of its own)."""
+    answer: dict[str, str | None] = {}
+
+    def attempt() -> None:
+        answer["problem"] = _try_connect(endpoint)
+
+    worker = threading.Thread(target=attempt, name="reportsync-notify-check", daemon=True)
+    worker.start()
+    worker.join(CONNECT_TIMEOUT)
+    if worker.is_alive():
+        return f"no answer within {CONNECT_TIMEOUT:g} s (DNS, or a firewall that drops the traffic)"
+    return answer.get("problem")
+
+
+def _try_connect(endpoint: Endpoint) -> str | None:
     try:
         socket.create_connection((endpoint.host, endpoint.port), timeout=CONNECT_TIMEOUT).close()
     except socket.gaierror as exc:
