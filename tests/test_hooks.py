@@ -25,7 +25,7 @@ from reportsync.hooks import NewReport, hook_argv, run_hook
 from reportsync.ledger import Ledger
 from tests.servers import LocalServer
 from tests.servers.http_receiver import HttpReceiver
-from tests.support import REPO_ROOT, PgpIdentity
+from tests.support import REPO_ROOT, PgpIdentity, run_cli
 from tests.test_fetch_e2e import report_xml
 from tests.test_notify import Site
 
@@ -264,6 +264,37 @@ time.sleep(300)
     if alive:
         os.kill(grandchild, 9)
     assert not alive, "the hook's grandchild (which ignores SIGTERM) was stopped with it"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL of the parent")
+def test_a_run_killed_while_its_hook_runs_runs_that_hook_again(site: Site) -> None:
+    """A report's hook is due in the ledger (recorded with its archive) before it runs: a run
+    killed during the hook (here by the hook itself, the first time) leaves it due, and the next
+    run runs it, where a list of this run's new reports kept in memory would have lost it."""
+    marker = site.root / "killed-once"
+    hook = site.root / "kill-parent-once.py"
+    hook.write_text(f"""#!{sys.executable}
+import os, signal, sys
+with open({str(site.root / "runs.jsonl")!r}, "a") as log:
+    log.write('{{"argv": [], "env": {{}}, "stdin": "", "cwd": ""}}\\n')
+if not os.path.exists({str(marker)!r}):
+    open({str(marker)!r}, "w").close()
+    os.kill(os.getppid(), signal.SIGKILL)
+""")
+    hook.chmod(0o755)
+    site.write_config(on_new_report=[str(hook)])
+    site.put_report(REPORT, report_xml("U1", "20261102"))
+    killed = run_cli("--config", str(site.config_path), "fetch")
+    assert killed.exit_code == -9, killed.stderr
+    with Ledger(site.state_dir / "ledger.sqlite3") as ledger:
+        (version,) = ledger.versions("broker")
+        assert version.archived and ledger.hook_state(version.file_id) == "due"
+    again = site.fetch()
+    assert again.exit_code == 0, again.stderr
+    assert only_file(again)["action"] == "skipped"
+    assert len(hook_runs(site.root)) == 2, "run again, without a download"
+    with Ledger(site.state_dir / "ledger.sqlite3") as ledger:
+        assert ledger.hook_state(version.file_id) == "succeeded"
 
 
 # --- when no hook runs ------------------------------------------------------------------------------
