@@ -86,9 +86,17 @@ def popen_pipes(argv: Sequence[str], *, env: Mapping[str, str], stdout: int = PI
     DEVNULL), for streaming (gpg's decryptions). ``private_files``: every file the child creates
     is 0600 from the start (umask 077, set by the child itself before it executes: no
     ``preexec_fn``, so safe with threads; POSIX only, elsewhere the folder protects them)."""
-    return subprocess.Popen(list(argv), stdin=PIPE, stdout=stdout, stderr=PIPE, env=dict(env),
-                            cwd=cwd, umask=0o077 if private_files else -1,
-                            creationflags=NO_WINDOW)
+    return _start(argv, stdin=PIPE, stdout=stdout, stderr=PIPE, env=env, cwd=cwd,
+                  umask=0o077 if private_files else -1, creationflags=NO_WINDOW)
+
+
+def _start(argv: Sequence[str], *, stdin: int, stdout: int | IO[bytes], stderr: int,
+           env: Mapping[str, str], cwd: Path | str | None, **options: Any
+           ) -> subprocess.Popen[bytes]:
+    """The one place a long-running child is started: with exactly ``env`` (the callers build it
+    with ``child_environment``), never through a shell."""
+    return subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=stderr, env=dict(env),
+                            cwd=cwd, **options)
 
 
 # --- a child in a process group of its own (the per-report hooks) ---------------------------------
@@ -116,8 +124,8 @@ def run_in_own_group(argv: Sequence[str], *, env: Mapping[str, str], timeout: fl
     process group (POSIX: a session) of its own; past ``timeout`` seconds the whole group is
     stopped, children it started included. ``ChildError`` passes up when it cannot start."""
     started = time.monotonic()
-    child = subprocess.Popen(list(argv), stdin=DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                             env=dict(env), cwd=cwd, close_fds=True, **_own_group_options())
+    child = _start(argv, stdin=DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env,
+                   cwd=cwd, close_fds=True, **_own_group_options())
     try:
         returncode: int | None = child.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -164,10 +172,9 @@ def _stop_group(child: subprocess.Popen[bytes]) -> None:
 
 def _windows_kill_tree(child: subprocess.Popen[bytes]) -> None:
     """Windows has no process groups to signal: ``taskkill /T /F`` ends the child's tree."""
-    taskkill = shutil.which("taskkill")
+    taskkill = which("taskkill")
     if taskkill is not None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run([taskkill, "/T", "/F", "/PID", str(child.pid)], capture_output=True,
-                           timeout=GROUP_KILL_GRACE * 5, check=False, creationflags=NO_WINDOW)
+            run([taskkill, "/T", "/F", "/PID", str(child.pid)], timeout=GROUP_KILL_GRACE * 5)
     if child.poll() is None:
         child.kill()
