@@ -157,9 +157,12 @@ def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, j
 @click.option("--bundle", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write a zip for a support ticket (findings, versions, redacted config, "
               "recent log, ledger summary; no secrets).")
+@click.option("--notify-test", is_flag=True,
+              help="Also send one test message through every [notify] channel.")
 @click.option("-q", "--quiet", "quiet_here", is_flag=True, help="Only the WARN and FAIL lines.")
 @pass_app
-def doctor(app: App, sources: tuple[str, ...], bundle: Path | None, quiet_here: bool) -> int:
+def doctor(app: App, sources: tuple[str, ...], bundle: Path | None, notify_test: bool,
+           quiet_here: bool) -> int:
     """Check config, keys, gpg and every source's connection; say what to fix."""
     from reportsync import doctor as doctor_core
 
@@ -168,7 +171,8 @@ def doctor(app: App, sources: tuple[str, ...], bundle: Path | None, quiet_here: 
         # a finding below
     except ReportsyncError as error:
         logging.getLogger("reportsync").debug("doctor: the config does not load: %s", error)
-    report = doctor_core.run_doctor(app.config_file, sources, environ=app.environ)
+    report = doctor_core.run_doctor(app.config_file, sources, environ=app.environ,
+                                    notify_test=notify_test)
     run = DoctorRun(report)
     if bundle is not None:
         try:

@@ -287,6 +287,17 @@ class RemoteError(ReportsyncError):
     default_remedy = "Check `remote_dir` and your permissions on the server; run `reportsync doctor`."
 
 
+class HookError(ReportsyncError):
+    """A source's ``on_new_report`` hook failed for one archived report (exited non-zero, ran
+    past ``hook_timeout``, or could not start): that report's failure; the others go on."""
+
+    exit_code = ExitCode.PARTIAL
+    default_remedy = (
+        "The report is archived; fix the hook (on_new_report) and it runs again for this report "
+        "on the next fetch, or acknowledge it with `reportsync status --ack NAME` to stop that."
+    )
+
+
 class LockHeldError(ReportsyncError):
     exit_code = ExitCode.LOCKED
     default_remedy = "Another reportsync run is active; wait for it to finish."

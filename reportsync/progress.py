@@ -45,6 +45,9 @@ class ProgressBar:
     ) -> None:
         self._progress.stop()
 
+    def run_started(self) -> None:
+        pass  # the bar shows files; the run's start needs no line of its own
+
     def file_started(self, source: str, name: str, total: int, already: int) -> None:
         with self._lock:
             label = name if len(name) <= 48 else name[:45] + "..."

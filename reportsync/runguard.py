@@ -13,23 +13,26 @@ the backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from reportsync.config import Settings
 from reportsync.errors import ReportsyncError
-from reportsync.ledger import Ledger, LockHolder, open_ledger
-from reportsync.lock import RunLock, is_held
+from reportsync.ledger import Ledger, LockHolder
+from reportsync.lock import RunLock
 
 
-def run_lock(settings: Settings, command: str) -> AbstractContextManager[object]:
+@contextmanager
+def run_lock(settings: Settings, command: str) -> Iterator[bool]:
     """The lock a whole run holds: the state dir's ``RunLock`` for the embedded ledger (raises
     ``LockHeldError``, exit 75, when another run holds it); nothing for a shared ledger, whose
-    runs are kept apart per source."""
+    runs are kept apart per source. The block gets whether it holds the whole run."""
     if settings.ledger_url is not None:
-        return nullcontext()
-    return RunLock(settings.state_dir, command)
+        yield False
+        return
+    with RunLock(settings.state_dir, command):
+        yield True
 
 
 @dataclass(frozen=True)
@@ -72,18 +75,3 @@ def all_held(holders: Iterable[LockHolder | None]) -> bool:
     then, and only then, it exits 75."""
     seen = list(holders)
     return bool(seen) and all(holder is not None for holder in seen)
-
-
-def run_is_blocked(settings: Settings, sources: Iterable[str], *,
-                   environ: Mapping[str, str] | None = None) -> bool:
-    """Whether a run starting now would stop at the locks without doing anything (a probe, for
-    what must happen only when the run will not: a healthchecks ``/start`` ping). Creates
-    nothing; a ledger that cannot be asked says no (the run itself reports what it finds)."""
-    if settings.ledger_url is None:
-        return is_held(settings.state_dir)
-    names = list(sources)
-    try:
-        with open_ledger(settings, environ=environ, create=False) as ledger:
-            return all_held(ledger.lock_holder(name) for name in names)
-    except ReportsyncError:
-        return False

@@ -39,6 +39,15 @@ class Stage(StrEnum):
     NAME = "name"  # the name was refused as unsafe
     DOWNLOAD = "download"
     ARCHIVE = "archive"  # decrypting or copying into output_dir
+    HOOK = "hook"  # the source's on_new_report hook failed for the archived report
+
+
+class HookState(StrEnum):
+    """Where a report's ``on_new_report`` hook stands (the ledger's ``hooks.state``)."""
+
+    DUE = "due"  # archived while a hook was configured; not run yet
+    FAILED = "failed"  # ran and failed (exit code, timeout, could not start): runs again
+    SUCCEEDED = "succeeded"  # exited 0: never runs again for this report
 
 
 class NoticeKind(StrEnum):

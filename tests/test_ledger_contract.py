@@ -111,9 +111,8 @@ def test_a_new_ledger_has_the_current_schema_and_no_records(store: Store, ledger
         assert again.schema_version == SCHEMA_VERSION
 
 
-def test_the_previous_schema_is_migrated_on_first_use(store: Store) -> None:
-    previous = SCHEMA_VERSION - 1
-    store.build_at(previous)
+def test_schema_3_is_migrated_on_first_use(store: Store) -> None:
+    store.build_at(3)
     store.script("INSERT INTO runs (command, started_at, pid) VALUES ('fetch', 1.5, 7);"
                  "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
                  "VALUES ('s', 'a.pgp', 10, 100, 1.5, 1.5), ('s', 'b.pgp', 20, 200, 1.5, 1.5);"
@@ -127,6 +126,86 @@ def test_the_previous_schema_is_migrated_on_first_use(store: Store) -> None:
     rows = store.query("SELECT f.name, a.signature FROM archived a JOIN remote_files f "
                        "ON f.id = a.file_id ORDER BY f.name", ())
     assert rows == [("a.pgp", "good"), ("b.pgp", None)]
+
+
+def test_the_previous_schema_is_migrated_keeping_its_rows_and_gains_hooks(store: Store) -> None:
+    previous = SCHEMA_VERSION - 1
+    assert MIGRATIONS[previous].count("CREATE TABLE hooks") == 1, "4 -> 5 adds the hooks table"
+    store.build_at(previous)
+    store.script("INSERT INTO runs (command, started_at, pid) VALUES ('fetch', 1.5, 7);"
+                 "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
+                 "VALUES ('s', 'a.pgp', 10, 100, 1.5, 1.5), ('s', 'b.pgp', 20, 200, 1.5, 1.5);"
+                 "INSERT INTO archived (file_id, run_id, output_path, bytes, sha256, decrypted, "
+                 "signer, signature, at) SELECT id, 1, '/out/' || name, 5, 'ab', 1, NULL, "
+                 "'unsigned', 2.5 FROM remote_files;"
+                 "INSERT INTO failures (file_id, source, name, run_id, stage, reason, first_at, "
+                 "last_at) VALUES (1, 's', 'a.pgp', 1, 'archive', 'bad', 1.5, 1.5)")
+    with store.open() as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        assert {table: ledger.count(table) for table in TABLES} == {
+            "runs": 1, "remote_files": 2, "downloads": 0, "archived": 2, "failures": 1,
+            "deletions": 0, "source_runs": 0, "hooks": 0}, "every record kept, no hook invented"
+        # a report archived before the migration has no hook: nothing runs for it
+        assert ledger.pending_hooks("s") == []
+        a = ledger.versions_by_key("s")[("a.pgp", 10, 100)]
+        assert ledger.hook_state(a.file_id) is None
+        ledger.record_hook_due(a.file_id, 1)  # the new table takes rows at once
+        assert [hook.name for hook in ledger.pending_hooks("s")] == ["a.pgp"]
+    rows = store.query("SELECT f.name, a.signature FROM archived a JOIN remote_files f "
+                       "ON f.id = a.file_id ORDER BY f.name", ())
+    assert rows == [("a.pgp", "unsigned"), ("b.pgp", "unsigned")], "4 -> 5 leaves them alone"
+
+
+def test_hooks_are_due_then_fail_then_succeed_once(ledger: Ledger, tmp_path: Path) -> None:
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", [A, B, C])
+    ledger.see_files("t", [A])
+    for version in (A, B):
+        ledger.record_archived(ids[version], run, tmp_path / version[0], 5, "e" * 64,
+                               decrypted=True, signer=None, signature="unsigned")
+        ledger.record_hook_due(ids[version], run)
+    pending = ledger.pending_hooks("s")
+    assert [(hook.version, hook.state, hook.attempts) for hook in pending] == [
+        (A, "due", 0), (B, "due", 0)], "oldest due first"
+    first = pending[0]
+    assert (first.file_id, first.source, first.output_path, first.output_sha256) == (
+        ids[A], "s", str(tmp_path / "a.pgp"), "e" * 64)
+    assert first.in_archive and not first.acknowledged
+    assert ledger.pending_hooks("t") == [], "sources are independent"
+
+    with ledger.transaction():  # as the Recorder writes a failed hook
+        assert ledger.record_hook(ids[A], run, succeeded=False, exit_code=3,
+                                  reason="exited with 3") == 1
+        ledger.record_failure("s", "a.pgp", ids[A], run, "hook", "exited with 3")
+    assert ledger.record_hook(ids[A], run, succeeded=False, reason="timed out") == 2
+    assert ledger.hook_state(ids[A]) == "failed"
+    assert [f["stage"] for f in ledger.open_failures("s")] == ["hook"]
+    assert ledger.versions_by_key("s")[A].failing
+    ledger.record_hook_due(ids[A], run)  # archived again (a repeated step): still failed, counted
+    assert next((h.state, h.attempts) for h in ledger.pending_hooks("s")) == ("failed", 2)
+
+    assert ledger.record_hook(ids[A], run, succeeded=True, exit_code=0) == 3
+    assert ledger.hook_state(ids[A]) == "succeeded"
+    assert ledger.open_failures("s") == [], "its hook failure is resolved"
+    ledger.record_hook_due(ids[A], run)
+    assert [hook.version for hook in ledger.pending_hooks("s")] == [B], "a success is final"
+    assert ledger.hook_state(ids[C]) is None
+    assert ledger.count("hooks") == 2
+
+
+def test_pending_hooks_say_acknowledged_and_gone_from_the_archive(ledger: Ledger,
+                                                                   tmp_path: Path) -> None:
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", [A, B])
+    for version in (A, B):
+        ledger.record_archived(ids[version], run, tmp_path / version[0], 5, "e" * 64,
+                               decrypted=False, signer=None)
+        ledger.record_hook(ids[version], run, succeeded=False, exit_code=1, reason="exit 1")
+    ledger.acknowledge_lost("s", "a.pgp")
+    ledger.record_deletion(ids[B], run, "archive", str(tmp_path / "b.pgp"), "archive_days")
+    by_name = {hook.name: hook for hook in ledger.pending_hooks("s")}
+    assert by_name["a.pgp"].acknowledged and by_name["a.pgp"].in_archive
+    assert not by_name["b.pgp"].acknowledged and not by_name["b.pgp"].in_archive
 
 
 def test_a_schema_newer_than_this_version_is_refused_naming_both(store: Store) -> None:

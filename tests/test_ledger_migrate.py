@@ -83,6 +83,8 @@ class Setup:
             encrypted.unlink()
             ledger.record_deletion(ids[s_files[0]], run, "local_encrypted", str(encrypted),
                                    "expired")
+            ledger.record_hook(ids[s_files[1]], run, succeeded=True, exit_code=0)
+            ledger.record_hook(ids[s_files[2]], run, succeeded=False, exit_code=4, reason="4")
             ledger.record_source_run(run, "s", "fetch", 1, {"archived": 3, "failed": 2}, None)
             self.t_file = ("T.1.pgp", 9, int(now - DAY))
             t_ids = ledger.see_files("t", [self.t_file])
@@ -133,6 +135,14 @@ def test_status_and_verify_agree_before_and_after_the_move(setup: Setup) -> None
     assert document["sources"] == ["s", "t"] and document["forced"] is False
     assert document["target"] == setup.database.url()
     assert setup.counts() == expected
+    assert expected["hooks"] == 2
+    shared = open_postgres_ledger(setup.database.url(), password=Secret(setup.database.password))
+    assert shared is not None
+    with shared, Ledger(setup.state / "ledger.sqlite3") as sqlite:
+        def hooks(ledger: Ledger) -> list[tuple[str, str, int]]:
+            return [(hook.name, hook.state, hook.attempts) for hook in ledger.pending_hooks("s")]
+        assert hooks(shared) == hooks(sqlite) == [("U1.2.xml.pgp", "failed", 1)], \
+            "the hooks' outcomes moved with their files"
     after = setup.reports(setup.pg_config)
     assert after == before, "status and verify say the same from PostgreSQL"
     text = setup.cli("ledger", "migrate", "--to", setup.database.url(), "--force")

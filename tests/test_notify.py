@@ -12,12 +12,14 @@ import logging
 import os
 import socket
 import stat
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -32,7 +34,7 @@ from reportsync.config import (
 )
 from reportsync.config.tomlio import tomllib
 from reportsync.expiry import PGP, SSH_CERTIFICATE, CredentialExpiry
-from reportsync.lock import RunLock
+from reportsync.lock import RunLock, is_held
 from reportsync.notify.events import RunOutcome
 from reportsync.notify.healthchecks import BODY_LIMIT, PingPolicy, ping, ping_url
 from reportsync.notify.metrics import collect, metrics_text
@@ -297,6 +299,29 @@ def test_a_dead_receiver_never_changes_the_exit_code(
         "and the receiver (docs/monitoring.md)" for event in ("start", "success")]
     assert check not in result.stderr + result.stdout
     assert site.outputs(), "the fetch itself went on"
+
+
+def test_the_start_ping_is_sent_only_once_the_run_holds_the_lock(
+        site: Site, http_receiver: HttpReceiver) -> None:
+    """A run that checked the lock, pinged /start and only then took the lock could lose it to
+    a run starting in between, and exit 75 after telling healthchecks it started. The receiver
+    holds the /start ping's answer while the test looks: the run already holds the lock."""
+    check = http_receiver.ping_url()
+    http_receiver.respond(urlsplit(check).path + "/start", delay=2.0)
+    site.write_config(notify={"healthchecks_url_env": "RS_HC"})
+    site.put_report("U1.Activity.20261101.xml.pgp", report_xml("U1", "20261101"))
+    results: list[CliResult] = []
+    run = threading.Thread(target=lambda: results.append(site.fetch(env={"RS_HC": check})))
+    run.start()
+    try:
+        (start,) = http_receiver.wait_for(1, timeout=60)
+        held_while_starting = is_held(site.state_dir)
+    finally:
+        run.join(120)
+    assert start.path.endswith("/start")
+    assert held_while_starting, "/start was sent before the run took the lock"
+    assert results[0].exit_code == 0, results[0].stderr
+    assert http_receiver.ping_events(check) == ["start", "success"]
 
 
 def test_a_hung_or_dropping_receiver_is_given_up_within_the_deadline(

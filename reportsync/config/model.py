@@ -33,6 +33,7 @@ from reportsync.config.schema import (
 )
 from reportsync.errors import ConfigError, Problem
 from reportsync.fsutil import read_regular_file, too_open
+from reportsync.hooks import argv_problem
 from reportsync.units import MAX_PLAINTEXT_DEFAULT, GiB
 
 PROTOCOLS = ("sftp", "ftp", "ftps")
@@ -40,6 +41,7 @@ DEFAULT_PORTS = {"sftp": 22, "ftp": 21, "ftps": 21}
 SOURCE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_DAYS = 36500  # a hundred years: more is a typo, and dates that far back do not exist
 MAX_PLAINTEXT_LIMIT = 1024 * GiB  # 1 TiB
+MAX_HOOK_TIMEOUT = 86400  # a day: a hook that needs longer should hand the work to a queue
 
 NO_SOURCE = "no source is configured"
 NO_SOURCE_REMEDY = ("Add a [sources.NAME] table for the server to fetch from (docs/configuration.md "
@@ -205,6 +207,12 @@ class SourceConfig:
                              default=30.0, bounds=(1, 3600))
     retries: int = setting("retries for transient network errors (with backoff)", kind="int",
                            default=3, bounds=(0, 20))
+    on_new_report: tuple[str, ...] = setting(
+        "argv (no shell) run for each newly archived report; {path} {source} {remote_name} "
+        "{sha256}", kind="list", default=[], example=["/usr/local/bin/load-statement", "{path}"],
+        form=argv_problem)
+    hook_timeout: int = setting("seconds on_new_report may run; then it and its children are "
+                                "stopped", kind="int", default=300, bounds=(1, MAX_HOOK_TIMEOUT))
 
     def matches(self, name: str) -> bool:
         """Whether a remote file name is selected by ``include`` and not by ``exclude``."""

@@ -5,7 +5,8 @@ instead of raising: a broken config, a missing gpg or a server that never answer
 not crashes. A check whose prerequisite failed is SKIPPED. The order is: config (``config.py``)
 → this machine (``local.py``) → per source (``network.py``: the transport's own connection
 steps, DNS → TCP → banner → TLS → host key → authentication → remote folder → FTP data channel,
-then the listing and the files at risk of purge). Every network step is bounded by the source's
+then the listing and the files at risk of purge) → the notification setup (``notify.py``; with
+``--notify-test`` one test message per channel). Every network step is bounded by the source's
 ``timeout``. ``bundle.py`` writes the support zip. This package never prints: the CLI renders
 the ``DoctorReport``.
 """
@@ -40,6 +41,7 @@ from reportsync.doctor.findings import (
 )
 from reportsync.doctor.local import local_checks
 from reportsync.doctor.network import SourceChecks
+from reportsync.doctor.notify import notify_checks
 from reportsync.errors import ExitCode
 from reportsync.transports import Connector, connector_for
 
@@ -80,9 +82,11 @@ class DoctorReport:
 
 
 def run_doctor(config_path: Path, sources: Sequence[str] = (), *, now: float | None = None,
-               environ: Mapping[str, str] | None = None) -> DoctorReport:
+               environ: Mapping[str, str] | None = None,
+               notify_test: bool = False) -> DoctorReport:
     """Run every check for ``config_path`` (only ``sources`` when given); never raises.
-    ``environ``: the environment the config is loaded in (its secrets, gpg's children)."""
+    ``environ``: the environment the config is loaded in (its secrets, gpg's children);
+    ``notify_test``: send one test message through every notification channel."""
     started = time.monotonic()
     out = Findings()
     config = check_config_file(config_path, out, environ)
@@ -109,6 +113,8 @@ def run_doctor(config_path: Path, sources: Sequence[str] = (), *, now: float | N
                 connector.config_checks()
             SourceChecks(source, config, connector, out,
                          now if now is not None else time.time()).run()
+        guarded(out, "setup", lambda: notify_checks(config, out, send_test=notify_test), None,
+                scope="notify")
     for finding in out.items:
         if finding.status in (WARN, FAIL):
             log.info("doctor: %s %s/%s: %s", finding.status, finding.scope, finding.check,

@@ -109,6 +109,15 @@ class DoctorFinding(StrEnum):
     AT_RISK_FILES = "at-risk.files"
     AT_RISK_LOST = "at-risk.lost"
     AT_RISK_LEDGER_UNREADABLE = "at-risk.ledger-unreadable"
+    # notifications ([notify]), after the sources
+    NOTIFY_NONE = "notify.none"
+    NOTIFY_OK = "notify.ok"
+    NOTIFY_UNUSABLE = "notify.unusable"
+    NOTIFY_REACHABLE = "notify.reachable"
+    NOTIFY_UNREACHABLE = "notify.unreachable"
+    NOTIFY_UNCHECKED = "notify.unchecked"
+    NOTIFY_TEST_SENT = "notify-test.sent"
+    NOTIFY_TEST_FAILED = "notify-test.failed"
 
 
 @dataclass(frozen=True)

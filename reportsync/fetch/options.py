@@ -17,14 +17,19 @@ class FetchOptions:
 
 
 class Reporter(Protocol):
-    """Progress events, so the CLI can draw a bar while the core never prints."""
+    """Progress events, so the CLI can draw a bar while the core never prints; ``run_started``
+    comes once the run holds the state dir's lock (so never for a run that exits 75)."""
 
+    def run_started(self) -> None: ...
     def file_started(self, source: str, name: str, total: int, already: int) -> None: ...
     def advance(self, source: str, name: str, nbytes: int) -> None: ...
     def file_finished(self, source: str, name: str) -> None: ...
 
 
 class SilentReporter:
+    def run_started(self) -> None:
+        pass
+
     def file_started(self, source: str, name: str, total: int, already: int) -> None:
         pass
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from reportsync.config import SourceConfig
 from reportsync.fetch.results import FileOutcome
 from reportsync.fsutil import printable
-from reportsync.ledger import VersionState
+from reportsync.ledger import PendingHook, VersionState
 from reportsync.listing import select
 from reportsync.transports import RemoteFile
 from reportsync.transports.base import VersionKey
@@ -34,6 +34,22 @@ class Job:
     remote: RemoteFile
     file_id: int
     kept_copy: Path | None = None  # the encrypted copy an earlier run downloaded, if any
+
+
+@dataclass(frozen=True)
+class HookJob:
+    """An archived report whose ``on_new_report`` hook is to run now: newly archived (due), or
+    failed before (runs again until it succeeds or the file is acknowledged)."""
+
+    file_id: int
+    version: VersionKey
+    output_path: Path
+    sha256: str
+    retry: bool  # it ran and failed before
+
+    @property
+    def name(self) -> str:
+        return self.version[0]
 
 
 @dataclass
@@ -114,3 +130,12 @@ def _unlisted_retries(candidates: list[RemoteFile], versions: Mapping[VersionKey
             jobs.append(Job(RemoteFile(version.name, version.size, float(version.mtime)),
                             version.file_id, copy))
     return jobs
+
+
+def plan_hooks(pending: list[PendingHook]) -> list[HookJob]:
+    """The hooks to run, in the order their reports were archived: every report whose hook has
+    not succeeded, except those a person acknowledged (``status --ack``: not retried) and those
+    retention took out of the archive since (``archive_days``: nothing left to hand off)."""
+    return [HookJob(hook.file_id, hook.version, Path(hook.output_path), hook.output_sha256,
+                    retry=hook.attempts > 0)
+            for hook in pending if not hook.acknowledged and hook.in_archive]

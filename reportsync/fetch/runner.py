@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 
 from reportsync import retention
 from reportsync.config import Config, SourceConfig
@@ -20,6 +21,7 @@ from reportsync.errors import ReportsyncError
 from reportsync.fetch.archive import LazyGpg
 from reportsync.fetch.credentials import expiring_credentials
 from reportsync.fetch.executor import Executor
+from reportsync.fetch.handoff import hand_off
 from reportsync.fetch.options import FetchOptions, Reporter, SilentReporter
 from reportsync.fetch.plan import plan_source, select_files
 from reportsync.fetch.record import Recorder
@@ -42,9 +44,13 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None,
     sources = config.select(options.sources)
     started = time.monotonic()
     now = options.now if options.now is not None else time.time()
-    with run_lock(config.settings, Command.FETCH), open_ledger(
-        config.settings, environ=config.environ, create=not options.dry_run
-    ) as ledger:
+    reporter = reporter or SilentReporter()
+    announce = _StartAnnouncer(reporter)
+    with ExitStack() as held:
+        if held.enter_context(run_lock(config.settings, Command.FETCH)):
+            announce()  # the whole run is ours (a ledger that cannot be opened ends a started run)
+        ledger = held.enter_context(open_ledger(config.settings, environ=config.environ,
+                                                create=not options.dry_run))
         run_id = None if options.dry_run else ledger.start_run(Command.FETCH, os.getpid())
         decryptor = LazyGpg(config.settings, config.environ)
         may_decrypt = options.decrypt and not options.dry_run and any(s.decrypt for s in sources)
@@ -54,9 +60,9 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None,
         for source in sources:
             with source_turn(ledger, source.name, Command.FETCH) as turn:
                 if turn.ours:
+                    announce()  # with a shared ledger: its first source's lock is ours
                     results.append(_fetch_source(source, config, ledger, run_id, decryptor,
-                                                 options, reporter or SilentReporter(), connect,
-                                                 now))
+                                                 options, reporter, connect, now))
                 else:  # held by another run, or the lock could not be asked for
                     results.append(SourceResult(name=source.name, protocol=source.protocol,
                                                 holder=turn.holder, error=turn.error))
@@ -75,6 +81,21 @@ def run(config: Config, options: FetchOptions, reporter: Reporter | None = None,
     return result
 
 
+class _StartAnnouncer:
+    """``Reporter.run_started``, once, when the run first holds a lock (the whole run's, or with
+    a shared ledger its first source's): a run that stops at the locks (exit 75) never reports a
+    start, and nothing probes a lock before taking it (that would race another run)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+        self._done = False
+
+    def __call__(self) -> None:
+        if not self._done:
+            self._done = True
+            self._reporter.run_started()
+
+
 def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: int | None,
                   decryptor: LazyGpg, options: FetchOptions, reporter: Reporter,
                   connect: Connect, now: float) -> SourceResult:
@@ -90,7 +111,8 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
             listing = transport.list_files()
             candidates, refused = select_files(source, listing)
             result.listed, result.matched = len(listing), len(candidates)
-            recorder = None if run_id is None else Recorder(ledger, source.name, run_id)
+            recorder = None if run_id is None else Recorder(ledger, source.name, run_id,
+                                                            hooks=bool(source.on_new_report))
             if recorder is not None:  # a real run records the listing first: jobs need its ids
                 recorder.refused(refused)
                 ensure_private_dir(source.download_dir, f"sources.{source.name}.download_dir")
@@ -106,6 +128,8 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
                                      ).run(plan.jobs, transport)
                 result.files.extend(execution.outcomes)
                 result.error = execution.error
+                if source.on_new_report:  # the new reports, archived and recorded: hand off
+                    hand_off(source, config, ledger, recorder, result.files)
             _apply_retention(result, source, config, ledger, run_id, candidates, now, transport)
     except ReportsyncError as error:
         result.error = error.with_context(source=source.name)

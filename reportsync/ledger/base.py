@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from reportsync.ledger.schema import TABLES
 from reportsync.lock import LockHolder
 from reportsync.transports.base import VersionKey
-from reportsync.vocab import Command, DeletionTarget
+from reportsync.vocab import Command, DeletionTarget, HookState, Stage
 
 Row = Any
 """A result row: indexable by position and by column name (``sqlite3.Row`` or its like)."""
@@ -75,6 +75,27 @@ class VersionState:
     def has_local_copy(self) -> bool:
         """An encrypted copy was downloaded and not deleted: the purge cannot take it from us."""
         return self.download_path is not None and DeletionTarget.LOCAL_ENCRYPTED not in self.deleted
+
+
+@dataclass(frozen=True)
+class PendingHook:
+    """An archived report whose ``on_new_report`` hook has not succeeded yet (due or failed)."""
+
+    file_id: int
+    source: str
+    name: str
+    size: int
+    mtime: int
+    output_path: str
+    output_sha256: str
+    state: HookState
+    attempts: int  # how often it ran (and failed)
+    acknowledged: bool  # a person acknowledged the file's failure (status --ack)
+    in_archive: bool  # its report is still in output_dir (retention's archive_days did not take it)
+
+    @property
+    def version(self) -> VersionKey:
+        return (self.name, self.size, self.mtime)
 
 
 class Cursor(Protocol):
@@ -370,6 +391,60 @@ class Ledger:
         else:
             db.execute("UPDATE failures SET resolved_at = ? WHERE source = ? AND name = ? AND "
                        "stage = ? AND resolved_at IS NULL", (time.time(), row[0], row[1], stage))
+
+    # --- on_new_report hooks ---------------------------------------------------------------------
+
+    def record_hook_due(self, file_id: int, run_id: int) -> None:
+        """The report of ``file_id`` was archived while its source has a hook: it is due (the
+        caller records this in the transaction that records the archive, so a killed run cannot
+        lose it). Already known: nothing changes (a hook that succeeded stays succeeded)."""
+        with self.transaction():
+            self._engine.execute(
+                "INSERT INTO hooks (file_id, run_id, state, due_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (file_id) DO NOTHING",
+                (file_id, run_id, str(HookState.DUE), time.time()))
+
+    def record_hook(self, file_id: int, run_id: int, *, succeeded: bool,
+                    exit_code: int | None = None, reason: str | None = None) -> int:
+        """One run of a report's hook; returns how often it has run. A success resolves the
+        file's open hook failure; a failure is recorded as the file's failure (stage ``hook``)
+        by ``record_failure``, which the caller calls in the same transaction."""
+        state = HookState.SUCCEEDED if succeeded else HookState.FAILED
+        db = self._engine
+        with self.transaction():
+            db.execute(
+                "INSERT INTO hooks (file_id, run_id, state, attempts, exit_code, reason, due_at, "
+                "last_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT (file_id) DO UPDATE SET "
+                "run_id = excluded.run_id, state = excluded.state, "
+                "attempts = hooks.attempts + 1, exit_code = excluded.exit_code, "
+                "reason = excluded.reason, last_at = excluded.last_at",
+                (file_id, run_id, str(state), exit_code, reason, time.time(), time.time()))
+            if succeeded:
+                self._resolve_failures(file_id, str(Stage.HOOK))
+            row = db.execute("SELECT attempts FROM hooks WHERE file_id = ?", (file_id,)).fetchone()
+            return int(row[0])
+
+    def pending_hooks(self, source: str) -> list[PendingHook]:
+        """The source's archived reports whose hook is due or failed, oldest due first."""
+        rows = self._engine.execute(
+            "SELECT f.id, f.name, f.size, f.mtime, f.lost_acked_at, a.output_path, a.sha256, "
+            "h.state, h.attempts, EXISTS (SELECT 1 FROM deletions x WHERE x.file_id = f.id "
+            "AND x.target = ?) AS archive_deleted "
+            "FROM hooks h JOIN remote_files f ON f.id = h.file_id "
+            "JOIN archived a ON a.file_id = f.id "
+            "WHERE f.source = ? AND h.state != ? ORDER BY h.due_at, h.id",
+            (str(DeletionTarget.ARCHIVE), source, str(HookState.SUCCEEDED))).fetchall()
+        return [PendingHook(file_id=int(row[0]), source=source, name=row[1], size=int(row[2]),
+                            mtime=int(row[3]), acknowledged=row[4] is not None,
+                            output_path=row[5], output_sha256=row[6], state=HookState(row[7]),
+                            attempts=int(row[8]), in_archive=not row[9])
+                for row in rows]
+
+    def hook_state(self, file_id: int) -> HookState | None:
+        """Where the report's hook stands; None: it has none (archived without a hook)."""
+        row = self._engine.execute("SELECT state FROM hooks WHERE file_id = ?",
+                                   (file_id,)).fetchone()
+        return HookState(row[0]) if row is not None else None
 
     def open_failures(self, source: str | None = None) -> list[dict[str, object]]:
         query = ("SELECT source, name, stage, reason, attempts, first_at, last_at FROM failures "

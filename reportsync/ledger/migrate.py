@@ -135,7 +135,7 @@ class _Copy:
     def run(self) -> tuple[TableCopy, ...]:
         return (self._runs(), self._remote_files(), self._downloads("downloads"),
                 self._downloads("archived"), self._failures(), self._deletions(),
-                self._source_runs())
+                self._source_runs(), self._hooks())
 
     def _insert_missing(self, table: str, rows: Iterable[dict[str, Any]],
                         key: Callable[[dict[str, Any]], Hashable], present: set[Hashable],
@@ -253,3 +253,12 @@ class _Copy:
             lambda row: (row["run_id"], row["source"], row["command"], row["finished_at"]),
             present, ("run_id", "source", "command", "finished_at", "exit_code", "counts",
                       "error"))
+
+    def _hooks(self) -> TableCopy:
+        present: set[Hashable] = {int(row[0]) for row in self._target_rows(
+            "SELECT h.file_id FROM hooks h JOIN remote_files f ON f.id = h.file_id "
+            "WHERE f.source = ANY(?)")}
+        return self._insert_missing(
+            "hooks", self._mapped("hooks"), lambda row: row["file_id"], present,
+            ("file_id", "run_id", "state", "attempts", "exit_code", "reason", "due_at",
+             "last_at"), on_conflict=" ON CONFLICT (file_id) DO NOTHING")

@@ -117,11 +117,28 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE archived ADD COLUMN signature TEXT;
     UPDATE archived SET signature = 'good' WHERE signer IS NOT NULL;
     """,
+    # 4 → 5: the on_new_report hook of each report archived while one was configured
+    # (vocab.HookState: due, failed, succeeded); a report archived before has no row and no hook
+    """
+    CREATE TABLE hooks (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL UNIQUE REFERENCES remote_files (id),
+        run_id INTEGER REFERENCES runs (id),
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER,
+        reason TEXT,
+        due_at REAL NOT NULL,
+        last_at REAL
+    );
+    CREATE INDEX hooks_by_state ON hooks (state);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-TABLES = ("runs", "remote_files", "downloads", "archived", "failures", "deletions", "source_runs")
+TABLES = ("runs", "remote_files", "downloads", "archived", "failures", "deletions", "source_runs",
+          "hooks")
 """The ledger's record tables, in the order their rows can be copied (referenced ones first)."""
 
 # The version table is created before any migration (it says which one to run next).

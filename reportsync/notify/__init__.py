@@ -1,12 +1,14 @@
 """Monitoring of ``fetch``: healthchecks pings, Apprise notifications, the metrics file.
 
 ``monitored_fetch`` is the fetch command's core when ``[notify]`` is set: it resolves the
-targets (a URL that cannot be read stops the run with exit code 2 before anything happens), pings
-``/start``, runs ``fetch.run``, then pings the end (``<url>`` or ``/fail``), sends the one
-notification the run's events call for, and rewrites the metrics file. Nothing of this can change
-the run's exit code: each ping, notification and write is a ``Delivery`` the CLI warns about when
-it failed. A dry run and a run that finds the lock held (``LockHeldError``, exit 75; with a shared
-ledger: every source held by other hosts) send and write nothing. This package never prints.
+targets (a URL that cannot be read stops the run with exit code 2 before anything happens), runs
+``fetch.run``, pings ``/start`` when the run reports it holds a lock (``Reporter.run_started``:
+a probe of the lock before the run would race a run that takes it in between), then pings the
+end (``<url>`` or ``/fail``), sends the one notification the run's events call for, and rewrites
+the metrics file. Nothing of this can change the run's exit code: each ping, notification and
+write is a ``Delivery`` the CLI warns about when it failed. A dry run and a run that finds the
+lock held (``LockHeldError``, exit 75; with a shared ledger: every source held by other hosts)
+send and write nothing. This package never prints.
 
 - ``targets``: the URLs, events and metrics file of the config.
 - ``healthchecks``: the pings, with their bounded retries.
@@ -27,7 +29,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,7 +46,6 @@ from reportsync.notify.targets import Targets, resolve_targets
 from reportsync.render.envelope import to_json
 from reportsync.render.notify import Message, notification, ping_body, run_summary, start_summary
 from reportsync.results import exit_code_of
-from reportsync.runguard import run_is_blocked
 from reportsync.runlog import RunLog
 from reportsync.status import SourceStatus, status
 
@@ -92,15 +93,18 @@ def monitored_fetch(config: Config, options: fetch.FetchOptions,
     deliveries: list[Delivery] = []
     with RunLog.capture(BODY_LIMIT) as run_log:
         ping_key = _secret_key(config, "healthchecks_url")
-        if targets.healthchecks is not None and not run_is_blocked(
-                config.settings, sources, environ=config.environ):
+
+        def ping_start() -> None:
+            if targets.healthchecks is None:
+                return
             body = ping_body([start_summary(host, sources)], run_log.lines(), BODY_LIMIT)
             deliveries.append(ping(targets.healthchecks, START, scrubbed(body, targets.secrets),
                                    run_id=run_id, key=ping_key, policy=tuning.ping,
                                    secrets=targets.secrets))
+
         started = time.monotonic()
         try:
-            result, error = fetch.run(config, options, reporter), None
+            result, error = fetch.run(config, options, _Started(reporter, ping_start)), None
         except LockHeldError:
             raise  # another run is active: it is the one being monitored
         except ReportsyncError as stopped:
@@ -122,6 +126,27 @@ def monitored_fetch(config: Config, options: fetch.FetchOptions,
                                    run_id=run_id, key=ping_key, policy=tuning.ping,
                                    secrets=targets.secrets))
     return MonitoredFetch(result, error, tuple(deliveries))
+
+
+class _Started:
+    """The caller's reporter, and ``on_start`` once the run holds the lock."""
+
+    def __init__(self, inner: fetch.Reporter | None, on_start: Callable[[], None]) -> None:
+        self._inner = inner or fetch.SilentReporter()
+        self._on_start = on_start
+
+    def run_started(self) -> None:
+        self._on_start()
+        self._inner.run_started()
+
+    def file_started(self, source: str, name: str, total: int, already: int) -> None:
+        self._inner.file_started(source, name, total, already)
+
+    def advance(self, source: str, name: str, nbytes: int) -> None:
+        self._inner.advance(source, name, nbytes)
+
+    def file_finished(self, source: str, name: str) -> None:
+        self._inner.file_finished(source, name)
 
 
 def _secret_key(config: Config, name: str) -> str:

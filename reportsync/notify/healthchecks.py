@@ -25,8 +25,10 @@ from reportsync.notify.delivery import Delivery, scrubbed
 
 log = logging.getLogger(__name__)
 
-START, SUCCESS, FAIL = "start", "success", "fail"
-_SUFFIX = {START: "/start", SUCCESS: "", FAIL: "/fail"}
+START, SUCCESS, FAIL, LOG = "start", "success", "fail", "log"
+# ``/log`` adds a line to the check's event log without changing its state: what doctor's
+# --notify-test sends (a success ping would reset the check's "no success for 26 hours" timer)
+_SUFFIX = {START: "/start", SUCCESS: "", FAIL: "/fail", LOG: "/log"}
 BODY_LIMIT = 100_000  # bytes; healthchecks.io keeps the first 100 kB of a ping's body
 
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # doctor imports paramiko: only the doctor command loads it
 
 
 def _doctor_scope_title(scope: str) -> str:
-    return scope if scope in ("config", "local") else f"source {scope}"
+    return scope if scope in ("config", "local", "notify") else f"source {scope}"
 
 
 def doctor_text(run: DoctorRun, *, quiet: bool = False) -> Rendered:
