@@ -255,6 +255,18 @@ class StorageError(ReportsyncError):
     default_remedy = "Free disk space or fix the folder's permissions, then run again."
 
 
+class LedgerDamagedError(StorageError):
+    """The SQLite ledger's file is damaged (a page fails SQLite's own check, or a read finds it
+    malformed): nothing more is read from it or written to it. Not a full disk, nor a folder's
+    permissions: those are plain StorageErrors, and the ledger is never blamed for them."""
+
+    default_remedy = (
+        "Stop the scheduled runs and keep a copy of the damaged file. Restore the ledger from "
+        "a backup; or move the file aside and run again: a new ledger starts empty, files still "
+        "on the server are fetched again, and a report already archived with the same bytes "
+        "keeps its name.")
+
+
 class TransferError(ReportsyncError):
     """One file's transfer did not complete correctly (short, too long, vanished)."""
 

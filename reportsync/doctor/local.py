@@ -21,7 +21,7 @@ import filelock
 from reportsync import pgp, pgpkeys
 from reportsync.config import Config, SourceConfig
 from reportsync.doctor.findings import FAIL, PASS, SKIPPED, WARN, DoctorFinding, Findings, guarded
-from reportsync.errors import ReportsyncError
+from reportsync.errors import LedgerDamagedError, ReportsyncError
 from reportsync.fsutil import shared_folder_problem, too_open
 from reportsync.ledger import LEDGER_FILE, Ledger
 from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
@@ -323,8 +323,13 @@ def _check_ledger(state_dir: Path, out: Findings) -> None:
                 f"no ledger yet at {path}: the first fetch creates it")
         return
     try:
-        with Ledger(path) as ledger:
-            result = ledger.integrity_check()
+        with Ledger(path) as ledger:  # opening runs SQLite's quick check (LedgerDamagedError)
+            try:
+                ledger.require_intact(thorough=True)
+            except LedgerDamagedError as damaged:
+                out.add("ledger", SCOPE, FAIL, DoctorFinding.LEDGER_INTEGRITY, damaged.message,
+                        damaged.remedy)
+                return
             files = ledger.count("remote_files")
             failures = len(ledger.open_failures())
             version = ledger.schema_version
@@ -336,12 +341,6 @@ def _check_ledger(state_dir: Path, out: Findings) -> None:
                 f"the ledger {path} cannot be read: {exc}",
                 "Move the file aside and run again (the archive is kept), or restore it from a "
                 "backup.")
-        return
-    if result != "ok":
-        out.add("ledger", SCOPE, FAIL, DoctorFinding.LEDGER_INTEGRITY,
-                f"the ledger {path} failed its integrity check: {result}",
-                "Move the file aside and run again (the archive is kept; files are re-checked "
-                "against it), or restore it from a backup.")
         return
     out.add("ledger", SCOPE, PASS, DoctorFinding.LEDGER_OK,
             f"ledger {path}: integrity ok, schema {version}, {files} file "
