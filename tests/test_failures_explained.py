@@ -10,14 +10,17 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from reportsync.errors import LedgerDamagedError
+from reportsync.errors import LedgerDamagedError, StorageError
 from reportsync.ledger import LEDGER_FILE, Ledger
 from tests.fixtures_memory import MemoryWorkspace
-from tests.support import CliResult, run_cli_inprocess, write_config
+from tests.support import CliResult, random_plain, run_cli_inprocess, write_config
 
 DAMAGED = "is damaged"
 REPORT = b"<r/>"
@@ -148,3 +151,100 @@ def test_verify_runs_the_full_check_and_finds_an_index_that_disagrees_with_its_t
     assert "integrity check found: row 1 missing from index remote_files_by_name" in result.stderr
 
 
+
+
+# --- a full disk under state_dir -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tiny_filesystem(folder: Path, size: str = "1m") -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``folder`` (as test_hardening_faults does)."""
+    folder.mkdir(parents=True)
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("a small file system for the test needs Linux and root (mount -t tmpfs)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                              str(folder)], capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def fill_leaving(folder: Path, free: int) -> None:
+    """Fill the file system of ``folder`` up (ENOSPC), then give back ``free`` bytes."""
+    filler = folder / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as handle:
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    os.truncate(filler, max(0, filler.stat().st_size - free))
+
+
+class SmallDiskWorkspace(MemoryWorkspace):
+    """The state dir (and with ``everything``, the download and output folders) on the tmpfs
+    at ``root/small``."""
+
+    everything = False
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "small" / "state"
+
+    @property
+    def download_dir(self) -> Path:
+        return self.root / ("small" if self.everything else "") / "encrypted"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / ("small" if self.everything else "") / "statements"
+
+
+def assert_disk_full(message: str, remedy: str, state_dir: Path) -> None:
+    assert f"disk full while writing {state_dir / LEDGER_FILE}" in message
+    assert "Free space on that disk" in remedy
+    assert DAMAGED not in message and "move" not in remedy.lower(), "the ledger is not blamed"
+
+
+@pytest.mark.parametrize("free_kib", [4, 16, 64])
+def test_a_little_free_space_under_state_dir_is_disk_full_not_a_damaged_ledger(
+        tmp_path: Path, free_kib: int) -> None:
+    # with a few KiB free the lock's holder file fits, but the new ledger's WAL and -shm do not:
+    # SQLite says SQLITE_FULL (4, 64 KiB) or, for an -shm it cannot grow, a plain disk I/O
+    # error (16 KiB); both are the full disk, never "damaged ... move it aside"
+    mem = SmallDiskWorkspace(tmp_path)
+    with tiny_filesystem(tmp_path / "small") as small:
+        mem.state_dir.mkdir(mode=0o700)
+        config = cli_config(mem)
+        fill_leaving(small, free_kib * 1024)
+        result = cli(config, "fetch")
+        assert result.exit_code == 7, result.stderr
+        assert "Traceback" not in result.stderr
+        assert_disk_full(result.stderr, result.stderr, mem.state_dir)
+        error = cli(config, "--json", "status").json()["error"]
+        assert error["error"] == "StorageError" and error["path"] == str(mem.state_dir / LEDGER_FILE)
+        assert_disk_full(error["message"], error["remedy"], mem.state_dir)
+
+
+def test_a_disk_that_fills_during_the_run_stops_the_source_as_disk_full(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the reports fill the disk the ledger is on: the next ledger write fails (SQLITE_FULL, once
+    # a sqlite3.OperationalError per file, then a traceback from record_source_run); now the
+    # source stops at the first write the ledger cannot make, and the run ends disk full
+    mem = SmallDiskWorkspace(tmp_path)
+    mem.everything = True
+    for index in range(60):
+        mem.put(f"r{index:02d}.xml", random_plain(15_000))
+    with tiny_filesystem(tmp_path / "small"):
+        with pytest.raises(StorageError) as raised:
+            mem.fetch_run()
+        assert raised.value.exit_code == 7
+        assert_disk_full(raised.value.message, raised.value.remedy, mem.state_dir)
+        assert "unexpected" not in caplog.text, "no file failed as a defect of reportsync"
+        stopped_at = len(mem.downloads())
+        assert stopped_at < 60, "the source stopped once the ledger could not record"
+        with Ledger(mem.state_dir / LEDGER_FILE) as ledger:  # what was recorded is intact
+            ledger.require_intact(thorough=True)
+            archived = ledger.count("archived")
+        assert 0 < archived < 60

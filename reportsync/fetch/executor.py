@@ -90,6 +90,12 @@ class Executor:
                             stops.append(stop.error)
                         if stop.abort:
                             self._abort.set()
+                    except StorageError as unrecorded:  # the ledger could not record (its disk
+                        # full, say): nothing more can be recorded, so the source stops here
+                        outcome = FileOutcome.of(job.remote, Action.FAILED, error=unrecorded)
+                        with guard:
+                            stops.append(unrecorded)
+                        self._abort.set()
                     except Exception as bug:  # a defect must cost one file, not the whole run
                         log.exception("source %s: unexpected error on %s", self._source.name,
                                       printable(job.remote.name))
