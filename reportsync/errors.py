@@ -5,9 +5,13 @@ Core modules raise these; only ``cli.py`` turns them into text and an exit statu
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TypeVar
+
+_Error = TypeVar("_Error", bound="ReportsyncError")
 
 
 class ExitCode(IntEnum):
@@ -77,6 +81,12 @@ class ReportsyncError(Exception):
         if self.path is None:
             self.path = path
         return self
+
+    def copy(self: _Error) -> _Error:
+        """This error again, for another file or source: one error object raised for several
+        files would name the first one's path in every line (``with_context`` fills in only
+        what is missing), so each gets a copy of its own."""
+        return copy.copy(self)
 
     def describe(self) -> str:
         """One line: where, what went wrong."""

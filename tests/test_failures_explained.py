@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from reportsync.errors import LedgerDamagedError, StorageError
+from reportsync.errors import KeyProblemError, LedgerDamagedError, StorageError
 from reportsync.ledger import LEDGER_FILE, Ledger
+from reportsync.pgp import DecryptionPool, Gpg
+from reportsync.vocab import Action
 from tests.fixtures_memory import MemoryWorkspace
-from tests.support import CliResult, random_plain, run_cli_inprocess, write_config
+from tests.support import CliResult, PgpIdentity, random_plain, run_cli_inprocess, write_config
 
 DAMAGED = "is damaged"
 REPORT = b"<r/>"
@@ -248,3 +250,103 @@ def test_a_disk_that_fills_during_the_run_stops_the_source_as_disk_full(
             ledger.require_intact(thorough=True)
             archived = ledger.count("archived")
         assert 0 < archived < 60
+
+
+# --- a read-only GnuPG home ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def read_only_copy(home: Path, mount_point: Path) -> Iterator[Path]:
+    """A real read-only file system holding a copy of the GnuPG ``home`` (a tmpfs remounted
+    read-only: root ignores mode bits, a read-only mount it cannot)."""
+    with tiny_filesystem(mount_point, "8m") as folder:
+        subprocess.run(["cp", "-a", f"{home}/.", str(folder)], check=True)
+        for leftover in folder.glob("S.*"):
+            leftover.unlink()
+        folder.chmod(0o700)
+        remounted = subprocess.run(["mount", "-o", "remount,ro", str(folder)],
+                                   capture_output=True, text=True, check=False)
+        if remounted.returncode != 0:
+            pytest.skip(f"remounting read-only is not permitted here: {remounted.stderr.strip()}")
+        yield folder
+
+
+def test_a_read_only_gnupg_home_is_a_key_problem_with_gpgs_own_words(
+        mem: MemoryWorkspace, pgp_identity: PgpIdentity) -> None:
+    # gpg cannot create its agent's socket and lock files, reaches no secret key and says
+    # NO_SECKEY for every file: once "encrypted to a key this GnuPG home does not hold", exit 1
+    for index in range(3):
+        mem.put(f"r{index}.xml.pgp", pgp_identity.encrypt(f"<r{index}/>".encode()))
+    with read_only_copy(pgp_identity.home, mem.root / "gnupg") as home:
+        mem.settings["gnupg_home"] = str(home)
+        result = mem.fetch()
+    assert result.exit_code == 6, result.error
+    error = result.error
+    assert isinstance(error, KeyProblemError)
+    assert "gpg cannot use its agent" in error.message
+    assert "can't connect to the agent: Read-only file system" in error.message, "gpg's words"
+    assert f"Make the GnuPG home {home} writable" in error.remedy
+    assert "settings.gnupg_home" in error.remedy
+    failed = [outcome for outcome in result.files if outcome.action == Action.FAILED]
+    assert len(failed) == 3
+    assert all(isinstance(outcome.error, KeyProblemError) for outcome in failed)
+    assert not any("does not hold" in (outcome.error.message if outcome.error else "")
+                   for outcome in failed)
+    assert sorted(path.name for path in mem.download_dir.iterdir()) == [
+        "r0.xml.pgp", "r1.xml.pgp", "r2.xml.pgp"], "the encrypted copies are kept"
+
+
+# --- an unreadable passphrase file: each file named, every byte counted --------------------------
+
+
+def test_an_unreadable_passphrase_file_names_each_file_and_counts_every_byte(
+        mem: MemoryWorkspace, pgp_identity: PgpIdentity) -> None:
+    # once one error object was raised for every file, and the first file's name, filled in
+    # by with_context, was in every line (and --json error.path); the bytes of the files that
+    # came over and then could not be decrypted were not counted
+    sizes = {}
+    for index in range(3):
+        data = pgp_identity.encrypt(random_plain(200_000 + index))
+        mem.put(f"r{index}.xml.pgp", data)
+        sizes[f"r{index}.xml.pgp"] = len(data)
+    missing = mem.root / "secrets" / "gpg.pass"
+    mem.settings.update(gnupg_home=str(pgp_identity.home), gpg_passphrase_file=str(missing))
+    result = mem.fetch()
+    assert result.exit_code == 6, result.error
+    failed = {outcome.name: outcome for outcome in result.files}
+    assert sorted(failed) == sorted(sizes)
+    for name, outcome in failed.items():
+        assert outcome.action == Action.FAILED and outcome.error is not None
+        assert outcome.error.path == name, "each file's error names its own file"
+        assert str(missing) in outcome.error.message and "settings.gpg_passphrase_file" in \
+            outcome.error.message
+        assert outcome.transferred == sizes[name]
+    assert len({id(outcome.error) for outcome in failed.values()}) == 3
+    assert result.bytes_transferred == sum(sizes.values()), "every transferred byte"
+    assert result.error is not None and result.error.path is None, "the source's own error"
+    assert "settings.gpg_passphrase_file" in result.error.describe()
+
+
+def test_a_read_only_gnupg_home_is_the_same_key_problem_in_a_decryption_pool(
+        tmp_path: Path, pgp_identity: PgpIdentity) -> None:
+    # gpg --decrypt-files prints the agent failure inside each file's status block: the pool
+    # judges it as Gpg.decrypt does
+    files = []
+    for index in range(3):
+        encrypted = tmp_path / f"r{index}.pgp"
+        encrypted.write_bytes(pgp_identity.encrypt(f"<r{index}/>".encode()))
+        files.append(encrypted)
+    out = tmp_path / "out"
+    out.mkdir()
+    with read_only_copy(pgp_identity.home, tmp_path / "gnupg") as home:
+        gpg = Gpg(binary="gpg", home=home, passphrase=None, create_home=False)
+        with DecryptionPool(gpg, workers=1) as pool:
+            futures = pool.submit_many([(path, out / f".rs-{path.stem}.tmp", "")
+                                        for path in files])
+            errors = [future.exception(timeout=60) for future in futures]
+    for error in errors:
+        assert isinstance(error, KeyProblemError), error
+        assert "can't connect to the agent" in error.message
+        assert str(home) in error.remedy
+    assert list(out.iterdir()) == [], "nothing half-written is kept"
+

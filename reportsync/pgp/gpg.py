@@ -374,7 +374,8 @@ class Gpg:
         result.stderr = stderr
         result.returncode = returncode
         status = status_lines(stderr)
-        judge(result, status, stderr, require_signer, passphrase_given=self.has_passphrase)
+        judge(result, status, stderr, require_signer, passphrase_given=self.has_passphrase,
+              home=self.home)
         return signature_status(status)
 
     def _run(self, argv: list[str], encrypted: Path, passphrase: str | None,
