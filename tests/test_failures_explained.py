@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -350,3 +353,82 @@ def test_a_read_only_gnupg_home_is_the_same_key_problem_in_a_decryption_pool(
         assert str(home) in error.remedy
     assert list(out.iterdir()) == [], "nothing half-written is kept"
 
+
+
+# --- a hung SSH server ---------------------------------------------------------------------------
+
+
+class HungServer:
+    """A real TCP server on 127.0.0.1 that accepts every connection and never sends a byte
+    (an sshd at MaxStartups, a load balancer with nothing behind it). ``accepted`` counts."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self._listener.accept()
+                self._held.append(connection)
+                self.accepted += 1
+
+    def close(self) -> None:
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+
+@pytest.fixture
+def hung_server() -> Iterator[HungServer]:
+    server = HungServer()
+    yield server
+    server.close()
+
+
+HUNG_TIMEOUT = 3
+
+
+def hung_config(mem: MemoryWorkspace, server: HungServer, **source: object) -> Path:
+    (mem.root / "known_hosts").write_text("")
+    return cli_config(mem, protocol="sftp", port=server.port, password_env="RS_HUNG_PW",
+                      known_hosts=str(mem.root / "known_hosts"), timeout=HUNG_TIMEOUT, **source)
+
+
+SILENT = "accepted the connection but never spoke SSH"
+
+
+def test_doctor_names_a_server_that_never_speaks_ssh_within_the_timeout(
+        mem: MemoryWorkspace, hung_server: HungServer) -> None:
+    # once: 40 s (a 10 s look at the first words, then the whole timeout again) and a raw
+    # "SSHException: Error reading SSH protocol banner" or "no SSH handshake within"
+    config = hung_config(mem, hung_server)
+    result = run_cli_inprocess("--config", str(config), "--json", "doctor", "--source", "mem",
+                               env={"RS_HUNG_PW": "x"})
+    banner = next(finding for finding in json.loads(result.stdout)["result"]["findings"]
+                  if finding["scope"] == "mem" and finding["check"] == "banner")
+    assert banner["status"] == "FAIL" and banner["id"] == "banner.silent"
+    assert f"127.0.0.1:{hung_server.port} {SILENT} (no identification line within " \
+        f"{HUNG_TIMEOUT}s)" in banner["finding"]
+    assert "SSHException" not in banner["finding"]
+    assert "Check `port`" in banner["remedy"] and "stuck or overloaded" in banner["remedy"]
+    # the whole wait is the source's timeout (the old look and handshake took it twice)
+    assert banner["seconds"] <= HUNG_TIMEOUT + 1, banner
+
+
+def test_fetch_from_a_server_that_never_speaks_ssh_is_bounded_by_timeout_and_retries(
+        mem: MemoryWorkspace, hung_server: HungServer) -> None:
+    config = hung_config(mem, hung_server, retries=1)
+    result = run_cli_inprocess("--config", str(config), "--json", "fetch",
+                               env={"RS_HUNG_PW": "x"})
+    assert result.exit_code == 3, result.stderr
+    error = result.json()["result"]["sources"][0]["error"]
+    assert error["error"] == "NetworkError" and SILENT in error["message"]
+    assert "stuck or overloaded" in error["remedy"]
+    assert hung_server.accepted == 2, "one attempt and one retry, each ending at the timeout"
+    assert result.json()["result"]["seconds"] <= 2 * (HUNG_TIMEOUT + 1) + 1, \
+        "each attempt bounded by the timeout (plus the 1 s backoff)"
