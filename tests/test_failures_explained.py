@@ -10,8 +10,10 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -25,7 +27,9 @@ from reportsync.ledger import LEDGER_FILE, Ledger
 from reportsync.pgp import DecryptionPool, Gpg
 from reportsync.vocab import Action
 from tests.fixtures_memory import MemoryWorkspace
+from tests.servers import LocalServer
 from tests.support import CliResult, PgpIdentity, random_plain, run_cli_inprocess, write_config
+from tests.test_fetch_e2e import Workspace
 
 DAMAGED = "is damaged"
 REPORT = b"<r/>"
@@ -432,3 +436,83 @@ def test_fetch_from_a_server_that_never_speaks_ssh_is_bounded_by_timeout_and_ret
     assert hung_server.accepted == 2, "one attempt and one retry, each ending at the timeout"
     assert result.json()["result"]["seconds"] <= 2 * (HUNG_TIMEOUT + 1) + 1, \
         "each attempt bounded by the timeout (plus the 1 s backoff)"
+
+
+# --- a TCP reset on SFTP -------------------------------------------------------------------------
+
+
+class ResetProxy:
+    """A real TCP relay on 127.0.0.1 to ``upstream`` that, once more than ``reset_after``
+    bytes came from the server on a connection, cuts it with a TCP reset towards the client
+    (SO_LINGER 0, then close: a RST, as a middlebox or the server's limits would)."""
+
+    def __init__(self, upstream: tuple[str, int], reset_after: int) -> None:
+        self.upstream = upstream
+        self.reset_after = reset_after
+        self.resets = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        # one thread per connection: a socket another thread is blocked on would not send
+        # its RST until that thread lets go of it
+        server = socket.create_connection(self.upstream)
+        relayed = 0
+        with contextlib.suppress(OSError), client, server:
+            while True:
+                ready, _, _ = select.select([client, server], [], [])
+                if client in ready:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    server.sendall(data)
+                if server in ready:
+                    data = server.recv(65536)
+                    if not data:
+                        return
+                    client.sendall(data)
+                    relayed += len(data)
+                    if relayed > self.reset_after:
+                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                          struct.pack("ii", 1, 0))
+                        self.resets += 1
+                        return
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+RESET = "was reset (a TCP reset: cut by the server or by something on the way, not a timeout)"
+
+
+@pytest.mark.parametrize("reset_after", [400_000, 6_000], ids=["mid-download", "early"])
+def test_a_tcp_reset_on_sftp_is_named_a_reset_not_a_timeout(
+        tmp_path: Path, pgp_identity: PgpIdentity, sftp_server: LocalServer,
+        reset_after: int) -> None:
+    # once "connection lost (SSHException: Server connection dropped ...)" or "no answer within
+    # 10s", as if the network were slow; FTP names a reset a reset (transports/ftp), SFTP now too
+    proxy = ResetProxy((sftp_server.host, sftp_server.port), reset_after)
+    try:
+        ws = Workspace(tmp_path, pgp_identity, sftp_server)
+        table = {key: value for key, value in sftp_server.source.items() if key != "known_hosts"}
+        ws.write_config({**table, "port": proxy.port,
+                         "host_key_fingerprint": sftp_server.extra["host_key_fingerprint"]},
+                        timeout=10)
+        ws.put("big.xml", random_plain(3_000_000))
+        result = ws.fetch()
+    finally:
+        proxy.close()
+    assert proxy.resets >= 1, "the proxy really cut the connection"
+    source = result.result()["sources"][0]
+    error = source["error"] or source["files"][0]["error"]
+    assert error["error"] == "NetworkError" and error["retryable"]
+    assert f"the connection to 127.0.0.1:{proxy.port} {RESET}" in error["message"]
+    assert "no answer" not in error["message"] and "SSHException" not in error["message"]
+    assert "a longer timeout does not fix" in error["remedy"]
