@@ -28,7 +28,14 @@ from reportsync.pgp import DecryptionPool, Gpg
 from reportsync.vocab import Action
 from tests.fixtures_memory import MemoryWorkspace
 from tests.servers import LocalServer
-from tests.support import CliResult, PgpIdentity, random_plain, run_cli_inprocess, write_config
+from tests.support import (
+    CliResult,
+    PgpIdentity,
+    random_plain,
+    run_cli,
+    run_cli_inprocess,
+    write_config,
+)
 from tests.test_fetch_e2e import Workspace
 
 DAMAGED = "is damaged"
@@ -516,3 +523,85 @@ def test_a_tcp_reset_on_sftp_is_named_a_reset_not_a_timeout(
     assert f"the connection to 127.0.0.1:{proxy.port} {RESET}" in error["message"]
     assert "no answer" not in error["message"] and "SSHException" not in error["message"]
     assert "a longer timeout does not fix" in error["remedy"]
+
+
+# --- config keys named: state_dir, gnupg_home, known_hosts, gpg_binary ---------------------------
+
+
+@contextlib.contextmanager
+def read_only_folder(mount_point: Path) -> Iterator[Path]:
+    """An empty, real read-only file system at ``mount_point`` (root ignores mode bits)."""
+    with tiny_filesystem(mount_point) as folder:
+        remounted = subprocess.run(["mount", "-o", "remount,ro", str(folder)],
+                                   capture_output=True, text=True, check=False)
+        if remounted.returncode != 0:
+            pytest.skip(f"remounting read-only is not permitted here: {remounted.stderr.strip()}")
+        yield folder
+
+
+def test_a_state_dir_that_cannot_be_created_names_settings_state_dir(
+        tmp_path: Path) -> None:
+    mem = SmallDiskWorkspace(tmp_path)
+    with read_only_folder(tmp_path / "small"):
+        config = cli_config(mem)
+        for command in ("fetch", "status"):
+            result = cli(config, command)
+            assert result.exit_code == 7, result.stderr
+            assert f"settings.state_dir: {mem.state_dir} is on a read-only file system" \
+                in result.stderr, command
+            assert "change settings.state_dir to a writable folder" in result.stderr
+            assert "Traceback" not in result.stderr
+
+
+def test_a_gnupg_home_that_cannot_be_created_names_settings_gnupg_home(
+        mem: MemoryWorkspace, pgp_identity: PgpIdentity) -> None:
+    mem.put("r.xml.pgp", pgp_identity.encrypt(b"<r/>"))
+    with read_only_folder(mem.root / "ro") as folder:
+        mem.settings["gnupg_home"] = str(folder / "gnupg")
+        result = mem.fetch()
+    assert result.exit_code == 6, result.error
+    assert result.error is not None
+    assert f"settings.gnupg_home: {folder / 'gnupg'} is on a read-only file system" in \
+        result.error.message
+    assert "change settings.gnupg_home" in result.error.remedy
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_an_unreadable_known_hosts_is_named_with_its_source(mem: MemoryWorkspace,
+                                                            kind: str) -> None:
+    # a FIFO once blocked fetch and doctor forever (read_text waits for a writer)
+    known_hosts = mem.root / "known_hosts"
+    if kind == "folder":
+        known_hosts.mkdir()
+    else:
+        os.mkfifo(known_hosts)
+    config = cli_config(mem, protocol="sftp", known_hosts=str(known_hosts),
+                        password_env="RS_KH_PW")
+    result = run_cli("--config", str(config), "fetch", env={"RS_KH_PW": "x"}, timeout=60)
+    assert result.exit_code == 2, result.stderr
+    assert f"sources.mem.known_hosts: cannot read {known_hosts}: " in result.stderr
+    assert "not a regular file" in result.stderr
+    assert "point sources.mem.known_hosts at" in result.stderr
+
+
+def test_a_gpg_binary_that_is_not_executable_is_said_so_not_off_the_path(
+        mem: MemoryWorkspace, pgp_identity: PgpIdentity) -> None:
+    not_executable = mem.root / "bin" / "gpg"
+    not_executable.parent.mkdir()
+    not_executable.write_text("#!/bin/sh\n")
+    not_executable.chmod(0o644)
+    mem.put("r.xml.pgp", pgp_identity.encrypt(b"<r/>"))
+    mem.settings.update(gnupg_home=str(pgp_identity.home), gpg_binary=str(not_executable))
+    result = mem.fetch()
+    assert result.exit_code == 6
+    said = f"settings.gpg_binary names {not_executable}, which is not executable (mode 0644)"
+    assert result.error is not None and said in result.error.message
+    assert "not on PATH" not in result.error.message
+    assert f"chmod +x {not_executable}" in result.error.remedy
+    config = cli_config(mem)
+    text = config.read_text().replace("[settings]", f'[settings]\ngpg_binary = "{not_executable}"')
+    config.write_text(text)
+    doctor = run_cli_inprocess("--config", str(config), "--json", "doctor")
+    gpg = next(finding for finding in json.loads(doctor.stdout)["result"]["findings"]
+               if finding["check"] == "gpg")
+    assert gpg["status"] == "FAIL" and gpg["id"] == "gpg.not-found" and said in gpg["finding"]

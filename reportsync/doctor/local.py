@@ -78,10 +78,8 @@ def _check_gpg(binary: str, out: Findings, environ: Mapping[str, str] | None = N
                ) -> tuple[str | None, str | None]:
     found = pgp.inspect_gpg(binary, environ)
     if found.path is None:
-        out.add("gpg", SCOPE, FAIL, DoctorFinding.GPG_NOT_FOUND,
-                f"gpg not found: {binary!r} is not on PATH",
-                "Install GnuPG (Debian/Ubuntu: apt install gnupg; macOS: brew install gnupg; "
-                "Windows: Gpg4win) or set settings.gpg_binary to its full path.")
+        message, remedy = pgp.gpg_not_found(binary)
+        out.add("gpg", SCOPE, FAIL, DoctorFinding.GPG_NOT_FOUND, message, remedy)
         return None, None
     path = found.path
     if found.error is not None:

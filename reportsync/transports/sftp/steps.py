@@ -100,7 +100,8 @@ class SftpConnector(Connector):
             self._key = load_private_key(source) if source.key_file is not None else None
             self._password = source.password.resolve()
             if source.known_hosts is not None:
-                self._known = load_known_hosts(source.known_hosts, self._host_names())
+                self._known = load_known_hosts(source.known_hosts, self._host_names(),
+                                               f"sources.{source.name}.known_hosts")
         except ReportsyncError as exc:
             raise exc.with_context(source=source.name) from None
 
@@ -163,7 +164,7 @@ class SftpConnector(Connector):
         check = Check.KNOWN_HOSTS
         names = self._host_names()
         try:
-            self._known = load_known_hosts(path, names)
+            self._known = load_known_hosts(path, names, f"{where}.known_hosts")
         except ConfigError as error:
             self._known_problem = first_problem(error)
             return [StepResult.failed(
