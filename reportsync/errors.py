@@ -5,9 +5,13 @@ Core modules raise these; only ``cli.py`` turns them into text and an exit statu
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TypeVar
+
+_Error = TypeVar("_Error", bound="ReportsyncError")
 
 
 class ExitCode(IntEnum):
@@ -77,6 +81,12 @@ class ReportsyncError(Exception):
         if self.path is None:
             self.path = path
         return self
+
+    def copy(self: _Error) -> _Error:
+        """This error again, for another file or source: one error object raised for several
+        files would name the first one's path in every line (``with_context`` fills in only
+        what is missing), so each gets a copy of its own."""
+        return copy.copy(self)
 
     def describe(self) -> str:
         """One line: where, what went wrong."""
@@ -253,6 +263,18 @@ class StorageError(ReportsyncError):
 
     exit_code = ExitCode.STORAGE
     default_remedy = "Free disk space or fix the folder's permissions, then run again."
+
+
+class LedgerDamagedError(StorageError):
+    """The SQLite ledger's file is damaged (a page fails SQLite's own check, or a read finds it
+    malformed): nothing more is read from it or written to it. Not a full disk, nor a folder's
+    permissions: those are plain StorageErrors, and the ledger is never blamed for them."""
+
+    default_remedy = (
+        "Stop the scheduled runs and keep a copy of the damaged file. Restore the ledger from "
+        "a backup; or move the file aside and run again: a new ledger starts empty, files still "
+        "on the server are fetched again, and a report already archived with the same bytes "
+        "keeps its name.")
 
 
 class TransferError(ReportsyncError):

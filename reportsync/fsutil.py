@@ -72,7 +72,7 @@ def ensure_private_dir(path: Path, config_key: str | None = None) -> Path:
             if IS_POSIX:
                 created.chmod(PRIVATE_DIR_MODE)  # ours, just made: the umask may have narrowed it
     except OSError as exc:
-        raise storage_error(exc, path) from None
+        raise storage_error(exc, path, config_key) from None
     return path
 
 
@@ -109,16 +109,21 @@ def _setting(config_key: str | None) -> str:
     return f"{config_key}: " if config_key else ""
 
 
-def storage_error(exc: OSError, path: Path) -> StorageError:
-    """An OSError on a local path, in words that say what to do."""
+def storage_error(exc: OSError, path: Path, config_key: str | None = None) -> StorageError:
+    """An OSError on a local path, in words that say what to do; ``config_key`` (the setting
+    the path comes from, ``settings.state_dir``) leads the message and is named in the remedy."""
+    key = _setting(config_key)
+    change = f"change {config_key}" if config_key else "change the path in the config"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageError(f"disk full while writing {path}", path=str(path),
+        return StorageError(f"{key}disk full while writing {path}", path=str(path),
                             remedy="Free space on that disk; nothing half-written was kept.")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StorageError(f"permission denied: {path}", path=str(path),
-                            remedy="Fix the folder's owner or permissions, or change the path "
-                            "in the config.")
-    return StorageError(f"cannot write {path}: {exc.strerror or exc}", path=str(path))
+    if exc.errno == errno.EROFS:
+        return StorageError(f"{key}{path} is on a read-only file system", path=str(path),
+                            remedy=f"Mount it writable, or {change} to a writable folder.")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"{key}permission denied: {path}", path=str(path),
+                            remedy=f"Fix the folder's owner or permissions, or {change}.")
+    return StorageError(f"{key}cannot write {path}: {exc.strerror or exc}", path=str(path))
 
 
 def remove_quietly(path: Path) -> None:

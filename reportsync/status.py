@@ -179,6 +179,9 @@ class VerifyReport:
 
 
 def verify(config: Config, ledger: Ledger, names: tuple[str, ...] = ()) -> VerifyReport:
+    """Every archived report and kept encrypted copy re-hashed against the ledger, after the
+    ledger's own full check (a damaged ledger cannot vouch for any hash: LedgerDamagedError)."""
+    ledger.require_intact(thorough=True)
     checked = 0
     problems: list[VerifyProblem] = []
     for source in config.select(names):

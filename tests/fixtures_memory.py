@@ -28,6 +28,7 @@ class MemoryWorkspace:
     server: MemoryServer = field(default_factory=MemoryServer)
     source: dict[str, Any] = field(default_factory=dict)  # overrides of the source table
     retention: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # overrides of [settings]
 
     @property
     def state_dir(self) -> Path:
@@ -47,7 +48,8 @@ class MemoryWorkspace:
                  "download_dir": str(self.download_dir), "output_dir": str(self.output_dir),
                  "include": ["*"], "retries": 0, **self.source}
         return parse_config({"settings": {"state_dir": str(self.state_dir),
-                                          "gnupg_home": str(self.root / "no-gnupg")},
+                                          "gnupg_home": str(self.root / "no-gnupg"),
+                                          **self.settings},
                              "retention": self.retention, "sources": {SOURCE: table}})
 
     def connect(self, source: SourceConfig) -> Transport:

@@ -361,7 +361,7 @@ def test_a_secret_file_that_is_a_fifo_is_refused_without_blocking(fifo: Path) ->
                                                        password_file=str(fifo))}})
     outcome = _in_a_thread(config.sources["a"].password.resolve)
     assert isinstance(outcome, ConfigError), outcome
-    assert str(outcome.problems[0]) == (f"sources.a.password: cannot read {fifo}: "
+    assert str(outcome.problems[0]) == (f"sources.a.password_file: cannot read {fifo}: "
                                         "a named pipe (FIFO), not a regular file")
 
 

@@ -283,7 +283,11 @@ def test_a_passphrase_reaches_every_gpg_through_its_stdin(
                                             for name, path in files.items()])
                 error = KeyProblemError("the passphrase is wrong", remedy="Fix it.")
                 assert pool.fail_pending(error) == len(files)
-            assert all(future.exception() is error for future in futures)
+            failed = [future.exception() for future in futures]
+            assert all(isinstance(each, KeyProblemError) and each.message == error.message
+                       and each.remedy == error.remedy for each in failed)
+            # each file its own copy: with_context on one never names it in another's line
+            assert len({id(each) for each in failed}) == len(files) and error not in failed
         finally:
             pool.close()
     finally:

@@ -758,7 +758,7 @@ def test_a_run_stopped_as_a_whole_pings_fail_writes_metrics_and_keeps_its_exit_c
     result = site.fetch(env={"RS_HC": check})
 
     assert result.exit_code == 7, result.stderr
-    assert result.json()["error"]["error"] == "StorageError", "the error envelope, as before"
+    assert result.json()["error"]["error"] == "LedgerDamagedError", "the error envelope, as before"
     assert http_receiver.ping_events(check) == ["start", "fail", "fail", "fail"]
     assert "is damaged or not a ledger" in http_receiver.requests[-1].text()
     lines = result.stderr.splitlines()

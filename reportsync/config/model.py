@@ -94,7 +94,8 @@ class SecretRef:
             value = variables.get(self.env)
             if value is None:
                 raise ConfigError(
-                    [Problem(self.config_key, f"environment variable {self.env} is not set")],
+                    [Problem(f"{self.config_key}_env",
+                             f"environment variable {self.env} is not set")],
                     remedy=f"Export {self.env} in the environment reportsync runs in "
                     "(cron and systemd start with an almost empty one).",
                 )
@@ -104,11 +105,13 @@ class SecretRef:
                 text = read_regular_file(self.file).decode("utf-8")
             except OSError as exc:
                 raise ConfigError(
-                    [Problem(self.config_key, f"cannot read {self.file}: {exc.strerror}")],
+                    [Problem(f"{self.config_key}_file",
+                             f"cannot read {self.file}: {exc.strerror}")],
                     remedy="Create the file or fix its permissions (it should be 0600).",
                 ) from None
             except UnicodeDecodeError:
-                raise ConfigError([Problem(self.config_key, f"{self.file} is not UTF-8 text")],
+                raise ConfigError([Problem(f"{self.config_key}_file",
+                                           f"{self.file} is not UTF-8 text")],
                                   remedy="Write the secret into the file as UTF-8 text.") from None
             return Secret(text.rstrip("\r\n"))
         return None

@@ -22,7 +22,7 @@ from reportsync import pgp, pgpkeys
 from reportsync.config import Config, SourceConfig
 from reportsync.doctor.findings import FAIL, PASS, SKIPPED, WARN, DoctorFinding, Findings, guarded
 from reportsync.doctor.ledger import check_shared_ledger
-from reportsync.errors import ReportsyncError
+from reportsync.errors import LedgerDamagedError, ReportsyncError
 from reportsync.fsutil import shared_folder_problem, too_open
 from reportsync.ledger import LEDGER_FILE, Ledger
 from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
@@ -82,10 +82,8 @@ def _check_gpg(binary: str, out: Findings, environ: Mapping[str, str] | None = N
                ) -> tuple[str | None, str | None]:
     found = pgp.inspect_gpg(binary, environ)
     if found.path is None:
-        out.add("gpg", SCOPE, FAIL, DoctorFinding.GPG_NOT_FOUND,
-                f"gpg not found: {binary!r} is not on PATH",
-                "Install GnuPG (Debian/Ubuntu: apt install gnupg; macOS: brew install gnupg; "
-                "Windows: Gpg4win) or set settings.gpg_binary to its full path.")
+        message, remedy = pgp.gpg_not_found(binary)
+        out.add("gpg", SCOPE, FAIL, DoctorFinding.GPG_NOT_FOUND, message, remedy)
         return None, None
     path = found.path
     if found.error is not None:
@@ -327,8 +325,13 @@ def _check_ledger(state_dir: Path, out: Findings) -> None:
                 f"no ledger yet at {path}: the first fetch creates it")
         return
     try:
-        with Ledger(path) as ledger:
-            result = ledger.integrity_check()
+        with Ledger(path) as ledger:  # opening runs SQLite's quick check (LedgerDamagedError)
+            try:
+                ledger.require_intact(thorough=True)
+            except LedgerDamagedError as damaged:
+                out.add("ledger", SCOPE, FAIL, DoctorFinding.LEDGER_INTEGRITY, damaged.message,
+                        damaged.remedy)
+                return
             files = ledger.count("remote_files")
             failures = len(ledger.open_failures())
             version = ledger.schema_version
@@ -340,12 +343,6 @@ def _check_ledger(state_dir: Path, out: Findings) -> None:
                 f"the ledger {path} cannot be read: {exc}",
                 "Move the file aside and run again (the archive is kept), or restore it from a "
                 "backup.")
-        return
-    if result != "ok":
-        out.add("ledger", SCOPE, FAIL, DoctorFinding.LEDGER_INTEGRITY,
-                f"the ledger {path} failed its integrity check: {result}",
-                "Move the file aside and run again (the archive is kept; files are re-checked "
-                "against it), or restore it from a backup.")
         return
     out.add("ledger", SCOPE, PASS, DoctorFinding.LEDGER_OK,
             f"ledger {path}: integrity ok, schema {version}, {files} file "

@@ -120,21 +120,22 @@ class LazyGpg:
     def get(self) -> CheckedGpg:
         with self._lock:
             if self._error is not None:
-                raise self._error
+                raise self._error.copy()  # each file's error names that file
             if self._gpg is None:
                 try:
                     gpg = Gpg.from_settings(self._settings, self._environ)
                     gpg.require_working_passphrase()
                     self._gpg = gpg
                 except ReportsyncError as error:
-                    self._error = error if isinstance(error, KeyProblemError) else \
+                    problem = error if isinstance(error, KeyProblemError) else \
                         KeyProblemError(error.message, remedy=error.remedy)
-                    raise self._error from None
+                    self._error = problem.copy()  # kept without this file's context
+                    raise problem from None
             return CheckedGpg(self._gpg, self)
 
     def fail(self, error: KeyProblemError) -> None:
         with self._lock:
-            self._error = error
+            self._error = error.copy()  # before the file that met it adds its own context
 
 
 class CheckedGpg:

@@ -45,10 +45,11 @@ class Execution:
 class _SourceStop(Exception):
     """A job met an error that concerns the whole source; ``abort``: no further job starts."""
 
-    def __init__(self, error: ReportsyncError, *, abort: bool) -> None:
+    def __init__(self, error: ReportsyncError, *, abort: bool, transferred: int = 0) -> None:
         super().__init__(error.message)
         self.error = error
         self.abort = abort
+        self.transferred = transferred  # the file's bytes that came over before it stopped
 
 
 class Executor:
@@ -85,11 +86,18 @@ class Executor:
                     try:
                         outcome = self._fetch_file(job, transport)
                     except _SourceStop as stop:
-                        outcome = FileOutcome.of(job.remote, Action.FAILED, error=stop.error)
-                        with guard:
-                            stops.append(stop.error)
+                        outcome = FileOutcome.of(job.remote, Action.FAILED, error=stop.error,
+                                                 transferred=stop.transferred)
+                        with guard:  # the source's own copy: the file's gets the file's name
+                            stops.append(stop.error.copy())
                         if stop.abort:
                             self._abort.set()
+                    except StorageError as unrecorded:  # the ledger could not record (its disk
+                        # full, say): nothing more can be recorded, so the source stops here
+                        outcome = FileOutcome.of(job.remote, Action.FAILED, error=unrecorded)
+                        with guard:
+                            stops.append(unrecorded)
+                        self._abort.set()
                     except Exception as bug:  # a defect must cost one file, not the whole run
                         log.exception("source %s: unexpected error on %s", self._source.name,
                                       printable(job.remote.name))
@@ -153,11 +161,13 @@ class Executor:
         except OSError as exc:  # a local read or write outside the wrapped steps
             local_failure = storage_error(exc, source.download_dir / remote.name)
             self._recorder.failed(job, stage, local_failure.message)
-            raise _SourceStop(local_failure, abort=True) from None
+            raise _SourceStop(local_failure, abort=True,
+                              transferred=outcome.transferred) from None
         except ReportsyncError as error:
             if isinstance(error, (StorageError, KeyProblemError)) or transport.down is not None:
                 self._recorder.failed(job, stage, error.message)
-                raise _SourceStop(error, abort=not isinstance(error, KeyProblemError)) from None
+                raise _SourceStop(error, abort=not isinstance(error, KeyProblemError),
+                                  transferred=outcome.transferred) from None
             error.with_context(source=source.name, path=remote.name)
             attempts = self._recorder.failed(job, stage, error.message)
             log.warning("source %s: %s failed (attempt %d): %s", source.name,

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from reportsync.errors import LedgerDamagedError
+from reportsync.fsutil import ensure_private_dir
 from reportsync.ledger.schema import TABLES
 from reportsync.lock import LockHolder
 from reportsync.transports.base import VersionKey
@@ -168,6 +170,15 @@ class Engine(ABC):
     def integrity_check(self) -> str:
         """"ok", or what is wrong with the database."""
 
+    def require_intact(self, *, thorough: bool = False) -> None:
+        """Raise LedgerDamagedError unless ``integrity_check`` says "ok". ``thorough``: check
+        everything the backend can, however long it takes (``verify``); else what is cheap
+        enough for every open (SQLite overrides this with its quick check)."""
+        result = self.integrity_check()
+        if result != "ok":
+            raise LedgerDamagedError(f"the ledger {self.location} is damaged: {result}",
+                                     path=self.location)
+
     @abstractmethod
     def try_lock_source(self, source: str, holder: LockHolder) -> SourceLock | None: ...
 
@@ -203,6 +214,7 @@ class Ledger:
         path = state_dir / LEDGER_FILE
         if not create and not path.exists():
             return cls(None)
+        ensure_private_dir(state_dir, "settings.state_dir")
         return cls(path)
 
     @property
@@ -263,6 +275,12 @@ class Ledger:
 
     def integrity_check(self) -> str:
         return self._engine.integrity_check()
+
+    def require_intact(self, *, thorough: bool = False) -> None:
+        """Raise LedgerDamagedError (exit 7) unless the database passes its check; every open
+        of the SQLite ledger already ran the quick one, ``thorough`` runs the full one."""
+        with self._lock:
+            self._engine.require_intact(thorough=thorough)
 
     # --- per-source locks ---------------------------------------------------------------------
 

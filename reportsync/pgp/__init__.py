@@ -16,6 +16,7 @@ The rooms of this package:
 from reportsync.pgp.binary import (
     GPG_TIMEOUT,
     GpgBinary,
+    gpg_not_found,
     gpg_version_line,
     gpgconf_for,
     inspect_gpg,
@@ -37,7 +38,7 @@ __all__ = [
     "DECRYPT_ARGS", "GPG_TIMEOUT", "PGP_SUFFIXES", "PIPE_CHUNK",
     "PROBE_TEXT", "SIGNATURE_STATES", "Decrypted", "DecryptionKey", "DecryptionKeys",
     "DecryptionPool", "Gpg",
-    "GpgBinary", "PassphraseProbe", "check_passphrase", "gpg_version_line", "gpgconf_for",
-    "inspect_gpg", "judge", "kill_agent", "looks_like_pgp", "needs_decryption",
+    "GpgBinary", "PassphraseProbe", "check_passphrase", "gpg_not_found", "gpg_version_line",
+    "gpgconf_for", "inspect_gpg", "judge", "kill_agent", "looks_like_pgp", "needs_decryption",
     "plaintext_name", "probe_passphrase", "signature_status", "status_lines",
 ]

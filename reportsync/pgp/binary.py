@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,36 @@ class GpgBinary:
     first_line: str = ""  # of --version (or of stderr when it printed nothing)
     returncode: int | None = None
     error: str | None = None  # it could not be started at all
+
+
+INSTALL_GNUPG = ("Install GnuPG (Debian/Ubuntu: apt install gnupg; macOS: brew install gnupg; "
+                 "Windows: Gpg4win) or set settings.gpg_binary to its full path.")
+
+
+def gpg_not_found(binary: str) -> tuple[str, str]:
+    """Why ``settings.gpg_binary`` names no gpg that can be run, and what to do: the message
+    and remedy both ``Gpg`` and doctor give. A path (it has a folder in it) is looked at as
+    such: missing, a folder, or a file that is not executable; a bare name is looked for on
+    PATH."""
+    key = "settings.gpg_binary"
+    if os.sep not in binary and (os.altsep is None or os.altsep not in binary):
+        return f"gpg not found: {binary!r} is not on PATH", INSTALL_GNUPG
+    path = Path(binary)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return f"gpg not found: {key} names {binary}, which does not exist", INSTALL_GNUPG
+    except OSError as exc:
+        return (f"gpg not found: {key} names {binary}, which cannot be looked at: "
+                f"{exc.strerror}", INSTALL_GNUPG)
+    if stat.S_ISDIR(info.st_mode):
+        return (f"gpg not found: {key} names {binary}, a folder, not the gpg program",
+                f"Set {key} to the gpg program itself (e.g. {path / 'gpg'}).")
+    if not stat.S_ISREG(info.st_mode):
+        return f"gpg not found: {key} names {binary}, not a regular file", INSTALL_GNUPG
+    return (f"gpg cannot be run: {key} names {binary}, which is not executable (mode "
+            f"{stat.S_IMODE(info.st_mode):04o})",
+            f"chmod +x {binary} if it is GnuPG's gpg, or set {key} to the gpg program.")
 
 
 def inspect_gpg(binary: str, environ: Mapping[str, str] | None = None) -> GpgBinary:

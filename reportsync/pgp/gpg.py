@@ -37,7 +37,7 @@ from reportsync.fsutil import (
     require_private_file,
     storage_error,
 )
-from reportsync.pgp.binary import GPG_TIMEOUT
+from reportsync.pgp.binary import GPG_TIMEOUT, gpg_not_found
 from reportsync.pgp.keys import (
     DecryptionKey,
     DecryptionKeys,
@@ -151,11 +151,8 @@ class Gpg:
         check_passphrase(passphrase, passphrase_source)
         resolved = process.which(binary, environ)
         if resolved is None:
-            raise KeyProblemError(
-                f"gpg not found: {binary!r} is not on PATH",
-                remedy="Install GnuPG (Debian: apt install gnupg; macOS: brew install gnupg; "
-                "Windows: Gpg4win) or set settings.gpg_binary to its full path.",
-            )
+            message, remedy = gpg_not_found(binary)
+            raise KeyProblemError(message, remedy=remedy)
         self.binary = resolved
         self.home = home
         self.max_plaintext_bytes = max_plaintext_bytes
@@ -164,7 +161,7 @@ class Gpg:
         self._hidden = hide_env
         self.environ = environ
         if create_home:
-            ensure_private_dir(home)
+            ensure_private_dir(home, "settings.gnupg_home")
         try:
             import gnupg  # here, not at the top: `reportsync --help` should not pay for it
 
@@ -374,7 +371,8 @@ class Gpg:
         result.stderr = stderr
         result.returncode = returncode
         status = status_lines(stderr)
-        judge(result, status, stderr, require_signer, passphrase_given=self.has_passphrase)
+        judge(result, status, stderr, require_signer, passphrase_given=self.has_passphrase,
+              home=self.home)
         return signature_status(status)
 
     def _run(self, argv: list[str], encrypted: Path, passphrase: str | None,

@@ -126,7 +126,7 @@ class DecryptionPool:
         with self._ready:
             jobs, self._queue = list(self._queue), deque()
         for job in jobs:
-            job.future.set_exception(error)
+            job.future.set_exception(error.copy())  # each file's error names that file
         return len(jobs)
 
     @property

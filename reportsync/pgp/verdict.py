@@ -93,23 +93,51 @@ def plaintext_too_large(limit: int) -> DecryptionError:
     )
 
 
+# gpg's own words when it cannot start or reach gpg-agent, which holds every secret key
+_AGENT_FAILURES = ("can't connect to the agent", "failed to start agent",
+                   "failed to start the agent", "no gpg-agent running")
+
+
+def agent_failure(stderr: str) -> str | None:
+    """gpg's lines saying it could not use its agent (and the one before, which often says
+    why: ``failed to create temporary file ...: Read-only file system``), or None."""
+    human = [line[len("gpg:"):].strip() for line in stderr.splitlines() if line.startswith("gpg:")]
+    for index, line in enumerate(human):
+        if any(words in line.lower() for words in _AGENT_FAILURES):
+            cause = human[index - 1] if index and "temporary file" in human[index - 1] else None
+            return f"{cause}; {line}" if cause else line
+    return None
+
+
 _TRUNCATION_HINTS = ("problem reading source", "read error", "pending bytes",
                      "unexpected end of file", "premature eof")
 
 
 def judge(result: GpgResult, status: dict[str, list[str]], stderr: str, require_signer: str,
-          *, passphrase_given: bool) -> None:
+          *, passphrase_given: bool, home: Path | None = None) -> None:
     """Raise unless gpg reports a good, integrity-protected decryption of one file; every
     refusal says what happened and what to do (never DecryptionError's generic remedy).
 
     ``stderr`` and ``status`` are that file's own lines (its status block in a batch);
     ``result`` is python-gnupg's reading of them, with the return code gpg gave that file.
+    ``home``: the GnuPG home, named in the remedy of a problem that is the home's.
     """
     if _passphrase_refused(status, passphrase_given=passphrase_given):
         raise KeyProblemError(
             "the PGP secret key's passphrase is wrong or missing",
             remedy="Set the passphrase in the variable settings.gpg_passphrase_env names "
             "(or gpg_passphrase_file), then run `reportsync doctor`.",
+        )
+    agent = agent_failure(stderr)
+    if agent is not None and "DECRYPTION_OKAY" not in status:
+        # without its agent gpg reaches no secret key and says NO_SECKEY for every file: that
+        # is the home or the agent, not the file (a read-only home, a socket it cannot make)
+        where = f"the GnuPG home {home}" if home is not None else "the GnuPG home"
+        raise KeyProblemError(
+            f"gpg cannot use its agent, so no secret key is reachable (gpg: {agent})",
+            remedy=f"Make {where} writable by the user reportsync runs as (gpg-agent creates "
+            "its socket and lock files there), or set settings.gnupg_home to a writable "
+            "folder that holds the key; then run `reportsync doctor`.",
         )
     if "NO_SECKEY" in status and "DECRYPTION_OKAY" not in status:
         key_ids = ", ".join(sorted({args.split()[0] for args in status["NO_SECKEY"] if args}))

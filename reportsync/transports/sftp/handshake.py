@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
+from dataclasses import dataclass
 
 import paramiko
 from paramiko.ssh_exception import IncompatiblePeer
@@ -24,6 +26,21 @@ log = logging.getLogger(__name__)
 
 BANNER_PEEK_LIMIT = 10.0
 """Longest wait for the server to speak first before the handshake (SSH servers do at once)."""
+BANNER_PEEK_SHARE = 0.5
+"""The part of ``timeout`` the look at the first words may take: the rest is the handshake's,
+so a server that never speaks costs ``timeout`` in all, not the look's wait and then the
+handshake's whole timeout again."""
+
+
+@dataclass(frozen=True)
+class FirstWords:
+    """What the server said before the handshake: ``line``, its first line when that is not an
+    SSH banner (the protocol allows lines before it, so that alone is not fatal yet); ``silent``:
+    nothing at all arrived while reportsync looked."""
+
+    line: str | None = None
+    silent: bool = False
+
 
 # AES-GCM is an AEAD cipher: no separate MAC pass, and paramiko's fastest by far (the default
 # aes128-ctr + hmac-sha2-256 pair costs about half the throughput). Servers without it still get
@@ -54,19 +71,16 @@ def close_quietly(transport: paramiko.Transport | None, sock: socket.socket | No
         log.debug("closing connection: %s", exc)
 
 
-def check_banner(source: SourceConfig, sock: socket.socket) -> str | None:
+def check_banner(source: SourceConfig, sock: socket.socket) -> FirstWords:
     """Look (without consuming) at what the server says first: an FTP server is named as such.
-
-    Returns the first line when it is not an SSH banner (the protocol allows lines before it, so
-    that alone is not fatal yet), else None.
-    """
+    Waits at most ``BANNER_PEEK_SHARE`` of the source's timeout (and ``BANNER_PEEK_LIMIT``)."""
     where = f"{source.host}:{source.port}"
     try:
-        sock.settimeout(min(source.timeout, BANNER_PEEK_LIMIT))
+        sock.settimeout(min(source.timeout * BANNER_PEEK_SHARE, BANNER_PEEK_LIMIT))
         first = sock.recv(256, socket.MSG_PEEK)
     except TimeoutError:
         log.debug("%s sent nothing first; trying the SSH handshake anyway", where)
-        return None
+        return FirstWords(silent=True)
     except OSError as exc:
         raise StepFailure(StepFinding.BANNER_LOST, NetworkError(
             f"connection to {where} lost before the SSH banner: {exc.strerror or exc}",
@@ -80,7 +94,7 @@ def check_banner(source: SourceConfig, sock: socket.socket) -> str | None:
             source=source.name,
         ))
     if first.startswith(b"SSH-") or b"\nSSH-" in first:
-        return None
+        return FirstWords()
     line = first.split(b"\n", 1)[0].strip().decode("ascii", "replace")[:80]
     if line.startswith("220"):
         raise StepFailure(StepFinding.BANNER_FTP_SERVER, NetworkError(
@@ -89,7 +103,22 @@ def check_banner(source: SourceConfig, sock: socket.socket) -> str | None:
             source=source.name,
         ))
     log.debug("%s sent %r before any SSH banner", where, line)
-    return line
+    return FirstWords(line=line)
+
+
+def _silent(source: SourceConfig) -> StepFailure:
+    """A server that accepted the TCP connection and never sent its SSH identification: an
+    sshd at its limit of unauthenticated connections (MaxStartups), a load balancer or proxy
+    whose server behind it is down, a firewall that holds the connection."""
+    where = f"{source.host}:{source.port}"
+    return StepFailure(StepFinding.BANNER_SILENT, NetworkError(
+        f"{where} accepted the connection but never spoke SSH (no identification line within "
+        f"{source.timeout:g}s)",
+        remedy="Check `port`: it must be the provider's SFTP port. If it is, the server (or "
+        "something in front of it) is stuck or overloaded: try again later, and tell the "
+        "provider if it persists.",
+        source=source.name,
+    ))
 
 
 def _not_ssh(source: SourceConfig, greeting: str, detail: str) -> StepFailure:
@@ -108,8 +137,17 @@ def _spoke_ssh(transport: paramiko.Transport) -> bool:
     return len(version.split(" ", 1)[0].split("-", 2)) == 3
 
 
-def handshake(source: SourceConfig, transport: paramiko.Transport, greeting: str | None) -> None:
+def handshake(source: SourceConfig, transport: paramiko.Transport, first: FirstWords,
+              started: float) -> None:
+    """The SSH version exchange and key exchange. ``started``: when the look at the first
+    words began (``time.monotonic``): a server still silent gets only what is left of
+    ``timeout`` to send its identification line."""
     where = f"{source.host}:{source.port}"
+    greeting = first.line
+    if first.silent:
+        # paramiko sends its own identification first: a server that waits for the client's
+        # may still answer, within what is left of the timeout
+        transport.banner_timeout = max(source.timeout - (time.monotonic() - started), 0.5)
     try:
         transport.start_client(timeout=source.timeout)
     except IncompatiblePeer as exc:
@@ -122,6 +160,8 @@ def handshake(source: SourceConfig, transport: paramiko.Transport, greeting: str
         if greeting is not None:
             raise _not_ssh(source, greeting, describe(exc)) from None
         if not _spoke_ssh(transport):
+            if first.silent:
+                raise _silent(source) from None
             raise StepFailure(StepFinding.BANNER_NO_GREETING, NetworkError(
                 f"{where} did not complete the SSH greeting: {describe(exc)}",
                 remedy="Check `port`: it must be the provider's SFTP port.",
@@ -138,6 +178,8 @@ def handshake(source: SourceConfig, transport: paramiko.Transport, greeting: str
         detail = f"no SSH handshake within {source.timeout:g}s"
         if greeting is not None:
             raise _not_ssh(source, greeting, detail)
+        if first.silent and not _spoke_ssh(transport):
+            raise _silent(source)
         raise StepFailure(StepFinding.BANNER_HANDSHAKE_TIMEOUT, NetworkError(
             f"SSH handshake with {where}: {detail}", source=source.name))
 

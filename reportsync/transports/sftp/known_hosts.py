@@ -18,7 +18,8 @@ import paramiko
 from paramiko.pkey import UnknownKeyType
 
 from reportsync.config import SourceConfig
-from reportsync.errors import ConfigError, HostKeyError
+from reportsync.errors import ConfigError, HostKeyError, Problem
+from reportsync.fsutil import read_regular_file
 from reportsync.transports.base import StepFailure
 from reportsync.transports.findings import StepFinding
 
@@ -78,17 +79,22 @@ def _wildcard(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.IGNORECASE)
 
 
-def load_known_hosts(path: Path, names: tuple[str, ...]) -> list[KnownHostKey]:
+def load_known_hosts(path: Path, names: tuple[str, ...],
+                     config_key: str = "known_hosts") -> list[KnownHostKey]:
     """The keys ``path`` records for any of ``names``, with their markers (``@revoked``,
-    ``@cert-authority``); ``verify_host_key`` decides what each means."""
+    ``@cert-authority``); ``verify_host_key`` decides what each means. A file that cannot be
+    read (a folder, a FIFO, no permission) is a ConfigError naming ``config_key``
+    (``sources.NAME.known_hosts``)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_regular_file(path).decode("utf-8", errors="replace")
     except FileNotFoundError:
         log.debug("known_hosts %s does not exist: no host key is known", path)
         return []
     except OSError as exc:
-        raise ConfigError([f"known_hosts: cannot read {path}: {exc.strerror}"],
-                          path=str(path)) from None
+        raise ConfigError([Problem(config_key, f"cannot read {path}: {exc.strerror or exc}")],
+                          path=str(path),
+                          remedy=f"Make {path} a readable file, or point {config_key} at one."
+                          ) from None
     found: list[KnownHostKey] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         fields = raw.split()

@@ -40,6 +40,11 @@ class SshSession(abc.ABC):
     def describe(self) -> str:
         """The engine and the SSH software at both ends, for a log line or doctor."""
 
+    def ended_by(self) -> BaseException | None:
+        """What ended the connection, once it ended and the engine knows (a
+        ``ConnectionResetError``: a TCP reset); None while it is up, or when nobody knows."""
+        return None
+
 
 class ParamikoSession(SshSession):
     engine = SshEngine.PARAMIKO
@@ -61,6 +66,13 @@ class ParamikoSession(SshSession):
 
     def describe(self) -> str:
         return f"paramiko {paramiko.__version__} to {self.transport.remote_version}"
+
+    def ended_by(self) -> BaseException | None:
+        # paramiko's transport thread keeps the error it died of (set before it wakes the
+        # channels' waiters, who see only "closed" or a timeout); read, not get_exception(),
+        # which clears it
+        ended = self.transport.saved_exception
+        return ended if isinstance(ended, BaseException) else None
 
 
 def open_channel_sftp(transport: paramiko.Transport, timeout: float) -> SftpClient | None:

@@ -13,6 +13,7 @@ import errno
 import logging
 import socket
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,7 +100,8 @@ class SftpConnector(Connector):
             self._key = load_private_key(source) if source.key_file is not None else None
             self._password = source.password.resolve()
             if source.known_hosts is not None:
-                self._known = load_known_hosts(source.known_hosts, self._host_names())
+                self._known = load_known_hosts(source.known_hosts, self._host_names(),
+                                               f"sources.{source.name}.known_hosts")
         except ReportsyncError as exc:
             raise exc.with_context(source=source.name) from None
 
@@ -162,7 +164,7 @@ class SftpConnector(Connector):
         check = Check.KNOWN_HOSTS
         names = self._host_names()
         try:
-            self._known = load_known_hosts(path, names)
+            self._known = load_known_hosts(path, names, f"{where}.known_hosts")
         except ConfigError as error:
             self._known_problem = first_problem(error)
             return [StepResult.failed(
@@ -195,8 +197,9 @@ class SftpConnector(Connector):
         # SFTP is request/response in small packets: Nagle's algorithm with delayed ACKs adds
         # tens of milliseconds to every small file (measured: 2.7x more small files per second)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        started = time.monotonic()
         try:
-            greeting = check_banner(source, sock)
+            first = check_banner(source, sock)
             ssh = self._ssh = paramiko.Transport(sock)
             ssh.banner_timeout = source.timeout
             ssh.handshake_timeout = source.timeout
@@ -204,7 +207,7 @@ class SftpConnector(Connector):
             ssh.channel_timeout = source.timeout
             prefer_host_key_types(ssh, self._known)
             prefer_fast_ciphers(ssh)
-            handshake(source, ssh, greeting)
+            handshake(source, ssh, first, started)
         except StepFailure as failure:
             return failure.result(Check.BANNER)
         log.debug("source %s: strict key exchange %s", source.name,

@@ -37,6 +37,12 @@ from reportsync.transports.sftp.wire import (
 
 log = logging.getLogger(__name__)
 
+RESET_REMEDY = (
+    "A single reset usually passes: the next attempt resumes from the bytes already received. "
+    "If it keeps happening, something cuts the connection actively (the server's limits, a "
+    "firewall or proxy on the way), which a longer timeout does not fix: tell the provider "
+    "when it happened.")
+
 _REMOTE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
                   errno.EEXIST, errno.ENOTEMPTY}
 
@@ -183,6 +189,13 @@ class SftpTransport(Transport):
         """Classify a failure: the connection (retryable) or the server's refusal."""
         if isinstance(exc, ReportsyncError):
             return exc.with_context(source=self.source_name, path=path)
+        if isinstance(exc, ConnectionResetError) or \
+                isinstance(self.session.ended_by(), ConnectionResetError):
+            # said as FTP says it (transports/ftp/translate.py): a reset is not a timeout
+            return NetworkError(
+                f"{what}: the connection to {self.source.host}:{self.source.port} was reset (a "
+                "TCP reset: cut by the server or by something on the way, not a timeout)",
+                remedy=RESET_REMEDY, source=self.source_name, path=path)
         lost = not self.session.is_active()
         if (not lost and isinstance(exc, OSError)
                 and not isinstance(exc, (TimeoutError, ConnectionError))
