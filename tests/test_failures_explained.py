@@ -499,7 +499,11 @@ class ResetProxy:
 RESET = "was reset (a TCP reset: cut by the server or by something on the way, not a timeout)"
 
 
-@pytest.mark.parametrize("reset_after", [400_000, 6_000], ids=["mid-download", "early"])
+# One cut point, mid-download. A cut a few KB in (just after the SFTP session opened) was tried
+# too: on a loaded machine the client then sometimes sees the channel end with a plain EOF before
+# any RST (paramiko's transport later dies of EOFError, not ECONNRESET), so what it observed was
+# not a reset and the test measured the relay, not reportsync.
+@pytest.mark.parametrize("reset_after", [400_000], ids=["mid-download"])
 def test_a_tcp_reset_on_sftp_is_named_a_reset_not_a_timeout(
         tmp_path: Path, pgp_identity: PgpIdentity, sftp_server: LocalServer,
         reset_after: int) -> None:
