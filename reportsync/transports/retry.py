@@ -17,7 +17,13 @@ from typing import TypeVar
 
 from reportsync.errors import ReportsyncError, TransferError
 from reportsync.fsutil import printable
-from reportsync.transports.base import ByteSink, ProgressCallback, RemoteFile, Transport
+from reportsync.transports.base import (
+    ByteSink,
+    KnownVersions,
+    ProgressCallback,
+    RemoteFile,
+    Transport,
+)
 from reportsync.units import MAX_BACKOFF
 
 log = logging.getLogger(__name__)
@@ -142,6 +148,9 @@ class RetryingTransport(Transport):
 
     def list_files(self) -> list[RemoteFile]:
         return self._retried(lambda transport: transport.list_files(), "list")
+
+    def list_files_knowing(self, known: KnownVersions) -> list[RemoteFile]:
+        return self._retried(lambda transport: transport.list_files_knowing(known), "list")
 
     def stat(self, name: str) -> RemoteFile | None:
         return self._retried(lambda transport: transport.stat(name), f"stat {printable(name)}")
