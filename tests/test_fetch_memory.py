@@ -218,3 +218,30 @@ def test_a_fetch_reads_the_sources_ledger_rows_once_and_retention_sees_what_it_w
     third = mem.fetch()
     assert third.count(Action.FAILED) == 1
     assert [(n.kind, n.name) for n in third.notices] == [(NoticeKind.AT_RISK, "third.xml")]
+
+
+def test_temp_names_are_derived_only_when_a_temp_file_is_there(
+        mem: MemoryWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run after a clean one finds no .rs-*.part: it hashes no version into a part name (issue
+    # 13: 50,000 names hashed for nothing on every no-op run); a leftover part still gets them
+    # all, and the one no listed version can resume is removed
+    from reportsync.fetch import transfer
+
+    for index in range(3):
+        mem.put(f"r{index}.xml", b"<r/>")
+    assert mem.fetch().count(Action.ARCHIVED) == 3
+    derived: list[str] = []
+    real_part_name = transfer.part_name
+
+    def counted(remote: RemoteFile) -> str:
+        derived.append(remote.name)
+        return real_part_name(remote)
+
+    monkeypatch.setattr(transfer, "part_name", counted)
+    assert mem.fetch().count(Action.SKIPPED) == 3
+    assert derived == [], "no temp file: no temp name derived"
+    stale = mem.download_dir / part_name(RemoteFile("gone.xml", 5, 1.0))
+    stale.write_bytes(b"half")
+    assert mem.fetch().count(Action.SKIPPED) == 3
+    assert sorted(derived) == ["r0.xml", "r1.xml", "r2.xml"]
+    assert not stale.exists(), "a part no listed version can resume is removed"

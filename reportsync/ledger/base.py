@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,7 +52,7 @@ class VersionState:
     deleted: frozenset[str]  # deletion targets already carried out: local_encrypted, archive, remote
     failing: bool = False  # an open failure is recorded for this file name
 
-    @property
+    @cached_property  # a run keys every version by it, more than once
     def version(self) -> VersionKey:
         """This version's identity, as ``RemoteFile.version`` gives it for a listed file."""
         return (self.name, self.size, self.mtime)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -53,7 +54,7 @@ class RemoteFile:
     size: int
     mtime: float
 
-    @property
+    @cached_property  # asked for every listed file several times a run: 50,000 tuples once
     def version(self) -> VersionKey:
         """This version's identity, as the ledger keys it: (name, size, whole-second mtime)."""
         return (self.name, self.size, int(self.mtime))
