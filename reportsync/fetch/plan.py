@@ -103,10 +103,14 @@ def _unlisted_retries(candidates: list[RemoteFile], versions: Mapping[VersionKey
     """Files downloaded but not archived (failed to decrypt, or fetched with --no-decrypt) that
     are gone from the server: their kept encrypted copy is archived now, without a transfer.
     An acknowledged failure is not retried, not even from its kept copy."""
+    unarchived = [(key, version) for key, version in versions.items()
+                  if version.output_path is None]  # nearly always few: the listing is not keyed
+    if not unarchived:
+        return []
     listed = {remote.version for remote in candidates}
     jobs = []
-    for key, version in versions.items():
-        if (key in listed or version.archived or version.acknowledged
+    for key, version in unarchived:
+        if (key in listed or version.acknowledged
                 or not version.has_local_copy or version.download_path is None):
             continue
         copy = Path(version.download_path)

@@ -21,7 +21,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,10 +51,14 @@ class VersionState:
     deleted: frozenset[str]  # deletion targets already carried out: local_encrypted, archive, remote
     failing: bool = False  # an open failure is recorded for this file name
 
-    @cached_property  # a run keys every version by it, more than once
+    def __post_init__(self) -> None:
+        # made once (a run keys every version by it, more than once); not a field
+        object.__setattr__(self, "_version", (self.name, self.size, self.mtime))
+
+    @property
     def version(self) -> VersionKey:
         """This version's identity, as ``RemoteFile.version`` gives it for a listed file."""
-        return (self.name, self.size, self.mtime)
+        return self._version  # type: ignore[attr-defined, no-any-return]
 
     @property
     def archived(self) -> bool:
@@ -93,14 +96,13 @@ def refreshed(versions: Sequence[VersionState], fresh: Sequence[VersionState]
 
 _NOTHING_DELETED: frozenset[str] = frozenset()
 
-# Each version with its local copies, the deletions done (one string) and whether its name has an
-# open failure; the correlated subqueries use the indexes deletions_by_file and failures_by_name.
+# Each version with its local copies and the deletions done (one string; the subquery uses the
+# index deletions_by_file). Whether its name has an open failure is not asked per row (that was a
+# fifth of the query at 50,000 rows): ``_failing_names`` reads the few open failures once.
 VERSIONS_QUERY = (
     "SELECT f.id, f.name, f.size, f.mtime, f.gone_at, f.lost_acked_at, "
     "d.local_path, d.sha256 AS download_sha256, a.output_path, a.sha256 AS output_sha256, "
-    "(SELECT GROUP_CONCAT(x.target) FROM deletions x WHERE x.file_id = f.id) AS deleted, "
-    "EXISTS (SELECT 1 FROM failures y WHERE y.source = f.source AND y.name = f.name "
-    "AND y.resolved_at IS NULL) AS failing "
+    "(SELECT GROUP_CONCAT(x.target) FROM deletions x WHERE x.file_id = f.id) AS deleted "
     "FROM remote_files f LEFT JOIN downloads d ON d.file_id = f.id "
     "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ?")
 VERSIONS_ORDER = " ORDER BY f.name, f.mtime"
@@ -112,9 +114,10 @@ class _Seen:
     """What ``Ledger._see`` recorded."""
 
     now: float  # the listing's time: last_seen of every listed version, gone_at of the vanished
-    wanted: Collection[VersionKey]  # the listed versions
     new: Collection[VersionKey]  # listed, and not in the ledger before
     ids: dict[VersionKey, int]  # every listed version's id
+    vanished: list[int]  # ids of the versions no longer listed (gone_at set now)
+    back: list[int]  # ids of the versions listed again (gone_at cleared)
 
 
 class Cursor(Protocol):
@@ -334,16 +337,12 @@ class Ledger:
         set and cleared; ordered by name and mtime like ``versions``), without reading them
         again: one read of the ledger per source and run, however many files it holds."""
         seen = self._see(source, listed, known)
-        now, wanted = seen.now, seen.wanted
-        after: list[VersionState] = []
-        for version in known:
-            key = version.version
-            if key not in wanted:
-                if version.gone_at is None:
-                    version = replace(version, gone_at=now)
-            elif version.gone_at is not None:
-                version = replace(version, gone_at=None)
-            after.append(version)
+        after = list(known)
+        if seen.vanished or seen.back:
+            vanished, back = set(seen.vanished), set(seen.back)
+            after = [replace(version, gone_at=seen.now) if version.file_id in vanished
+                     else replace(version, gone_at=None) if version.file_id in back
+                     else version for version in after]
         if not seen.new:
             return after
         failing = self._failing_names(source)
@@ -359,7 +358,7 @@ class Ledger:
     def _see(self, source: str, listed: Collection[VersionKey],
              known: Sequence[VersionState] | None) -> _Seen:
         """The one owner of what recording a listing writes. Set differences against what the
-        ledger holds, so a run with nothing new costs three statements at 50,000 files, not an
+        ledger holds, so a run with nothing new costs two statements at 50,000 files, not an
         upsert per file: the new versions are inserted, the vanished ones get ``gone_at``, the
         ones listed again lose it, and one UPDATE gives every listed version its ``last_seen``
         (after the others, every version of the source without ``gone_at`` is a listed one)."""
@@ -367,35 +366,40 @@ class Ledger:
         wanted = listed if isinstance(listed, (set, frozenset)) else frozenset(listed)
         db = self._engine
         with self.transaction():
-            present: dict[VersionKey, tuple[int, float | None]]
+            rows: Iterable[tuple[VersionKey, int, float | None]]
             if known is None:
-                present = {(row[1], row[2], row[3]): (int(row[0]), row[4]) for row in db.execute(
+                rows = [((row[1], row[2], row[3]), int(row[0]), row[4]) for row in db.execute(
                     "SELECT id, name, size, mtime, gone_at FROM remote_files WHERE source = ?",
-                    (source,))}
+                    (source,))]
             else:
-                present = {version.version: (version.file_id, version.gone_at)
-                           for version in known}
-            new = wanted - present.keys()
-            vanished = [file_id for key, (file_id, gone_at) in present.items()
-                        if gone_at is None and key not in wanted]
-            back = [key for key, (_, gone_at) in present.items()
-                    if gone_at is not None and key in wanted]
+                rows = ((version.version, version.file_id, version.gone_at)
+                        for version in known)
+            ids: dict[VersionKey, int] = {}  # of the listed versions the ledger has
+            vanished: list[int] = []
+            back: list[int] = []
+            for key, file_id, gone_at in rows:
+                if key in wanted:
+                    ids[key] = file_id
+                    if gone_at is not None:
+                        back.append(file_id)
+                elif gone_at is None:
+                    vanished.append(file_id)
+            new = wanted - ids.keys()
             if vanished:
                 db.executemany("UPDATE remote_files SET gone_at = ? WHERE id = ?",
                                [(now, file_id) for file_id in sorted(vanished)])
-            ids = {key: present[key][0] for key in wanted - new}
-            touched = [*new, *back]
-            if touched:
-                if self._engine.ordered_upserts:
-                    touched.sort()  # row locks in one order: see Engine.ordered_upserts
+            if back:
+                db.executemany("UPDATE remote_files SET gone_at = NULL, last_seen = ? "
+                               "WHERE id = ?", [(now, file_id) for file_id in sorted(back)])
+            if new:
+                inserted = sorted(new) if self._engine.ordered_upserts else new
                 # ON CONFLICT: a version another writer recorded meanwhile keeps its row
                 db.executemany(
                     "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, name, size, mtime) "
                     "DO UPDATE SET last_seen = excluded.last_seen, gone_at = NULL",
-                    [(source, name, size, mtime, now, now) for name, size, mtime in touched],
+                    [(source, name, size, mtime, now, now) for name, size, mtime in inserted],
                 )
-            if new:
                 ids.update({
                     (row[1], row[2], row[3]): int(row[0])
                     for row in db.execute("SELECT id, name, size, mtime FROM remote_files "
@@ -404,7 +408,7 @@ class Ledger:
                 })
             db.execute("UPDATE remote_files SET last_seen = ? WHERE source = ? "
                        "AND gone_at IS NULL AND last_seen <> ?", (now, source, now))
-        return _Seen(now=now, wanted=wanted, new=new, ids=ids)
+        return _Seen(now=now, new=new, ids=ids, vanished=vanished, back=back)
 
     def _failing_names(self, source: str) -> set[str]:
         """The names of this source with an open failure (``VersionState.failing``)."""
@@ -540,14 +544,16 @@ class Ledger:
         return found
 
     def _versions(self, source: str, query: str, params: Sequence[Any]) -> list[VersionState]:
+        # two reads, no transaction: a writer's lock is not taken for a read (status, doctor)
         rows = self._engine.execute(query, params).fetchall()
+        failing = self._failing_names(source)
         return [
             VersionState(
                 file_id=row[0], source=source, name=row[1], size=row[2], mtime=row[3],
                 gone_at=row[4], lost_acked_at=row[5], download_path=row[6],
                 download_sha256=row[7], output_path=row[8], output_sha256=row[9],
                 deleted=frozenset(row[10].split(",")) if row[10] else _NOTHING_DELETED,
-                failing=bool(row[11]),
+                failing=row[1] in failing,
             )
             for row in rows
         ]
