@@ -358,7 +358,7 @@ class Ledger:
     def _see(self, source: str, listed: Collection[VersionKey],
              known: Sequence[VersionState] | None) -> _Seen:
         """The one owner of what recording a listing writes. Set differences against what the
-        ledger holds, so a run with nothing new costs two statements at 50,000 files, not an
+        ledger holds, so a run with nothing new costs one UPDATE at 50,000 files, not an
         upsert per file: the new versions are inserted, the vanished ones get ``gone_at``, the
         ones listed again lose it, and one UPDATE gives every listed version its ``last_seen``
         (after the others, every version of the source without ``gone_at`` is a listed one)."""
@@ -552,7 +552,7 @@ class Ledger:
                 file_id=row[0], source=source, name=row[1], size=row[2], mtime=row[3],
                 gone_at=row[4], lost_acked_at=row[5], download_path=row[6],
                 download_sha256=row[7], output_path=row[8], output_sha256=row[9],
-                deleted=frozenset(row[10].split(",")) if row[10] else _NOTHING_DELETED,
+                deleted=frozenset(row[10].split(",")) - {""} if row[10] else _NOTHING_DELETED,
                 failing=row[1] in failing,
             )
             for row in rows
