@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 import click
 
-from reportsync import backup, pgpkeys, render, sshkeys
 from reportsync import fetch as fetch_core
+from reportsync import pgpkeys, render, sshkeys
 from reportsync.cli_app import App, version_lines
 from reportsync.config import (
     PROVIDER_PRESETS,
@@ -378,6 +378,8 @@ def ssh_show(app: App, path: Path) -> int:
 @pass_app
 def keys_backup(app: App, out: Path, passphrase_env: str | None) -> int:
     """One encrypted file with everything needed to decrypt and log in again."""
+    from reportsync import backup  # cryptography's AEAD and scrypt: for these commands only
+
     config = app.load_config(need_sources=False)
     passphrase = _required_secret(app, passphrase_env, what="backup passphrase", confirm=True)
     written = backup.create_backup(config, Gpg.from_settings(config.settings, config.environ), out,
@@ -391,6 +393,8 @@ def keys_backup(app: App, out: Path, passphrase_env: str | None) -> int:
 @pass_app
 def keys_verify_backup(app: App, file: Path, passphrase_env: str | None) -> int:
     """Decrypt and check every member against the manifest; writes nothing."""
+    from reportsync import backup  # cryptography's AEAD and scrypt: for these commands only
+
     passphrase = _required_secret(app, passphrase_env, what="backup passphrase", confirm=False)
     return app.finish(backup.verify_backup(file, passphrase), render.verify_backup_text)
 
@@ -402,6 +406,8 @@ def keys_verify_backup(app: App, file: Path, passphrase_env: str | None) -> int:
 @pass_app
 def keys_restore(app: App, file: Path, passphrase_env: str | None, force: bool) -> int:
     """Verify a backup, then restore keys, certificates and config onto this machine."""
+    from reportsync import backup  # cryptography's AEAD and scrypt: for these commands only
+
     passphrase = _required_secret(app, passphrase_env, what="backup passphrase", confirm=False)
     report = backup.restore_backup(file, passphrase, config_path=app.config_file, force=force,
                                    environ=app.environ)

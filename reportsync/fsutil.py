@@ -9,12 +9,13 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import shutil
 import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -201,27 +202,50 @@ def _is_undecodable(char: str) -> bool:
 
 def check_remote_name(name: str) -> None:
     """Refuse a server-supplied name that could escape the folder or confuse a terminal."""
-    problem = None
-    if not name or name in (".", ".."):
-        problem = "is empty or a folder reference"
-    elif "/" in name or "\\" in name:
-        problem = "contains a path separator"
-    elif ".." in name:
-        problem = "contains '..'"
-    elif any(_is_undecodable(char) for char in name):
-        problem = "is not valid UTF-8"
-    elif any(_is_control(char) or char in LINE_SEPARATORS for char in name):
-        problem = "contains a NUL or control character"
-    elif any(char in BIDI_CONTROLS for char in name):
-        problem = "contains a bidirectional-override character (it would show reordered)"
-    elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        problem = f"is longer than {MAX_NAME_BYTES} bytes"
-    elif name.startswith("."):
-        problem = "starts with '.' (hidden files and reportsync's temp names are not fetched)"
-    elif ":" in name and not IS_POSIX:
-        problem = "contains ':' (a Windows stream separator)"
+    if _plainly_safe(name):
+        return
+    problem = remote_name_problem(name)
     if problem:
         raise UnsafeNameError(f"refused remote file name {printable(name)}: it {problem}")
+
+
+# Every character a check of ``remote_name_problem`` looks for, as one class: a name without any
+# (nearly every name) is passed by one scan in C, not a Python call per character and check.
+_SUSPECT_CHAR = re.compile(
+    "[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff"  # controls C0, DEL, C1; lone surrogates
+    + re.escape("".join(sorted(BIDI_CONTROLS | LINE_SEPARATORS | {"/", "\\", ":"}))) + "]")
+
+
+def _plainly_safe(name: str) -> bool:
+    """True only for a name ``remote_name_problem`` has nothing against (the common case, in a
+    few cheap string operations); False sends the name through every check."""
+    return (bool(name) and _SUSPECT_CHAR.search(name) is None and ".." not in name
+            and not name.startswith(".")
+            # a character is at most 4 bytes in UTF-8 (and no surrogate is left to encode)
+            and (len(name) * 4 <= MAX_NAME_BYTES or len(name.encode()) <= MAX_NAME_BYTES))
+
+
+def remote_name_problem(name: str) -> str | None:
+    """What is wrong with a server-supplied name (the end of the refusal's sentence), or None."""
+    if not name or name in (".", ".."):
+        return "is empty or a folder reference"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if ".." in name:
+        return "contains '..'"
+    if any(_is_undecodable(char) for char in name):
+        return "is not valid UTF-8"
+    if any(_is_control(char) or char in LINE_SEPARATORS for char in name):
+        return "contains a NUL or control character"
+    if any(char in BIDI_CONTROLS for char in name):
+        return "contains a bidirectional-override character (it would show reordered)"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        return f"is longer than {MAX_NAME_BYTES} bytes"
+    if name.startswith("."):
+        return "starts with '.' (hidden files and reportsync's temp names are not fetched)"
+    if ":" in name and not IS_POSIX:
+        return "contains ':' (a Windows stream separator)"
+    return None
 
 
 def contained_path(folder: Path, name: str) -> Path:
@@ -320,25 +344,40 @@ def open_private_resumable(path: Path) -> int:
     return descriptor
 
 
-def remove_stale_temps(folder: Path, kind: str, keep: frozenset[str] = frozenset()) -> list[str]:
+def remove_stale_temps(folder: Path, kind: str,
+                       keep: Collection[str] | Callable[[], Collection[str]] = frozenset()
+                       ) -> list[str]:
     """Delete reportsync's own hidden temp files (``.rs-*.<kind>``) in ``folder`` except ``keep``:
     left by a run that was killed. Only called under the run lock. Returns the names removed.
 
+    ``keep`` may be a function that makes it: it is called only when the folder holds a temp
+    file of that kind (a run after a clean one finds none, and need not derive 50,000 names).
     A folder of that name is a private decryption folder (``private_temp_folder``) and goes with
     everything in it; a symlink of that name is removed itself, never what it points to."""
     removed: list[str] = []
+    suffix = f".{kind}"
     try:
-        entries = list(os.scandir(folder))
+        # names only (no per-entry objects): the folder may hold every report ever fetched
+        stale = [name for name in os.listdir(folder)
+                 if name.startswith(TEMP_PREFIX) and name.endswith(suffix)]
     except OSError:
         return removed
-    for entry in entries:
-        name = entry.name
-        if name.startswith(TEMP_PREFIX) and name.endswith(f".{kind}") and name not in keep:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                remove_quietly(Path(entry.path))
-            removed.append(name)
+    if not stale:
+        return removed
+    kept: Collection[str] = keep() if callable(keep) else keep
+    for name in stale:
+        if name in kept:
+            continue
+        path = folder / name
+        try:
+            is_folder = stat.S_ISDIR(path.lstat().st_mode)
+        except OSError:
+            continue  # gone meanwhile
+        if is_folder:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            remove_quietly(path)
+        removed.append(name)
     return removed
 
 

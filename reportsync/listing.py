@@ -7,6 +7,7 @@ recorded in the ledger, warned about as at risk or deleted, whichever command li
 from __future__ import annotations
 
 import logging
+from operator import attrgetter
 
 from reportsync.config import SourceConfig
 from reportsync.errors import ReportsyncError
@@ -22,7 +23,7 @@ def select(source: SourceConfig, listing: list[RemoteFile]
     the reason); files ``include``/``exclude`` do not select are in neither list."""
     candidates: list[RemoteFile] = []
     refused: list[tuple[RemoteFile, ReportsyncError]] = []
-    for remote in sorted(listing, key=lambda item: item.name):
+    for remote in sorted(listing, key=attrgetter("name")):
         if not source.matches(remote.name):
             continue
         try:

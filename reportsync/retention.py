@@ -104,6 +104,7 @@ def plan(
         versions = versions + _unseen(source, versions, listing)
     listed = {remote.version for remote in listing or []}
     archived_names = {version.name for version in versions if version.archived}
+    deletable_after = _deletable_after(policy, server_asked=listing is not None)
 
     for version in versions:
         age = (now - version.mtime) / DAY
@@ -137,8 +138,9 @@ def plan(
                     NoticeKind.AT_RISK, source.name, version.name, left,
                     f"not archived yet; the provider purges it in {max(left, 0):.0f} days"))
             continue
-        result.deletions.extend(_deletions_for(source, policy, version, age, is_listed,
-                                               listing is not None))
+        if age > deletable_after:  # a younger archived file cannot lose any copy: not asked
+            result.deletions.extend(_deletions_for(source, policy, version, age, is_listed,
+                                                   listing is not None))
 
     if source.expect_every_days > 0:
         newest = max((version.mtime for version in versions), default=None)
@@ -188,6 +190,22 @@ def _unseen(source: SourceConfig, versions: list[VersionState],
                          download_path=None, download_sha256=None, output_path=None,
                          output_sha256=None, deleted=frozenset())
             for remote in listing if remote.version not in known]
+
+
+def _deletable_after(policy: RetentionPolicy, *, server_asked: bool) -> float:
+    """The age in days an archived file must pass before ``_deletions_for`` can find anything
+    to delete of it (-inf: any age; inf: nothing is ever deleted). A bound, not the decision:
+    it only spares the call for the files that are too young (nearly all of them, nightly)."""
+    ages = []
+    if policy.local_encrypted == LocalEncryptedPolicy.EXPIRE:
+        ages.append(float(policy.days))
+    if server_asked and policy.remote == RemotePolicy.DELETE_AFTER_FETCH:
+        ages.append(-math.inf)
+    elif server_asked and policy.remote == RemotePolicy.DELETE_EXPIRED:
+        ages.append(float(policy.days))
+    if policy.archive_days > 0:
+        ages.append(float(policy.archive_days))
+    return min(ages, default=math.inf)
 
 
 def _deletions_for(source: SourceConfig, policy: RetentionPolicy, version: VersionState,

@@ -356,3 +356,22 @@ def test_the_envelope_is_made_by_one_function_for_results_and_errors() -> None:
     assert render.to_json({"days": float("inf"), "at": Path("/x")}) == {"days": None, "at": "/x"}
     with pytest.raises(TypeError):
         render.to_json({"password": Secret("hunter2")})  # a secret has no JSON form at all
+
+
+def test_the_cli_loads_no_heavy_module_a_command_does_not_use() -> None:
+    # start-up is paid by every cron run (issue 13): the backup's crypto, HTTP for pings, the
+    # PostgreSQL driver, Apprise, python-gnupg and paramiko load when a command needs them, and
+    # paramiko without the task runner `invoke` it imports for a feature reportsync never uses
+    heavy = ["reportsync.backup", "http.client", "urllib.request", "psycopg", "apprise",
+             "gnupg", "paramiko", "invoke"]
+    script = ("import sys, json\n"
+              "import reportsync.cli\n"
+              f"heavy = {heavy!r}\n"
+              "at_start = [m for m in heavy if m in sys.modules]\n"
+              "import reportsync.transports.sftp\n"
+              "print(json.dumps([at_start, 'invoke' in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=60, check=True)
+    at_start, invoke_loaded = json.loads(done.stdout)
+    assert at_start == [], "loaded by `import reportsync.cli` alone"
+    assert invoke_loaded is False, "paramiko's import pulled in invoke"

@@ -607,3 +607,24 @@ def test_the_ledger_password_is_a_secret_by_schema(tmp_path: Path) -> None:
     config = parse_config(document, environ={"RS_LEDGER_PW": "ledger-password-value"})
     assert config.settings.ledger_password.env == "RS_LEDGER_PW"
     assert "ledger-password-value" in secret_values(config), "scrubbed from bundles"
+
+
+def test_include_and_exclude_match_exactly_as_fnmatch_does() -> None:
+    # SourceConfig.matches compiles each pattern list once (issue 13: it runs for every listed
+    # name); what it selects must stay fnmatch's answer, pattern by pattern
+    import fnmatch
+
+    patterns = ["*", "*.pgp", "U*.xml.gpg", "[abc]?.csv", "[!x]*", "*.PGP", "a*b*c", "*[*]*",
+                "report-202?-*.asc", "x.pgp"]
+    names = ["a.pgp", "A.PGP", "U1.xml.gpg", "b1.csv", "x.pgp", "xy", "abc", "a*c", "ab\nc",
+             "report-2026-1.asc", "report-20266-1.asc", ".pgp", "", "é.pgp", "x.pgp\n"]
+    for include in ([patterns[0]], patterns[1:3], patterns[3:6], patterns[6:]):
+        for exclude in ([], ["x*"], patterns[4:6]):
+            source = parse_config({"sources": {"t": {
+                "protocol": "ftp", "host": "h", "username": "u", "password_env": "RS_UNUSED",
+                "remote_dir": "x", "download_dir": "/tmp/rs-d", "output_dir": "/tmp/rs-o",
+                "include": include, "exclude": exclude}}}).sources["t"]
+            for name in names:
+                expected = (any(fnmatch.fnmatchcase(name, p) for p in include)
+                            and not any(fnmatch.fnmatchcase(name, p) for p in exclude))
+                assert source.matches(name) == expected, (include, exclude, name)

@@ -8,10 +8,13 @@ run in milliseconds.
 
 from __future__ import annotations
 
+import pytest
+
 from reportsync.errors import AuthenticationError, ExitCode, NetworkError
 from reportsync.fetch.transfer import part_name
+from reportsync.ledger import Ledger, VersionState
 from reportsync.transports import RemoteFile
-from reportsync.vocab import Action
+from reportsync.vocab import Action, NoticeKind
 from tests.fixtures_memory import MemoryWorkspace
 from tests.support import random_plain
 
@@ -184,3 +187,61 @@ def test_parallel_workers_each_use_their_own_connection_and_fetch_everything(
     assert mem.outputs() == expected
     assert mem.server.connections == 4, "the listing's connection and three more"
     assert [outcome.name for outcome in result.files] == sorted(expected), "in listing order"
+
+
+def test_a_fetch_reads_the_sources_ledger_rows_once_and_retention_sees_what_it_wrote(
+        mem: MemoryWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One read per source and run (issue 13: a no-op over 50,000 files read them twice): the
+    # listing, the plan and retention share it; what the jobs wrote is read back by name alone.
+    reads: list[object] = []
+    real_versions = Ledger.versions
+
+    def counted(self: Ledger, source: str, **kwargs: object) -> list[VersionState]:
+        reads.append(kwargs.get("names"))
+        return real_versions(self, source, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Ledger, "versions", counted)
+    mem.put("old.xml", b"<old/>", age_days=95)  # at risk until it is archived
+    mem.put("new.xml", b"<new/>")
+    first = mem.fetch()
+    assert first.count(Action.ARCHIVED) == 2
+    assert first.notices == [], "retention sees the files this run archived"
+    assert reads == [None, {"old.xml", "new.xml"}]
+    reads.clear()
+    second = mem.fetch()
+    assert second.count(Action.SKIPPED) == 2 and second.notices == []
+    assert reads == [None], "a no-op run reads the source's rows once"
+    reads.clear()
+    del mem.server.files["old.xml"]
+    mem.put("third.xml", b"<third/>", age_days=96)
+    mem.server.faults.cut_after = 0  # its download fails: still at risk, and retention says so
+    third = mem.fetch()
+    assert third.count(Action.FAILED) == 1
+    assert [(n.kind, n.name) for n in third.notices] == [(NoticeKind.AT_RISK, "third.xml")]
+
+
+def test_temp_names_are_derived_only_when_a_temp_file_is_there(
+        mem: MemoryWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run after a clean one finds no .rs-*.part: it hashes no version into a part name (issue
+    # 13: 50,000 names hashed for nothing on every no-op run); a leftover part still gets them
+    # all, and the one no listed version can resume is removed
+    from reportsync.fetch import transfer
+
+    for index in range(3):
+        mem.put(f"r{index}.xml", b"<r/>")
+    assert mem.fetch().count(Action.ARCHIVED) == 3
+    derived: list[str] = []
+    real_part_name = transfer.part_name
+
+    def counted(remote: RemoteFile) -> str:
+        derived.append(remote.name)
+        return real_part_name(remote)
+
+    monkeypatch.setattr(transfer, "part_name", counted)
+    assert mem.fetch().count(Action.SKIPPED) == 3
+    assert derived == [], "no temp file: no temp name derived"
+    stale = mem.download_dir / part_name(RemoteFile("gone.xml", 5, 1.0))
+    stale.write_bytes(b"half")
+    assert mem.fetch().count(Action.SKIPPED) == 3
+    assert sorted(derived) == ["r0.xml", "r1.xml", "r2.xml"]
+    assert not stale.exists(), "a part no listed version can resume is removed"

@@ -358,3 +358,27 @@ def test_doctor_lists_a_list_server_with_the_ledgers_times(
     listing = next(f for f in report.findings if f.check == "listing")
     assert listing.status == CheckStatus.PASS and "40 file(s) listed" in listing.finding
     assert script.commands.count("MDTM") == 2, "the ledger's times, not a question per file"
+
+
+def test_a_no_op_fetch_from_a_list_server_asks_no_mdtm_per_file(
+        tmp_path: Path, pgp_identity: PgpIdentity) -> None:
+    # fetch hands the ledger's versions to the listing (Transport.list_files_knowing): a run that
+    # finds everything archived asks the two MDTM the recall needs, not one per file
+    script = Script()
+    ws, server = hostile_workspace(tmp_path, pgp_identity, script, mlsd=False)
+    try:
+        for index in range(12):
+            ws.put_report(f"r{index:02d}.xml.pgp", b"<r n='%d'/>" % index,
+                          age_days=1 + index * 0.37)
+        first = ws.fetch()
+        asked_first = script.commands.count("MDTM")
+        script.commands.clear()
+        again = ws.fetch()
+    finally:
+        server.stop()
+    assert first.exit_code == 0, first.stderr
+    assert again.exit_code == 0, again.stderr
+    assert [f["action"] for f in again.result()["sources"][0]["files"]] == ["skipped"] * 12
+    assert asked_first >= 12, "nothing on record yet: every file asked"
+    assert script.commands.count("MDTM") <= 2, script.commands
+    assert "RETR" not in script.commands

@@ -25,6 +25,7 @@ from reportsync.ledger import (
     TABLES,
     Ledger,
     open_postgres_ledger,
+    refreshed,
 )
 from reportsync.ledger.schema import POSTGRES_VERSION_TABLE, postgres_migration
 
@@ -254,6 +255,57 @@ def test_see_files_gives_stable_ids_and_marks_what_is_no_longer_listed(ledger: L
     assert ledger.versions_by_key("other")[A].gone_at is None, "sources are independent"
     assert ledger.see_files("s", []) == {}
     assert all(v.gone_at is not None for v in ledger.versions("s")), "an empty listing: all gone"
+
+
+def test_see_listing_records_what_see_files_records_and_gives_the_state_after(
+        store: Store, ledger: Ledger, tmp_path: Path) -> None:
+    """The one-read path of a fetch: the versions it returns are exactly what ``versions`` reads
+    afterwards, and the rows are what ``see_files`` writes (last_seen of every listed version,
+    gone_at of the vanished ones, cleared for one listed again)."""
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", [A, B, C])
+    ledger.record_download(ids[A], run, tmp_path / "a.pgp", 10, "d" * 64)
+    ledger.record_failure("s", "d.pgp", None, run, "download", "reset")  # a name's open failure
+    ledger.see_files("s", [A, B])  # C vanishes
+    D = ("d.pgp", 40, 1_700_000_300)
+    known = ledger.versions("s")
+    before = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
+    after = ledger.see_listing("s", {A, C, D}, known)  # B vanishes, C is back, D is new
+    assert after == ledger.versions("s"), "the state after, without reading it again"
+    assert [v.version for v in after] == [A, B, C, D]
+    by_key = {v.version: v for v in after}
+    assert by_key[B].gone_at is not None and by_key[C].gone_at is None
+    assert by_key[A].gone_at is None and by_key[A].download_path == str(tmp_path / "a.pgp")
+    assert by_key[D].failing and by_key[D].file_id not in ids.values()
+    assert by_key[A].file_id == ids[A] and by_key[C].file_id == ids[C], "ids are stable"
+    rows = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
+    assert rows["a.pgp"] > before["a.pgp"] and rows["c.pgp"] > before["c.pgp"], \
+        "every listed version's last_seen moves, the known ones' too"
+    assert rows["b.pgp"] == before["b.pgp"], "a vanished version keeps its last sighting"
+    assert rows["d.pgp"] == rows["a.pgp"]
+    # nothing new, nothing vanished: still the same state, and ids from what was known
+    again = ledger.see_listing("s", {A, C, D}, after)
+    assert again == ledger.versions("s") == after
+    assert ledger.see_files("s", [A, D], known=again) == {A: ids[A], D: by_key[D].file_id}
+    assert ledger.versions_by_key("s")[C].gone_at is not None
+
+
+def test_versions_of_some_names_and_refreshed_replace_only_those(ledger: Ledger,
+                                                                 tmp_path: Path) -> None:
+    run = ledger.start_run("fetch", 1)
+    old_a = ("a.pgp", 5, 1_600_000_000)
+    ids = ledger.see_files("s", [old_a, A, B, C])
+    known = ledger.versions("s")
+    ledger.record_archived(ids[A], run, tmp_path / "a", 5, "e" * 64, decrypted=True, signer=None)
+    ledger.record_failure("s", "c.pgp", ids[C], run, "download", "reset")
+    some = ledger.versions("s", names={"a.pgp", "c.pgp"})
+    assert [v.version for v in some] == [old_a, A, C], "every version of those names, in order"
+    assert some == [v for v in ledger.versions("s") if v.name in {"a.pgp", "c.pgp"}]
+    assert ledger.versions("s", names=set()) == []
+    assert ledger.versions("s", names=[f"x{n}" for n in range(1200)]) == [], \
+        "more names than one statement takes"
+    assert refreshed(known, some) == ledger.versions("s")
+    assert refreshed([], some) == some
 
 
 def test_versions_tell_retention_and_status_everything(ledger: Ledger, tmp_path: Path) -> None:

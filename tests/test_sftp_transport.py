@@ -425,3 +425,55 @@ def test_unset_password_env_is_a_config_error_naming_the_source(
         connect(source)
     assert "RS_TEST_SFTP_PASSWORD" in str(caught.value)
     assert caught.value.source == "t"
+
+
+def test_a_name_reply_is_read_as_paramiko_reads_it_and_a_cut_one_is_an_error() -> None:
+    # wire._name_entries reads NAME replies with struct (issue 13: paramiko's Message made the
+    # 50,000-file listing CPU bound); each entry must be what SFTPAttributes._from_msg reads
+    import random
+    import struct
+
+    from paramiko.message import Message
+
+    from reportsync.transports.sftp.wire import _name_entries
+
+    rnd = random.Random(13)
+
+    def fields(attrs: paramiko.SFTPAttributes) -> dict[str, Any]:
+        # paramiko stores extended pairs value -> key (it evaluates the value first): not compared
+        return {key: value for key, value in vars(attrs).items() if key != "attr"}
+
+    for _ in range(200):
+        message = Message()
+        count = rnd.randint(0, 20)
+        message.add_int(count)
+        for _ in range(count):
+            message.add_string(rnd.choice([b".", b"..", b"r\xff.xml",
+                                           bytes(rnd.randint(33, 126) for _ in range(9))]))
+            message.add_string(b"-rw-r--r-- 1 u g 5 Jan 1 00:00 x")
+            attrs = paramiko.SFTPAttributes()
+            if rnd.random() < 0.9:
+                attrs.st_size = rnd.randint(0, 2**63)
+            if rnd.random() < 0.5:
+                attrs.st_uid, attrs.st_gid = rnd.randint(0, 2**32 - 1), rnd.randint(0, 2**32 - 1)
+            if rnd.random() < 0.9:
+                attrs.st_mode = rnd.randint(0, 2**32 - 1)
+            if rnd.random() < 0.9:
+                attrs.st_atime, attrs.st_mtime = rnd.randint(0, 2**32 - 1), rnd.randint(0, 2**32 - 1)
+            if rnd.random() < 0.2:
+                attrs.attr = {"ext@example.com": "data"}
+            attrs._pack(message)  # type: ignore[attr-defined]
+        data = message.asbytes()
+        expected = []
+        reader = Message(data)
+        for _ in range(reader.get_int()):
+            raw = reader.get_string()
+            reader.get_string()
+            parsed = paramiko.SFTPAttributes._from_msg(reader)  # type: ignore[attr-defined]
+            name = raw.decode("utf-8", "surrogateescape")
+            if name not in (".", ".."):
+                expected.append((name, fields(parsed)))
+        assert [(name, fields(attrs)) for name, attrs in _name_entries(data)] == expected
+        if count:
+            with pytest.raises(struct.error):
+                _name_entries(data[:-1] if data[-1:] else data[:5])

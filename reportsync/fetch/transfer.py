@@ -82,8 +82,8 @@ def remove_leftovers(source: SourceConfig, candidates: list[RemoteFile]) -> None
     """Temp files a killed run left behind (we hold the run lock, so none is in use): every
     ``.rs-*.tmp`` (a half-written plaintext or copy), and every ``.rs-*.part`` that no version in
     this listing can resume (its version is gone from the server)."""
-    keep = frozenset(part_name(remote) for remote in candidates)
-    removed = remove_stale_temps(source.download_dir, "part", keep)
+    removed = remove_stale_temps(source.download_dir, "part",  # names made only if a part is
+                                 lambda: {part_name(remote) for remote in candidates})  # there
     removed += remove_stale_temps(source.download_dir, "tmp")
     if source.output_dir.is_dir():
         removed += remove_stale_temps(source.output_dir, "tmp")

@@ -18,7 +18,14 @@ from reportsync.config import Secret, Settings
 from reportsync.config.schema import postgres_url
 from reportsync.errors import ConfigError, Problem
 from reportsync.fsutil import require_private_file
-from reportsync.ledger.base import Engine, Ledger, PendingHook, SourceLock, VersionState
+from reportsync.ledger.base import (
+    Engine,
+    Ledger,
+    PendingHook,
+    SourceLock,
+    VersionState,
+    refreshed,
+)
 from reportsync.ledger.schema import MIGRATIONS, SCHEMA_VERSION, TABLES
 from reportsync.ledger.sqlite import IN_MEMORY, LEDGER_FILE
 from reportsync.lock import LockHolder
@@ -26,7 +33,7 @@ from reportsync.lock import LockHolder
 __all__ = [
     "IN_MEMORY", "LEDGER_FILE", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "Engine", "Ledger",
     "LockHolder", "PendingHook", "SourceLock", "VersionState", "ledger_password", "open_ledger",
-    "open_postgres_ledger", "postgres_driver",
+    "open_postgres_ledger", "postgres_driver", "refreshed",
 ]
 
 DRIVER_REMEDY = "pip install 'reportsync[postgres]' (it installs psycopg 3, the PostgreSQL driver)"

@@ -18,9 +18,9 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,10 +53,14 @@ class VersionState:
     deleted: frozenset[str]  # deletion targets already carried out: local_encrypted, archive, remote
     failing: bool = False  # an open failure is recorded for this file name
 
+    def __post_init__(self) -> None:
+        # made once (a run keys every version by it, more than once); not a field
+        object.__setattr__(self, "_version", (self.name, self.size, self.mtime))
+
     @property
     def version(self) -> VersionKey:
         """This version's identity, as ``RemoteFile.version`` gives it for a listed file."""
-        return (self.name, self.size, self.mtime)
+        return self._version  # type: ignore[attr-defined, no-any-return]
 
     @property
     def archived(self) -> bool:
@@ -98,6 +102,45 @@ class PendingHook:
     @property
     def version(self) -> VersionKey:
         return (self.name, self.size, self.mtime)
+
+
+def refreshed(versions: Sequence[VersionState], fresh: Sequence[VersionState]
+              ) -> list[VersionState]:
+    """``versions`` with the rows read again since (``Ledger.versions(source, names=...)``) in
+    their place, by file id: the state after a run's writes without reading the whole source
+    again. A fresh row ``versions`` lacks is added in name and mtime order."""
+    by_id = {version.file_id: version for version in fresh}
+    result = [by_id.pop(version.file_id, version) for version in versions]
+    if by_id:
+        result += by_id.values()
+        result.sort(key=lambda version: (version.name, version.mtime))
+    return result
+
+
+_NOTHING_DELETED: frozenset[str] = frozenset()
+
+# Each version with its local copies and the deletions done (one string; the subquery uses the
+# index deletions_by_file). Whether its name has an open failure is not asked per row (that was a
+# fifth of the query at 50,000 rows): ``_failing_names`` reads the few open failures once.
+VERSIONS_QUERY = (
+    "SELECT f.id, f.name, f.size, f.mtime, f.gone_at, f.lost_acked_at, "
+    "d.local_path, d.sha256 AS download_sha256, a.output_path, a.sha256 AS output_sha256, "
+    "(SELECT GROUP_CONCAT(x.target) FROM deletions x WHERE x.file_id = f.id) AS deleted "
+    "FROM remote_files f LEFT JOIN downloads d ON d.file_id = f.id "
+    "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ?")
+VERSIONS_ORDER = " ORDER BY f.name, f.mtime"
+NAMES_PER_QUERY = 500  # placeholders per statement: well under SQLite's and PostgreSQL's limits
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What ``Ledger._see`` recorded."""
+
+    now: float  # the listing's time: last_seen of every listed version, gone_at of the vanished
+    new: Collection[VersionKey]  # listed, and not in the ledger before
+    ids: dict[VersionKey, int]  # every listed version's id
+    vanished: list[int]  # ids of the versions no longer listed (gone_at set now)
+    back: list[int]  # ids of the versions listed again (gone_at cleared)
 
 
 class Cursor(Protocol):
@@ -315,34 +358,102 @@ class Ledger:
 
     # --- remote files -------------------------------------------------------------------------
 
-    def see_files(self, source: str, versions: list[VersionKey]) -> dict[VersionKey, int]:
+    def see_files(self, source: str, versions: Collection[VersionKey],
+                  known: Sequence[VersionState] | None = None) -> dict[VersionKey, int]:
         """Record that these versions are listed now; return their ids.
 
         Versions of this source that are no longer listed get ``gone_at`` (purged by the provider
-        or deleted by us); a version listed again loses it.
+        or deleted by us); a version listed again loses it. ``known``: the source's versions as
+        ``versions(source)`` gave them in this run (under the source's lock, so nobody else
+        changed them since); without it the ledger's keys are read here.
         """
+        return self._see(source, versions, known).ids
+
+    def see_listing(self, source: str, listed: Collection[VersionKey],
+                    known: Sequence[VersionState]) -> list[VersionState]:
+        """``see_files`` for a run that has read ``known = versions(source)`` already: the
+        source's versions as they are after recording the listing (new ones added, ``gone_at``
+        set and cleared; ordered by name and mtime like ``versions``), without reading them
+        again: one read of the ledger per source and run, however many files it holds."""
+        seen = self._see(source, listed, known)
+        after = list(known)
+        if seen.vanished or seen.back:
+            vanished, back = set(seen.vanished), set(seen.back)
+            after = [replace(version, gone_at=seen.now) if version.file_id in vanished
+                     else replace(version, gone_at=None) if version.file_id in back
+                     else version for version in after]
+        if not seen.new:
+            return after
+        failing = self._failing_names(source)
+        after += [VersionState(file_id=seen.ids[key], source=source, name=key[0], size=key[1],
+                               mtime=key[2], gone_at=None, lost_acked_at=None,
+                               download_path=None, download_sha256=None, output_path=None,
+                               output_sha256=None, deleted=frozenset(),
+                               failing=key[0] in failing)
+                  for key in seen.new]
+        after.sort(key=lambda version: (version.name, version.mtime))
+        return after
+
+    def _see(self, source: str, listed: Collection[VersionKey],
+             known: Sequence[VersionState] | None) -> _Seen:
+        """The one owner of what recording a listing writes. Set differences against what the
+        ledger holds, so a run with nothing new costs one UPDATE at 50,000 files, not an
+        upsert per file: the new versions are inserted, the vanished ones get ``gone_at``, the
+        ones listed again lose it, and one UPDATE gives every listed version its ``last_seen``
+        (after the others, every version of the source without ``gone_at`` is a listed one)."""
         now = time.time()
-        wanted = set(versions)
-        rows: Iterable[tuple[str, int, int]] = sorted(wanted) if self._engine.ordered_upserts \
-            else wanted
+        wanted = listed if isinstance(listed, (set, frozenset)) else frozenset(listed)
         db = self._engine
         with self.transaction():
-            # set-based, not row by row: a run with nothing new must stay cheap at 50,000 files
-            db.executemany(
-                "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, name, size, mtime) "
-                "DO UPDATE SET last_seen = excluded.last_seen, gone_at = NULL",
-                [(source, name, size, mtime, now, now) for name, size, mtime in rows],
-            )
-            ids = {
-                (row[1], row[2], row[3]): int(row[0])
-                for row in db.execute("SELECT id, name, size, mtime FROM remote_files "
-                                      "WHERE source = ? AND last_seen = ?", (source, now))
-                if (row[1], row[2], row[3]) in wanted
-            }
-            db.execute("UPDATE remote_files SET gone_at = ? WHERE source = ? AND gone_at IS NULL "
-                       "AND last_seen != ?", (now, source, now))
-        return ids
+            rows: Iterable[tuple[VersionKey, int, float | None]]
+            if known is None:
+                rows = [((row[1], row[2], row[3]), int(row[0]), row[4]) for row in db.execute(
+                    "SELECT id, name, size, mtime, gone_at FROM remote_files WHERE source = ?",
+                    (source,))]
+            else:
+                rows = ((version.version, version.file_id, version.gone_at)
+                        for version in known)
+            ids: dict[VersionKey, int] = {}  # of the listed versions the ledger has
+            vanished: list[int] = []
+            back: list[int] = []
+            for key, file_id, gone_at in rows:
+                if key in wanted:
+                    ids[key] = file_id
+                    if gone_at is not None:
+                        back.append(file_id)
+                elif gone_at is None:
+                    vanished.append(file_id)
+            new = wanted - ids.keys()
+            if vanished:
+                db.executemany("UPDATE remote_files SET gone_at = ? WHERE id = ?",
+                               [(now, file_id) for file_id in sorted(vanished)])
+            if back:
+                db.executemany("UPDATE remote_files SET gone_at = NULL, last_seen = ? "
+                               "WHERE id = ?", [(now, file_id) for file_id in sorted(back)])
+            if new:
+                inserted = sorted(new) if self._engine.ordered_upserts else new
+                # ON CONFLICT: a version another writer recorded meanwhile keeps its row
+                db.executemany(
+                    "INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, name, size, mtime) "
+                    "DO UPDATE SET last_seen = excluded.last_seen, gone_at = NULL",
+                    [(source, name, size, mtime, now, now) for name, size, mtime in inserted],
+                )
+                ids.update({
+                    (row[1], row[2], row[3]): int(row[0])
+                    for row in db.execute("SELECT id, name, size, mtime FROM remote_files "
+                                          "WHERE source = ? AND last_seen = ?", (source, now))
+                    if (row[1], row[2], row[3]) in new
+                })
+            db.execute("UPDATE remote_files SET last_seen = ? WHERE source = ? "
+                       "AND gone_at IS NULL AND last_seen <> ?", (now, source, now))
+        return _Seen(now=now, new=new, ids=ids, vanished=vanished, back=back)
+
+    def _failing_names(self, source: str) -> set[str]:
+        """The names of this source with an open failure (``VersionState.failing``)."""
+        return {row[0] for row in self._engine.execute(
+            "SELECT DISTINCT name FROM failures WHERE source = ? AND resolved_at IS NULL",
+            (source,))}
 
     def record_download(self, file_id: int, run_id: int, path: Path, size: int, sha256: str) -> None:
         with self.transaction():
@@ -509,25 +620,33 @@ class Ledger:
         """``versions`` keyed by ``VersionState.version``."""
         return {version.version: version for version in self.versions(source)}
 
-    def versions(self, source: str) -> list[VersionState]:
-        """Everything retention and status need to know of each version of this source."""
-        rows = self._engine.execute(
-            "SELECT f.id, f.name, f.size, f.mtime, f.gone_at, f.lost_acked_at, "
-            "d.local_path, d.sha256 AS download_sha256, a.output_path, a.sha256 AS output_sha256, "
-            "(SELECT GROUP_CONCAT(x.target) FROM deletions x WHERE x.file_id = f.id) AS deleted, "
-            "EXISTS (SELECT 1 FROM failures y WHERE y.source = f.source AND y.name = f.name "
-            "AND y.resolved_at IS NULL) AS failing "
-            "FROM remote_files f LEFT JOIN downloads d ON d.file_id = f.id "
-            "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ? ORDER BY f.name, f.mtime",
-            (source,)).fetchall()
+    def versions(self, source: str, *, names: Collection[str] | None = None
+                 ) -> list[VersionState]:
+        """Everything retention and status need to know of each version of this source; with
+        ``names``, of the versions of those names only (what a run changed: see ``refreshed``)."""
+        query = VERSIONS_QUERY
+        if names is None:
+            return self._versions(source, query + VERSIONS_ORDER, (source,))
+        found: list[VersionState] = []
+        wanted = sorted(set(names))
+        for start in range(0, len(wanted), NAMES_PER_QUERY):
+            chunk = wanted[start:start + NAMES_PER_QUERY]
+            found += self._versions(
+                source, query + f" AND f.name IN ({', '.join('?' * len(chunk))})", (source, *chunk))
+        found.sort(key=lambda version: (version.name, version.mtime))
+        return found
+
+    def _versions(self, source: str, query: str, params: Sequence[Any]) -> list[VersionState]:
+        # two reads, no transaction: a writer's lock is not taken for a read (status, doctor)
+        rows = self._engine.execute(query, params).fetchall()
+        failing = self._failing_names(source)
         return [
             VersionState(
-                file_id=row["id"], source=source, name=row["name"], size=row["size"],
-                mtime=row["mtime"], gone_at=row["gone_at"], lost_acked_at=row["lost_acked_at"],
-                download_path=row["local_path"], download_sha256=row["download_sha256"],
-                output_path=row["output_path"], output_sha256=row["output_sha256"],
-                deleted=frozenset((row["deleted"] or "").split(",")) - {""},
-                failing=bool(row["failing"]),
+                file_id=row[0], source=source, name=row[1], size=row[2], mtime=row[3],
+                gone_at=row[4], lost_acked_at=row[5], download_path=row[6],
+                download_sha256=row[7], output_path=row[8], output_sha256=row[9],
+                deleted=frozenset(row[10].split(",")) - {""} if row[10] else _NOTHING_DELETED,
+                failing=row[1] in failing,
             )
             for row in rows
         ]

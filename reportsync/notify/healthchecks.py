@@ -9,19 +9,20 @@ credential.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from reportsync import __version__
 from reportsync.config import Secret
 from reportsync.notify.delivery import Delivery, scrubbed
+
+if TYPE_CHECKING:
+    import urllib.request
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def ping(url: Secret, event: str, body: str, *, run_id: str, key: str,
          policy: PingPolicy = PingPolicy(), secrets: tuple[str, ...] = (),
          clock: Callable[[], float] = time.monotonic) -> Delivery:
     """POST ``body`` (UTF-8, cut to BODY_LIMIT bytes) to the check's ``event`` URL."""
+    import urllib.request  # with http.client and ssl: loaded by a run that pings, not by every run
+
     target = f"healthchecks ping '{event}'"
     # at most BODY_LIMIT bytes, and never half a character
     data = body.encode("utf-8")[:BODY_LIMIT].decode("utf-8", "ignore").encode("utf-8")
@@ -87,6 +90,10 @@ def ping(url: Secret, event: str, body: str, *, run_id: str, key: str,
 
 def _post(request: urllib.request.Request, timeout: float) -> tuple[bool, str | None]:
     """(whether a retry may help, the problem or None when the receiver took the ping)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()

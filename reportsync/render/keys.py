@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from reportsync.backup import BackupContents, BackupWritten, Manifest, RestoreReport
 from reportsync.pgpkeys import ExportedKey, GeneratedPgpKey, ImportReport, KeyList, PgpKeyInfo
 from reportsync.render.base import Rendered
 from reportsync.sshkeys import GeneratedSshKey, ShownSshFile, SshCertificateInfo, SshKeyInfo
+
+if TYPE_CHECKING:  # annotations only: the backup module loads cryptography's AEAD and scrypt
+    from reportsync.backup import BackupContents, BackupWritten, Manifest, RestoreReport
 
 
 def pgp_list_text(listing: KeyList) -> Rendered:

@@ -53,10 +53,15 @@ class RemoteFile:
     size: int
     mtime: float
 
+    def __post_init__(self) -> None:
+        # made once: a run asks each listed file for it several times (not a field: not compared,
+        # not shown); a cached_property would take a lock on every access
+        object.__setattr__(self, "_version", (self.name, self.size, int(self.mtime)))
+
     @property
     def version(self) -> VersionKey:
         """This version's identity, as the ledger keys it: (name, size, whole-second mtime)."""
-        return (self.name, self.size, int(self.mtime))
+        return self._version  # type: ignore[attr-defined, no-any-return]
 
 
 def version_changed(listed: RemoteFile, now: RemoteFile | None, *, mtime_comparable: bool

@@ -20,6 +20,7 @@ from reportsync.fsutil import printable
 from reportsync.transports.base import (
     ByteSink,
     CountingSink,
+    KnownVersions,
     ProgressCallback,
     RemoteFile,
     Transport,
@@ -129,6 +130,9 @@ class RetryingTransport(Transport):
 
     def list_files(self) -> list[RemoteFile]:
         return self._retried(lambda transport: transport.list_files(), "list")
+
+    def list_files_knowing(self, known: KnownVersions) -> list[RemoteFile]:
+        return self._retried(lambda transport: transport.list_files_knowing(known), "list")
 
     def stat(self, name: str) -> RemoteFile | None:
         return self._retried(lambda transport: transport.stat(name), f"stat {printable(name)}")
