@@ -179,7 +179,7 @@ class LazyGpg:
                     self._error = error if isinstance(error, KeyProblemError) else \
                         KeyProblemError(error.message, remedy=error.remedy)
                     raise self._error from None
-            return CheckedGpg(self._gpg, self)
+            return CheckedGpg(self._gpg)
 
     def fail(self, error: KeyProblemError) -> None:
         with self._lock:
@@ -187,23 +187,16 @@ class LazyGpg:
 
 
 class CheckedGpg:
-    """The run's gpg, after its passphrase check; a key problem it meets fails the rest fast."""
+    """The run's gpg, after its passphrase check."""
 
-    def __init__(self, gpg: Gpg, owner: LazyGpg) -> None:
+    def __init__(self, gpg: Gpg) -> None:
         self._gpg = gpg
-        self._owner = owner
 
     @property
     def gpg(self) -> Gpg:
-        """The GnuPG home itself, for reading its keys."""
+        """The GnuPG home itself, for reading its keys and for the decryption pool (which
+        reports a key problem back: ``PooledDecryption.result``)."""
         return self._gpg
-
-    def decrypt(self, encrypted: Path, output: Path, *, require_signer: str = "") -> Decrypted:
-        try:
-            return self._gpg.decrypt(encrypted, output, require_signer=require_signer)
-        except KeyProblemError as error:
-            self._owner.fail(error)
-            raise
 
 
 class PooledDecryption:
