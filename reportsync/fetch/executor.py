@@ -15,7 +15,10 @@ there: docs/fetch.md, "Batches and power loss".
 
 A failure of one file is recorded and the others go on; what ends the source (a local write
 error, the server unreachable after every retry) stops the workers, and the jobs nobody took
-are reported ``pending``. A key problem (exit 6) is a source error too, but the downloads go on.
+are reported ``pending``; after a local write error (exit 7) the reports already downloaded are
+not placed either (their downloads are recorded: the next run archives them from those copies),
+while a server gone for good lets them be archived. A key problem (exit 6) is a source error
+too, but the downloads go on.
 A worker whose connection the server refuses as one too many (``TooManyConnectionsError``,
 issue 14) while other workers run retires, and gives back the jobs it held: the run goes on
 with fewer connections.
@@ -103,7 +106,8 @@ class Executor:
         self._archive = archive  # False: --no-decrypt, download only
         self._jobs = jobs
         self._connect = connect  # a worker's own connection (opened when its worker starts)
-        self._abort = threading.Event()
+        self._abort = threading.Event()  # no further transfer starts
+        self._local_stop = threading.Event()  # a local write failed: no further report is placed
         self._guard = threading.Lock()
         self._pending: deque[tuple[int, Job]] = deque()
         self._done: list[tuple[int, FileOutcome]] = []
@@ -288,7 +292,7 @@ class Executor:
         started: list[_Item] = []
         for item in items:
             assert item.local is not None
-            if self._abort.is_set():  # the source stopped: downloaded and recorded, not archived
+            if self._local_stop.is_set():  # downloaded and recorded; archived by the next run
                 self._give_back([item])
                 continue
             try:
@@ -345,7 +349,7 @@ class Executor:
         for item in group:
             work = item.archiving
             assert work is not None
-            if self._abort.is_set():  # the source stopped: not placed, the next run archives it
+            if self._local_stop.is_set():  # not placed: the next run archives it
                 if work.decrypted is not None:
                     futures.wait([work.decrypted])  # gpg is done with the temp
                 work.discard()
@@ -434,4 +438,6 @@ class Executor:
             self._stops.append(error)
         if abort:
             self._abort.set()
+        if isinstance(error, StorageError):  # the files already here are not placed either
+            self._local_stop.set()
         return FileOutcome.of(job.remote, Action.FAILED, error=error)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -135,7 +136,8 @@ class _BoundedSink:
     """The download's destination: takes at most ``limit`` bytes; one more is an error at once,
     so a lying server can neither fill the disk nor append past the listed size."""
 
-    def __init__(self, handle: BinaryIO, limit: int, size: int, target: Path) -> None:
+    def __init__(self, handle: BinaryIO | _PartWriter, limit: int, size: int,
+                 target: Path) -> None:
         self._handle = handle
         self._limit = limit
         self._size = size
@@ -256,6 +258,26 @@ def _transfer(source: SourceConfig, remote: RemoteFile, part: Path, transport: R
     return written
 
 
+class _PartWriter:
+    """Writes straight to a part's descriptor, hashing as it goes when the part began empty.
+
+    No buffered file object: a batch's small files arrive in one piece each, and every system
+    call the buffered layer adds (fstat, isatty, lseek) hands the GIL to paramiko's packet thread
+    and waits to get it back, which measured as a third of a batch worker's time."""
+
+    def __init__(self, descriptor: int, *, hashing: bool) -> None:
+        self.descriptor = descriptor
+        self.digest = hashlib.sha256() if hashing else None
+
+    def write(self, data: bytes, /) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.descriptor, view):]
+        if self.digest is not None:
+            self.digest.update(data)
+        return len(data)
+
+
 class _Slot:
     """One file of a batch on its way into its part."""
 
@@ -265,19 +287,29 @@ class _Slot:
         self.remote = remote
         self.part = part
         self.offset = offset
-        descriptor = open_private_resumable(part)
-        self.handle = os.fdopen(descriptor, "wb")
+        self.descriptor = open_private_resumable(part)
         try:
-            self.handle.seek(offset)
+            if offset:
+                os.lseek(self.descriptor, offset, os.SEEK_SET)
         except OSError:
-            self.handle.close()
+            os.close(self.descriptor)
             raise
-        self.sink = _BoundedSink(self.handle, remote.size - offset, remote.size, target)
+        self.writer = _PartWriter(self.descriptor, hashing=offset == 0)
+        self.sink = _BoundedSink(self.writer, remote.size - offset, remote.size, target)
         self.whole = False  # every listed byte arrived, and the version was the listed one
 
+    def sha256(self) -> str:
+        """The whole part's SHA-256: hashed on the way in, or read again after a resume."""
+        if self.writer.digest is not None:
+            return self.writer.digest.hexdigest()
+        return sha256_file(self.part)
+
     def close(self) -> OSError | None:
+        if self.descriptor < 0:
+            return None
+        descriptor, self.descriptor = self.descriptor, -1
         try:
-            self.handle.close()
+            os.close(descriptor)
         except OSError as exc:
             return exc
         return None
@@ -328,7 +360,7 @@ def download_batch(source: SourceConfig, remotes: Sequence[RemoteFile],
             results[slot.position] = storage_error(failed[slot.part], folder / remote.name)
             continue
         try:
-            sha256 = sha256_file(slot.part)
+            sha256 = slot.sha256()
             os.utime(slot.part, (remote.mtime, remote.mtime))
             final = place_file(slot.part, folder, remote.name, sha256, sync_folder=False)
         except OSError as exc:
