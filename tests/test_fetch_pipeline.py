@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 
+from reportsync.errors import TooManyConnectionsError
 from reportsync.ledger import Ledger
 from reportsync.ledger.sqlite import SqliteEngine
+from reportsync.transports.memory import MemoryTransport
 from reportsync.vocab import Action
 from tests.fixtures_memory import MemoryWorkspace
 from tests.support import random_plain
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="watches fsync by inode (folders can be fsynced on Linux)")
 
 
@@ -92,6 +94,7 @@ def journal(monkeypatch: pytest.MonkeyPatch) -> Journal:
     return watched
 
 
+@linux_only
 @pytest.mark.parametrize("jobs", [1, 3])
 def test_batches_are_committed_once_each_and_only_after_their_files_are_durable(
         mem: MemoryWorkspace, journal: Journal, jobs: int) -> None:
@@ -107,3 +110,33 @@ def test_batches_are_committed_once_each_and_only_after_their_files_are_durable(
     # one commit per file and step would be 80 and more; batches of up to 32 downloads and
     # groups of reports take a handful (plus the run's own: start, listing, finish)
     assert journal.commits() <= 24, journal.commits()
+
+
+def test_a_worker_whose_reconnect_is_refused_as_one_session_too_many_gives_its_files_back(
+        mem: MemoryWorkspace) -> None:
+    # Issue 14: the server allows the two sessions the run opened and no third. The second
+    # worker's connection is cut in the middle of its first file; reconnecting, it is refused
+    # (421): it retires and gives its files back, and the first worker fetches them, resuming
+    # the cut one from its part. Before: the file failed and the source stopped (exit 3).
+    expected = {f"r{index:02d}.xml": mem.put(f"r{index:02d}.xml", random_plain(100_000))
+                for index in range(12)}
+    mem.source["retries"] = 1
+    mem.server.faults.cut_after = 50_000
+    mem.server.faults.cut_connections = {2}
+    real_connect = mem.server.connect
+
+    def two_sessions_at_most(source_name: str = "memory") -> MemoryTransport:
+        transport = real_connect(source_name)
+        if mem.server.connections == 2:
+            mem.server.faults.connect_error = TooManyConnectionsError(
+                "the server refused another session: 421 Too many connections", limit=2)
+        return transport
+
+    mem.server.connect = two_sessions_at_most  # type: ignore[method-assign]
+    result = mem.fetch(jobs=2)
+    assert result.exit_code == 0 and result.error is None, [f.error for f in result.files]
+    assert [outcome.action for outcome in result.files] == [Action.ARCHIVED] * 12
+    assert mem.outputs() == expected
+    cut = [operation for operation in mem.server.operations if operation.endswith("@50000")]
+    assert len(cut) == 1, "the cut file was resumed from the bytes the retired worker got"
+    assert mem.server.connections == 2
