@@ -206,8 +206,6 @@ def test_a_data_connection_reset_mid_transfer_is_named_a_reset(hostile: Any, tmp
     assert sink.getvalue() + rest.getvalue() == payload
 
 
-@pytest.mark.xfail(strict=True, reason="the executor's half (issue 14): a worker refused a session "
-                   "retires and gives its job back; lands with the fetch plan/executor (W2-D)")
 def test_fetch_with_more_jobs_than_the_server_allows_goes_on_with_fewer(
         tmp_path: Path, pgp_identity: PgpIdentity) -> None:
     script = Script()

@@ -6,6 +6,7 @@ look for the plaintext in every file of the test's folders, not only in output_d
 
 from __future__ import annotations
 
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -199,7 +200,9 @@ def test_the_embedded_file_name_is_never_used_and_gpg_always_gets_output(
     ws: Workspace, tmp_path: Path,
 ) -> None:
     # Line of defence: pgp.DECRYPT_ARGS: "--output -" (gpg writes to our pipe, we choose the
-    # name) and "--no-use-embedded-filename"; the report is named after the remote file.
+    # name) and "--no-use-embedded-filename"; the report is named after the remote file. Batches
+    # (pgp.batch, fetch's DecryptionPool): "--decrypt-files" in a private folder, each output a
+    # file of ours named after our link, and "--no-use-embedded-filename" too.
     wrapper, log = gpg_wrapper(tmp_path / "bin")
     ws.config_path.write_text(ws.config_path.read_text().replace(
         "[settings]", f"[settings]\ngpg_binary = \"{wrapper}\""))
@@ -219,11 +222,18 @@ def test_the_embedded_file_name_is_never_used_and_gpg_always_gets_output(
     for place in (absolute, REPO_ROOT / "evil", REPO_ROOT.parent / "evil", REPO_ROOT.parent.parent / "evil",
                   ws.output_dir.parent.parent / "evil", ws.root / "evil", Path("/evil")):
         assert not place.exists(), place
-    decrypting = [argv for argv in wrapper_calls(log) if "--decrypt" in argv]
-    assert decrypting, "gpg was run through the recording wrapper"
+    calls = wrapper_calls(log)
+    decrypting = [argv for argv in calls if "--decrypt" in argv or "--decrypt-files" in argv]
+    assert any("--decrypt-files" in argv for argv in decrypting), \
+        "the reports were decrypted through the recording wrapper"
     for argv in decrypting:
         assert "--no-use-embedded-filename" in argv
-        assert argv[argv.index("--output") + 1] == "-"
+        if "--decrypt" in argv:
+            assert argv[argv.index("--output") + 1] == "-"
+        else:
+            assert "--output" not in argv and "-o" not in argv
+            names = argv[argv.index("--decrypt-files") + 1:]
+            assert names and all(re.fullmatch(r"p\d{7}\.gpg", name) for name in names), names
 
 
 # --- 13. signatures -------------------------------------------------------------------------------

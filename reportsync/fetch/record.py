@@ -2,11 +2,17 @@
 
 One place, so the order the crash-consistency argument rests on is visible (a file is renamed
 into place first, recorded after; a killed run in between is reconciled by the next run adopting
-the file), and so batching the writes (issue 13: group commits) is a change of this class alone.
+the file). The executor records a batch of files in one transaction (``downloaded_many``,
+``archived_many``: group commits, one ledger fsync per batch), and only after the batch's files
+and their folder were fsynced (docs/fetch.md, "Batches and power loss").
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+
+from reportsync.errors import ReportsyncError
 from reportsync.fetch.archive import Archived
 from reportsync.fetch.plan import HookJob, Job
 from reportsync.fetch.results import FileOutcome
@@ -59,6 +65,30 @@ class Recorder:
                                         Stage.HOOK, reason)
             return self._ledger.record_hook(job.file_id, self._run_id, succeeded=False,
                                             exit_code=exit_code, reason=reason)
+
+    def downloaded_many(self, done: Sequence[tuple[Job, Downloaded]]
+                        ) -> list[ReportsyncError | None]:
+        """Record durable downloads in one transaction; per file None, or the error that kept
+        it from being recorded (the others are recorded all the same)."""
+        return self._group([functools.partial(self.downloaded, job, item) for job, item in done])
+
+    def archived_many(self, done: Sequence[tuple[Job, Archived]]) -> list[ReportsyncError | None]:
+        """Record durable reports in one transaction, as ``downloaded_many``."""
+        return self._group([functools.partial(self.archived, job, item) for job, item in done])
+
+    def _group(self, writes: Sequence[Callable[[], None]]) -> list[ReportsyncError | None]:
+        errors: list[ReportsyncError | None] = []
+        if not writes:
+            return errors
+        with self._ledger.transaction():  # each write in a savepoint: a failed one is undone alone
+            for write in writes:
+                try:
+                    write()
+                except ReportsyncError as error:
+                    errors.append(error)
+                else:
+                    errors.append(None)
+        return errors
 
     def failed(self, job: Job, stage: Stage, reason: str) -> int:
         """Record (or count again) this file's failure; returns how many attempts it has had."""

@@ -116,7 +116,7 @@ class Dialer:
                 failure = exc
                 continue
             sock.settimeout(self.source.timeout)
-            return sock
+            return ResetWatchingSocket.adopt(sock)
         raise failure
 
     def take_socket(self) -> socket.socket:
@@ -133,3 +133,43 @@ class Dialer:
                 sock.close()
             except OSError as exc:
                 log.debug("closing the socket: %s", exc)
+
+
+class ResetWatchingSocket(socket.socket):
+    """A TCP socket that remembers a reset met by any send or receive on it (``reset``).
+
+    The kernel reports a TCP reset once, to whichever call meets it first. A protocol library
+    that sends from one thread and reads from another (paramiko) may then see it only as the
+    end of the stream (paramiko turns a failed send into ``EOFError``), and a reset would read
+    as a clean close or a timeout. The transport asks this socket instead."""
+
+    reset: ConnectionResetError | None = None
+
+    @classmethod
+    def adopt(cls, sock: socket.socket) -> ResetWatchingSocket:
+        """This class around ``sock``'s connection (the same file descriptor and timeout)."""
+        timeout = sock.gettimeout()
+        watching = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        watching.settimeout(timeout)
+        return watching
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        try:
+            return super().send(data, flags)
+        except ConnectionResetError as exc:
+            self.reset = exc
+            raise
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        try:
+            super().sendall(data, flags)
+        except ConnectionResetError as exc:
+            self.reset = exc
+            raise
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        try:
+            return super().recv(bufsize, flags)
+        except ConnectionResetError as exc:
+            self.reset = exc
+            raise

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from reportsync.errors import ReportsyncError, TransferError
+from reportsync.errors import ReportsyncError, TooManyConnectionsError, TransferError
 from reportsync.fsutil import printable
 from reportsync.transports.base import (
     ByteSink,
@@ -47,10 +47,12 @@ class RetryPolicy:
         return float(min(self.backoff_base * (2 ** (attempt - 1)), self.max_backoff))
 
     def call(self, action: Callable[[], T], what: str, *,
-             retry_if: Callable[[ReportsyncError], bool] = lambda error: error.retryable) -> T:
+             retry_if: Callable[[ReportsyncError], bool] = lambda error: error.retryable,
+             attempts_made: int = 0) -> T:
         """``action()``, again after each error ``retry_if`` accepts, until the retries are used
-        up; then, and for any other error, the error is raised as it is."""
-        attempt = 0
+        up; then, and for any other error, the error is raised as it is. ``attempts_made``: failed
+        attempts that count already (made another way; the first call here is a retry then)."""
+        attempt = attempts_made
         while True:
             attempt += 1
             try:
@@ -88,15 +90,21 @@ class RetryingTransport(Transport):
         self.down: ReportsyncError | None = None
         self.connections = 0  # opened so far
 
-    def connect(self) -> Transport:
-        """The connected transport, opened (with retries) if there is none."""
+    def connect(self, *, retry_refused: bool = True) -> Transport:
+        """The connected transport, opened (with retries) if there is none. ``retry_refused``
+        False: a server refusing one more session (TooManyConnectionsError) is not asked again
+        (a caller with other connections goes on with those)."""
         if self.down is not None:
             raise self.down
         if self._inner is None:
             what = f"source {self.source_name}: " + ("connect" if not self.connections
                                                      else "reconnect")
+            def worth_retrying(error: ReportsyncError) -> bool:
+                return error.retryable and (
+                    retry_refused or not isinstance(error, TooManyConnectionsError))
+
             try:
-                self._inner = self._policy.call(self._open, what)
+                self._inner = self._policy.call(self._open, what, retry_if=worth_retrying)
             except ReportsyncError as error:
                 self.down = error
                 raise
@@ -112,7 +120,7 @@ class RetryingTransport(Transport):
             self._inner = None
 
     def _retried(self, operation: Callable[[Transport], T], what: str, *,
-                 given_up: Callable[[], bool] = lambda: False) -> T:
+                 given_up: Callable[[], bool] = lambda: False, attempts_made: int = 0) -> T:
         def attempt() -> T:
             transport = self.connect()
             try:
@@ -126,7 +134,7 @@ class RetryingTransport(Transport):
             return error.retryable and self.down is None and not given_up()
 
         return self._policy.call(attempt, f"source {self.source_name}: {what}",
-                                 retry_if=worth_retrying)
+                                 retry_if=worth_retrying, attempts_made=attempts_made)
 
     def list_files(self) -> list[RemoteFile]:
         return self._retried(lambda transport: transport.list_files(), "list")
@@ -148,11 +156,12 @@ class RetryingTransport(Transport):
         offset: int = 0,
         progress: ProgressCallback | None = None,
         expected_size: int | None = None,
+        attempts_made: int = 0,
     ) -> int:
         """As ``Transport.download``; a retry continues where the bytes written so far end.
         ``expected_size``: the file's listed size; a transfer that ends cleanly short of it is a
         transient error too (retried, resuming). An error of ``destination`` itself is never
-        retried."""
+        retried. ``attempts_made``: attempts at this file that failed already (a batch's)."""
         sink = CountingSink(destination)
 
         def from_where_it_ended(transport: Transport) -> int:
@@ -167,7 +176,8 @@ class RetryingTransport(Transport):
             return sink.written
 
         return self._retried(from_where_it_ended, f"download {printable(name)}",
-                             given_up=lambda: sink.failed is not None)
+                             given_up=lambda: sink.failed is not None,
+                             attempts_made=attempts_made)
 
     def close(self) -> None:
         self.drop()

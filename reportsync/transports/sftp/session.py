@@ -14,6 +14,7 @@ import logging
 
 import paramiko
 
+from reportsync.transports.network import ResetWatchingSocket
 from reportsync.transports.sftp.stream import ChannelStream, SftpClient
 from reportsync.vocab import SshEngine
 
@@ -72,6 +73,11 @@ class ParamikoSession(SshSession):
         # channels' waiters, who see only "closed" or a timeout); read, not get_exception(),
         # which clears it
         ended = self.transport.saved_exception
+        sock = getattr(self.transport, "sock", None)
+        if isinstance(sock, ResetWatchingSocket) and sock.reset is not None:
+            # a reset met by a send (another thread's) is an EOFError to paramiko: the socket
+            # knows better
+            return sock.reset
         return ended if isinstance(ended, BaseException) else None
 
 
