@@ -15,7 +15,6 @@ import socket
 import sqlite3
 import struct
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from tests.support import (
     write_config,
 )
 from tests.test_fetch_e2e import Workspace
+from tests.test_hardening_support import tiny_filesystem
 
 DAMAGED = "is damaged"
 REPORT = b"<r/>"
@@ -170,22 +170,6 @@ def test_verify_runs_the_full_check_and_finds_an_index_that_disagrees_with_its_t
 
 
 # --- a full disk under state_dir -----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def tiny_filesystem(folder: Path, size: str = "1m") -> Iterator[Path]:
-    """A real tmpfs of ``size`` mounted at ``folder`` (as test_hardening_faults does)."""
-    folder.mkdir(parents=True)
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        pytest.skip("a small file system for the test needs Linux and root (mount -t tmpfs)")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                              str(folder)], capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
 
 
 def fill_leaving(folder: Path, free: int) -> None:

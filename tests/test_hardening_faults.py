@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from reportsync.pgp import Gpg
 from tests.servers import LocalServer
 from tests.support import REPO_ROOT, PgpIdentity, random_plain
 from tests.test_fetch_e2e import Workspace
-from tests.test_hardening_support import files_by_name, hidden_files, integrity_ok
+from tests.test_hardening_support import files_by_name, hidden_files, integrity_ok, tiny_filesystem
 
 
 @pytest.fixture
@@ -82,21 +81,6 @@ def test_sigkill_at_each_step_is_reconciled_by_the_next_run(ws: Workspace, point
 
 
 # --- 15. disk full, for real ---------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def tiny_filesystem(folder: Path, size: str = "1m") -> Iterator[Path]:
-    folder.mkdir(parents=True)
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        pytest.skip("a small file system for the test needs Linux and root (mount -t tmpfs)")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                              str(folder)], capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
 
 
 def test_disk_full_during_download_is_7_and_nothing_is_half_written(ws: Workspace) -> None:

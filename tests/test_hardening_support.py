@@ -6,6 +6,7 @@ real servers, with the test's own GnuPG home, state dir and folders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -15,6 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from reportsync.fsutil import temp_name
 from tests.servers import LocalServer
@@ -110,3 +113,20 @@ def wrapper_calls(log: Path) -> list[list[str]]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line]
+
+
+@contextlib.contextmanager
+def tiny_filesystem(folder: Path, size: str = "1m") -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``folder``, unmounted afterwards; the test is skipped
+    (with the reason) where mounting is not permitted."""
+    folder.mkdir(parents=True)
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("a small file system for the test needs Linux and root (mount -t tmpfs)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                              str(folder)], capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
