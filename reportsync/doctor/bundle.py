@@ -22,7 +22,7 @@ from reportsync.config import REDACTED, Config, redacted_text, secret_values
 from reportsync.config.tomlio import tomllib
 from reportsync.errors import ReportsyncError
 from reportsync.fsutil import write_atomically
-from reportsync.ledger import LEDGER_FILE, Ledger, ledger_password, open_postgres_ledger
+from reportsync.ledger import LEDGER_FILE, Ledger, open_shared_ledger
 
 if TYPE_CHECKING:
     from reportsync.doctor import DoctorReport
@@ -127,9 +127,7 @@ def _shared_ledger_summary(config: Config) -> dict[str, object]:
     settings = config.settings
     assert settings.ledger_url is not None
     try:
-        ledger = open_postgres_ledger(settings.ledger_url,
-                                      password=ledger_password(settings, config.environ),
-                                      environ=config.environ, create=False)
+        ledger = open_shared_ledger(settings, environ=config.environ, create=False)
         if ledger is None:
             return {"location": settings.ledger_url, "exists": False}
         with ledger:

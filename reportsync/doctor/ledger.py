@@ -24,7 +24,7 @@ from reportsync.errors import (
     NetworkError,
     ReportsyncError,
 )
-from reportsync.ledger import Ledger, ledger_password, open_postgres_ledger
+from reportsync.ledger import Ledger, open_shared_ledger
 
 SCOPE = "local"
 CHECK = "ledger"
@@ -52,9 +52,7 @@ def _connect(config: Config, out: Findings) -> tuple[Ledger | None, str]:
     settings = config.settings
     assert settings.ledger_url is not None
     try:
-        ledger = open_postgres_ledger(settings.ledger_url,
-                                      password=ledger_password(settings, config.environ),
-                                      environ=config.environ, create=False)
+        ledger = open_shared_ledger(settings, environ=config.environ, create=False)
         if ledger is None:
             out.add(CHECK, SCOPE, PASS, DoctorFinding.LEDGER_SHARED_NONE,
                     f"no ledger yet in the database {settings.ledger_url}: the first fetch "

@@ -33,7 +33,7 @@ from reportsync.lock import LockHolder
 __all__ = [
     "IN_MEMORY", "LEDGER_FILE", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "Engine", "Ledger",
     "LockHolder", "PendingHook", "SourceLock", "VersionState", "ledger_password", "open_ledger",
-    "open_postgres_ledger", "postgres_driver", "refreshed",
+    "open_postgres_ledger", "open_shared_ledger", "postgres_driver", "refreshed",
 ]
 
 DRIVER_REMEDY = "pip install 'reportsync[postgres]' (it installs psycopg 3, the PostgreSQL driver)"
@@ -77,6 +77,15 @@ def open_postgres_ledger(url: str, *, password: Secret | None,
     return Ledger(engine=engine) if engine is not None else None
 
 
+def open_shared_ledger(settings: Settings, *, environ: Mapping[str, str] | None = None,
+                       create: bool = True) -> Ledger | None:
+    """The config's shared ledger (``settings.ledger_url`` must be set), with the password the
+    config names; None when ``create`` is False and the database holds no ledger yet."""
+    assert settings.ledger_url is not None, "only for a config with a shared ledger"
+    return open_postgres_ledger(settings.ledger_url, password=ledger_password(settings, environ),
+                                environ=environ, create=create)
+
+
 def open_ledger(settings: Settings, *, environ: Mapping[str, str] | None = None,
                 create: bool = True) -> Ledger:
     """The ledger the config names: SQLite in ``state_dir``, or PostgreSQL at
@@ -84,6 +93,5 @@ def open_ledger(settings: Settings, *, environ: Mapping[str, str] | None = None,
     ledger that does not exist yet is not created; an empty one in memory stands in for it."""
     if settings.ledger_url is None:
         return Ledger.in_state_dir(settings.state_dir, create=create)
-    ledger = open_postgres_ledger(settings.ledger_url, password=ledger_password(settings, environ),
-                                  environ=environ, create=create)
+    ledger = open_shared_ledger(settings, environ=environ, create=create)
     return ledger if ledger is not None else Ledger(None)
