@@ -17,104 +17,22 @@ from __future__ import annotations
 import json
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from reportsync.errors import LedgerDamagedError
 from reportsync.fsutil import ensure_private_dir
+from reportsync.ledger.engine import Cursor, Engine, Row, SourceLock
+from reportsync.ledger.records import PendingHook, VersionState, refreshed
 from reportsync.ledger.schema import TABLES
 from reportsync.lock import LockHolder
 from reportsync.transports.base import VersionKey
 from reportsync.vocab import Command, DeletionTarget, HookState, Stage
 
-Row = Any
-"""A result row: indexable by position and by column name (``sqlite3.Row`` or its like)."""
-
-
-@dataclass(frozen=True)
-class VersionState:
-    """One remote file version with its local copies and what retention already did to it."""
-
-    file_id: int
-    source: str
-    name: str
-    size: int
-    mtime: int
-    gone_at: float | None  # no longer listed by the server
-    lost_acked_at: float | None
-    download_path: str | None
-    download_sha256: str | None
-    output_path: str | None
-    output_sha256: str | None
-    deleted: frozenset[str]  # deletion targets already carried out: local_encrypted, archive, remote
-    failing: bool = False  # an open failure is recorded for this file name
-
-    def __post_init__(self) -> None:
-        # made once (a run keys every version by it, more than once); not a field
-        object.__setattr__(self, "_version", (self.name, self.size, self.mtime))
-
-    @property
-    def version(self) -> VersionKey:
-        """This version's identity, as ``RemoteFile.version`` gives it for a listed file."""
-        return self._version  # type: ignore[attr-defined, no-any-return]
-
-    @property
-    def archived(self) -> bool:
-        return self.output_path is not None
-
-    @property
-    def acknowledged(self) -> bool:
-        """A person acknowledged this version's failure or loss (``status --ack``): fetch does
-        not retry it and it is no longer reported; a new version of the name is not covered."""
-        return self.lost_acked_at is not None
-
-    @property
-    def in_archive(self) -> bool:
-        """Its report is in ``output_dir`` now: archived, and not deleted since (archive_days)."""
-        return self.output_path is not None and DeletionTarget.ARCHIVE not in self.deleted
-
-    @property
-    def has_local_copy(self) -> bool:
-        """An encrypted copy was downloaded and not deleted: the purge cannot take it from us."""
-        return self.download_path is not None and DeletionTarget.LOCAL_ENCRYPTED not in self.deleted
-
-
-@dataclass(frozen=True)
-class PendingHook:
-    """An archived report whose ``on_new_report`` hook has not succeeded yet (due or failed)."""
-
-    file_id: int
-    source: str
-    name: str
-    size: int
-    mtime: int
-    output_path: str
-    output_sha256: str
-    state: HookState
-    attempts: int  # how often it ran (and failed)
-    acknowledged: bool  # a person acknowledged the file's failure (status --ack)
-    in_archive: bool  # its report is still in output_dir (retention's archive_days did not take it)
-
-    @property
-    def version(self) -> VersionKey:
-        return (self.name, self.size, self.mtime)
-
-
-def refreshed(versions: Sequence[VersionState], fresh: Sequence[VersionState]
-              ) -> list[VersionState]:
-    """``versions`` with the rows read again since (``Ledger.versions(source, names=...)``) in
-    their place, by file id: the state after a run's writes without reading the whole source
-    again. A fresh row ``versions`` lacks is added in name and mtime order."""
-    by_id = {version.file_id: version for version in fresh}
-    result = [by_id.pop(version.file_id, version) for version in versions]
-    if by_id:
-        result += by_id.values()
-        result.sort(key=lambda version: (version.name, version.mtime))
-    return result
+__all__ = ["Cursor", "Engine", "Ledger", "PendingHook", "Row", "SourceLock", "VersionState",
+           "refreshed"]
 
 
 _NOTHING_DELETED: frozenset[str] = frozenset()
@@ -141,95 +59,6 @@ class _Seen:
     ids: dict[VersionKey, int]  # every listed version's id
     vanished: list[int]  # ids of the versions no longer listed (gone_at set now)
     back: list[int]  # ids of the versions listed again (gone_at cleared)
-
-
-class Cursor(Protocol):
-    """What a statement returns (a DB-API cursor of either driver)."""
-
-    def fetchone(self) -> Row: ...  # None when there is no row
-
-    def fetchall(self) -> list[Row]: ...
-
-    def __iter__(self) -> Iterator[Row]: ...
-
-
-class SourceLock:
-    """A source's lock, held until ``release()`` (or the end of a ``with`` block, or the end of
-    the holder's connection or process). Releasing twice is harmless."""
-
-    def __init__(self, source: str, release: Any) -> None:
-        self.source = source
-        self._release = release
-        self._held = True
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._release()
-
-    def __enter__(self) -> SourceLock:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-class Engine(ABC):
-    """One backend: runs the ledger's SQL (written with ``?`` placeholders) on its database."""
-
-    location: str  # for messages: the file, or the database URL (never with a password)
-    path: Path | None = None  # the SQLite file; None in memory or for PostgreSQL
-    # upserts of many rows in one statement take row locks in the order given: two hosts
-    # writing one source in different orders could deadlock, so a shared database sorts them
-    ordered_upserts: bool = False
-
-    @abstractmethod
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
-
-    @abstractmethod
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
-
-    @abstractmethod
-    def insert(self, sql: str, params: Sequence[Any]) -> int:
-        """Run an INSERT of one row into a table with an ``id``; its id."""
-
-    @abstractmethod
-    def begin(self) -> None: ...
-
-    @abstractmethod
-    def commit(self) -> None: ...
-
-    @abstractmethod
-    def rollback(self) -> None: ...
-
-    @abstractmethod
-    def schema_version(self) -> int: ...
-
-    @abstractmethod
-    def integrity_check(self) -> str:
-        """"ok", or what is wrong with the database."""
-
-    def require_intact(self, *, thorough: bool = False) -> None:
-        """Raise LedgerDamagedError unless ``integrity_check`` says "ok". ``thorough``: check
-        everything the backend can, however long it takes (``verify``); else what is cheap
-        enough for every open (SQLite overrides this with its quick check)."""
-        result = self.integrity_check()
-        if result != "ok":
-            raise LedgerDamagedError(f"the ledger {self.location} is damaged: {result}",
-                                     path=self.location)
-
-    @abstractmethod
-    def try_lock_source(self, source: str, holder: LockHolder) -> SourceLock | None: ...
-
-    @abstractmethod
-    def lock_holder(self, source: str) -> LockHolder | None: ...
-
-    @abstractmethod
-    def close(self) -> None: ...
 
 
 class Ledger:
