@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import secrets
 import socket
+import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,3 +63,39 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> list[int]:
                 probe.close()
         return list(range(start, start + count))
     raise RuntimeError("no free block of passive ports found")
+
+
+def wait_for_greeting(name: str, port: int, process: subprocess.Popen[bytes], log: Path, *,
+                      greeting: bytes, timeout: float, host: str = "127.0.0.1") -> None:
+    """Until a server process started on ``port`` sends its first bytes (``greeting``: b"SSH-",
+    b"220"); its log in the error if it exits first or says nothing within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n"
+                               + log.read_text(errors="replace"))
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as probe:
+                if probe.recv(64).startswith(greeting):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"{name} did not greet within {timeout}s:\n"
+                               + log.read_text(errors="replace"))
+        time.sleep(0.05)
+
+
+def stopper(process: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """A ``LocalServer.stop`` for a server process: terminate, then kill after 5 s."""
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return stop

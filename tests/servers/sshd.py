@@ -24,13 +24,12 @@ import getpass
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.servers import LocalServer, free_port
+from tests.servers import LocalServer, free_port, stopper, wait_for_greeting
 
 HOST = "127.0.0.1"
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
@@ -132,26 +131,6 @@ def _write_known_hosts(workdir: Path, port: int, keys: dict[str, Path]) -> dict[
     return files
 
 
-def _wait_for_banner(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"sshd exited with {process.returncode}:\n"
-                               + log.read_text(errors="replace"))
-        try:
-            with socket.create_connection((HOST, port), timeout=1.0) as probe:
-                if probe.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            raise RuntimeError(f"sshd did not accept connections within {START_TIMEOUT}s:\n"
-                               + log.read_text(errors="replace"))
-        time.sleep(0.05)
-
-
 def find_sftp_server() -> str | None:
     for candidate in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
                       "/usr/libexec/sftp-server", "/usr/lib/ssh/sftp-server"):
@@ -230,16 +209,10 @@ def start_sshd(workdir: Path, *, login: str = "key", keys_dir: Path | None = Non
     with log_path.open("ab") as log:
         process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
                                    stdout=log, stderr=log)
-    _wait_for_banner(port, process, log_path)
+    wait_for_greeting("sshd", port, process, log_path, greeting=b"SSH-",
+                      timeout=START_TIMEOUT)
 
-    def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    stop = stopper(process)
 
     atexit.register(stop)
 

@@ -25,13 +25,12 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.servers import LocalServer, free_port, free_port_block
+from tests.servers import LocalServer, free_port, free_port_block, stopper, wait_for_greeting
 
 HOST = "127.0.0.1"
 USERNAME = "anonymous"
@@ -137,26 +136,6 @@ def _config_lines(*, port: int, data: Path, empty: Path, passive: list[int], log
     return lines
 
 
-def _wait_for_banner(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"vsftpd exited with {process.returncode}:\n"
-                               + log.read_text(errors="replace"))
-        try:
-            with socket.create_connection((HOST, port), timeout=1.0) as probe:
-                if probe.recv(64).startswith(b"220"):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            raise RuntimeError(f"vsftpd did not greet within {START_TIMEOUT}s:\n"
-                               + log.read_text(errors="replace"))
-        time.sleep(0.05)
-
-
 def start_vsftpd(workdir: Path) -> LocalServer:
     """Start vsftpd serving ``workdir/data``; ``stop()`` terminates it."""
     binary = find_vsftpd()
@@ -189,16 +168,10 @@ def start_vsftpd(workdir: Path) -> LocalServer:
     with output.open("ab") as out:
         process = subprocess.Popen([binary, str(config)], stdin=subprocess.DEVNULL, stdout=out,
                                    stderr=out, cwd=workdir)
-    _wait_for_banner(port, process, output)
+    wait_for_greeting("vsftpd", port, process, output, greeting=b"220",
+                      timeout=START_TIMEOUT)
 
-    def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    stop = stopper(process)
 
     atexit.register(stop)
     source: dict[str, Any] = {
