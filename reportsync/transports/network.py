@@ -173,3 +173,10 @@ class ResetWatchingSocket(socket.socket):
         except ConnectionResetError as exc:
             self.reset = exc
             raise
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        try:  # what a makefile() reader (ftplib's) calls
+            return super().recv_into(buffer, nbytes, flags)
+        except ConnectionResetError as exc:
+            self.reset = exc
+            raise
