@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
 
@@ -102,19 +103,23 @@ class RunLock:
             return "holder unknown"
 
 
-def is_held(state_dir: Path) -> bool:
-    """Whether another run holds the lock of ``state_dir`` now: a probe (taken and let go at
-    once) for what must happen only when the run will not stop at the lock, such as telling a
-    healthchecks receiver that a run starts. Creates nothing: no lock file, no holder file."""
+class LockState(Enum):
+    ABSENT = "absent"  # no lock file: no run has used this state dir yet
+    FREE = "free"
+    HELD = "held"  # a run holds it now
+
+
+def lock_state(state_dir: Path) -> LockState:
+    """Whether a run holds the lock of ``state_dir`` now: a probe (taken and let go at once) that
+    creates nothing, no lock file and no holder file. Raises ``OSError`` when the lock file cannot
+    be opened."""
     path = state_dir / LOCK_FILE
     if not path.exists():
-        return False
+        return LockState.ABSENT
     probe = filelock.FileLock(str(path), timeout=0)
     try:
         probe.acquire(timeout=0)
     except filelock.Timeout:
-        return True
-    except OSError:
-        return False  # cannot tell: the run itself reports what it finds
+        return LockState.HELD
     probe.release()
-    return False
+    return LockState.FREE

@@ -34,7 +34,7 @@ from reportsync.config import (
 )
 from reportsync.config.tomlio import tomllib
 from reportsync.expiry import PGP, SSH_CERTIFICATE, CredentialExpiry
-from reportsync.lock import RunLock, is_held
+from reportsync.lock import LockState, RunLock, lock_state
 from reportsync.notify.events import RunOutcome
 from reportsync.notify.healthchecks import BODY_LIMIT, PingPolicy, ping, ping_url
 from reportsync.notify.metrics import collect, metrics_text
@@ -315,7 +315,7 @@ def test_the_start_ping_is_sent_only_once_the_run_holds_the_lock(
     run.start()
     try:
         (start,) = http_receiver.wait_for(1, timeout=60)
-        held_while_starting = is_held(site.state_dir)
+        held_while_starting = lock_state(site.state_dir) is LockState.HELD
     finally:
         run.join(120)
     assert start.path.endswith("/start")

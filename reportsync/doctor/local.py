@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-import filelock
-
 from reportsync import pgp, pgpkeys
 from reportsync.config import Config, SourceConfig
 from reportsync.doctor.findings import FAIL, PASS, SKIPPED, WARN, DoctorFinding, Findings, guarded
@@ -25,7 +23,7 @@ from reportsync.doctor.ledger import check_shared_ledger
 from reportsync.errors import LedgerDamagedError, ReportsyncError
 from reportsync.fsutil import shared_folder_problem, too_open
 from reportsync.ledger import LEDGER_FILE, Ledger
-from reportsync.lock import HOLDER_FILE, LOCK_FILE, RunLock
+from reportsync.lock import HOLDER_FILE, LOCK_FILE, LockState, RunLock, lock_state
 from reportsync.transports.base import secret_where
 from reportsync.units import GiB, MiB, human_bytes
 
@@ -352,25 +350,23 @@ def _check_ledger(state_dir: Path, out: Findings) -> None:
 def _check_lock(state_dir: Path, out: Findings) -> None:
     lock_path = state_dir / LOCK_FILE
     holder_path = state_dir / HOLDER_FILE
-    if not lock_path.exists():
-        out.add("lock", SCOPE, PASS, DoctorFinding.LOCK_NONE,
-                "no run lock: no reportsync run is active")
-        return
-    holder = RunLock(state_dir, "doctor").describe_holder()
-    probe = filelock.FileLock(str(lock_path), timeout=0)
     try:
-        probe.acquire(timeout=0)
-    except filelock.Timeout:
-        out.add("lock", SCOPE, WARN, DoctorFinding.LOCK_ACTIVE,
-                f"a reportsync run is active now: {holder}",
-                "Run doctor again when it has finished; its findings may overlap with that run.")
-        return
+        state = lock_state(state_dir)
     except OSError as exc:
         out.add("lock", SCOPE, FAIL, DoctorFinding.LOCK_UNOPENABLE,
                 f"cannot open the lock {lock_path}: {exc.strerror or exc}",
                 f"Fix the permissions of {state_dir}.")
         return
-    probe.release()
+    if state is LockState.ABSENT:
+        out.add("lock", SCOPE, PASS, DoctorFinding.LOCK_NONE,
+                "no run lock: no reportsync run is active")
+        return
+    holder = RunLock(state_dir, "doctor").describe_holder()
+    if state is LockState.HELD:
+        out.add("lock", SCOPE, WARN, DoctorFinding.LOCK_ACTIVE,
+                f"a reportsync run is active now: {holder}",
+                "Run doctor again when it has finished; its findings may overlap with that run.")
+        return
     if holder_path.exists():
         out.add("lock", SCOPE, WARN, DoctorFinding.LOCK_STALE,
                 f"stale lock: the run recorded in {holder_path} ({holder}) did not finish (killed "
