@@ -7,6 +7,7 @@ doctor rely on is asserted here, so the core can stay blind to the backend.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -24,6 +25,8 @@ from reportsync.ledger import (
     SCHEMA_VERSION,
     TABLES,
     Ledger,
+    VersionIndex,
+    VersionState,
     open_postgres_ledger,
     refreshed,
 )
@@ -257,27 +260,40 @@ def test_see_files_gives_stable_ids_and_marks_what_is_no_longer_listed(ledger: L
     assert all(v.gone_at is not None for v in ledger.versions("s")), "an empty listing: all gone"
 
 
-def test_see_listing_records_what_see_files_records_and_gives_the_state_after(
+def _index_of(versions: list[VersionState]) -> VersionIndex:
+    """What ``version_index`` must say, made from ``versions`` (the full read)."""
+    return VersionIndex(ids={v.version: v.file_id for v in versions},
+                        gone={v.file_id for v in versions if v.gone_at is not None},
+                        archived={v.version: v.output_path for v in versions
+                                  if v.output_path is not None})
+
+
+def test_see_listing_records_what_see_files_records_and_gives_the_index_after(
         store: Store, ledger: Ledger, tmp_path: Path) -> None:
-    """The one-read path of a fetch: the versions it returns are exactly what ``versions`` reads
-    afterwards, and the rows are what ``see_files`` writes (last_seen of every listed version,
-    gone_at of the vanished ones, cleared for one listed again)."""
+    """The one-read path of a fetch: the index it returns is exactly what ``version_index``
+    reads afterwards (and agrees with ``versions``), and the rows are what ``see_files`` writes
+    (last_seen of every listed version, gone_at of the vanished ones, cleared for one listed
+    again)."""
     run = ledger.start_run("fetch", 1)
     ids = ledger.see_files("s", [A, B, C])
     ledger.record_download(ids[A], run, tmp_path / "a.pgp", 10, "d" * 64)
+    ledger.record_archived(ids[A], run, tmp_path / "a", 10, "e" * 64, decrypted=True, signer=None)
     ledger.record_failure("s", "d.pgp", None, run, "download", "reset")  # a name's open failure
     ledger.see_files("s", [A, B])  # C vanishes
     D = ("d.pgp", 40, 1_700_000_300)
-    known = ledger.versions("s")
+    known = ledger.version_index("s")
+    assert known == _index_of(ledger.versions("s")), "the compact read says what the full one does"
+    assert known.archived == {A: str(tmp_path / "a")} and known.gone == {ids[C]}
     before = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
     after = ledger.see_listing("s", {A, C, D}, known)  # B vanishes, C is back, D is new
-    assert after == ledger.versions("s"), "the state after, without reading it again"
-    assert [v.version for v in after] == [A, B, C, D]
-    by_key = {v.version: v for v in after}
-    assert by_key[B].gone_at is not None and by_key[C].gone_at is None
-    assert by_key[A].gone_at is None and by_key[A].download_path == str(tmp_path / "a.pgp")
-    assert by_key[D].failing and by_key[D].file_id not in ids.values()
-    assert by_key[A].file_id == ids[A] and by_key[C].file_id == ids[C], "ids are stable"
+    assert after == ledger.version_index("s") == _index_of(ledger.versions("s")), \
+        "the index after, without reading it again"
+    assert list(sorted(after.ids)) == [A, B, C, D]
+    assert after.gone == {ids[B]}, "B vanished, C is back"
+    assert after.ids[D] not in ids.values()
+    assert ledger.versions_by_key("s")[D].failing
+    assert after.ids[A] == ids[A] and after.ids[C] == ids[C], "ids are stable"
+    assert known.gone == {ids[C]} and D not in known.ids, "the index read before is left as it was"
     rows = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
     assert rows["a.pgp"] > before["a.pgp"] and rows["c.pgp"] > before["c.pgp"], \
         "every listed version's last_seen moves, the known ones' too"
@@ -285,9 +301,37 @@ def test_see_listing_records_what_see_files_records_and_gives_the_state_after(
     assert rows["d.pgp"] == rows["a.pgp"]
     # nothing new, nothing vanished: still the same state, and ids from what was known
     again = ledger.see_listing("s", {A, C, D}, after)
-    assert again == ledger.versions("s") == after
-    assert ledger.see_files("s", [A, D], known=again) == {A: ids[A], D: by_key[D].file_id}
+    assert again == ledger.version_index("s") == after
+    assert ledger.see_files("s", [A, D], known=ledger.versions("s")) == {A: ids[A],
+                                                                         D: after.ids[D]}
     assert ledger.versions_by_key("s")[C].gone_at is not None
+    assert ledger.version_index("other") == VersionIndex(), "sources are independent"
+
+
+def test_acting_versions_are_the_unarchived_ones_and_the_archived_ones_old_enough(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """What a run reads in full: every version not archived (new, failed, downloaded only,
+    acknowledged), and the archived ones whose mtime is before the bound, as ``versions``
+    gives them."""
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", [A, B, C])
+    for key in (A, B):
+        ledger.record_archived(ids[key], run, tmp_path / key[0], 1, "e" * 64, decrypted=True,
+                               signer=None)
+    ledger.record_download(ids[C], run, tmp_path / "c.pgp", 30, "d" * 64)
+    full = ledger.versions_by_key("s")
+
+    def acting(bound: float) -> list[tuple[str, int, int]]:
+        found = ledger.acting_versions("s", archived_before=bound)
+        assert all(version == full[version.version] for version in found), "as versions says"
+        return [version.version for version in found]
+
+    assert acting(-math.inf) == [C], "no archived one: only the version not archived"
+    assert acting(math.inf) == [A, B, C]
+    assert acting(B[2]) == [A, C], "archived before the bound: A (B's mtime is not before it)"
+    assert acting(B[2] + 0.5) == [A, B, C], "a fraction past B's whole second takes B too"
+    assert acting(A[2] - 1) == [C]
+    assert ledger.acting_versions("other", archived_before=math.inf) == []
 
 
 def test_versions_of_some_names_and_refreshed_replace_only_those(ledger: Ledger,

@@ -15,24 +15,25 @@ that fails takes only its own writes back).
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reportsync.fsutil import ensure_private_dir
 from reportsync.ledger.engine import Cursor, Engine, Row, SourceLock
-from reportsync.ledger.records import PendingHook, VersionState, refreshed
+from reportsync.ledger.records import PendingHook, VersionIndex, VersionState, refreshed
 from reportsync.ledger.schema import TABLES
 from reportsync.lock import LockHolder
 from reportsync.transports.base import VersionKey
 from reportsync.vocab import Command, DeletionTarget, HookState, Stage
 
-__all__ = ["Cursor", "Engine", "Ledger", "PendingHook", "Row", "SourceLock", "VersionState",
-           "refreshed"]
+__all__ = ["Cursor", "Engine", "Ledger", "PendingHook", "Row", "SourceLock", "VersionIndex",
+           "VersionState", "refreshed"]
 
 
 _NOTHING_DELETED: frozenset[str] = frozenset()
@@ -47,6 +48,11 @@ VERSIONS_QUERY = (
     "FROM remote_files f LEFT JOIN downloads d ON d.file_id = f.id "
     "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ?")
 VERSIONS_ORDER = " ORDER BY f.name, f.mtime"
+# ``version_index``: every version of a source in six plain columns, no subquery (the archived
+# report's path: a skipped file's outcome names it)
+INDEX_QUERY = (
+    "SELECT f.name, f.size, f.mtime, f.id, f.gone_at, a.output_path FROM remote_files f "
+    "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ?")
 NAMES_PER_QUERY = 500  # placeholders per statement: well under SQLite's and PostgreSQL's limits
 
 
@@ -196,35 +202,57 @@ class Ledger:
         ``versions(source)`` gave them in this run (under the source's lock, so nobody else
         changed them since); without it the ledger's keys are read here.
         """
-        return self._see(source, versions, known).ids
+        rows = None if known is None else ((version.version, version.file_id,
+                                            version.gone_at is not None) for version in known)
+        return self._see(source, versions, rows).ids
+
+    def version_index(self, source: str) -> VersionIndex:
+        """Every version of this source, compactly (``VersionIndex``): a no-op run's one read of
+        the rows it does not act on."""
+        index = VersionIndex()
+        ids, gone, archived = index.ids, index.gone, index.archived
+        for name, size, mtime, file_id, gone_at, output_path in self._engine.execute(
+                INDEX_QUERY, (source,)):
+            key = (name, size, mtime)
+            ids[key] = file_id
+            if gone_at is not None:
+                gone.add(file_id)
+            if output_path is not None:
+                archived[key] = output_path
+        return index
 
     def see_listing(self, source: str, listed: Collection[VersionKey],
-                    known: Sequence[VersionState]) -> list[VersionState]:
-        """``see_files`` for a run that has read ``known = versions(source)`` already: the
-        source's versions as they are after recording the listing (new ones added, ``gone_at``
-        set and cleared; ordered by name and mtime like ``versions``), without reading them
-        again: one read of the ledger per source and run, however many files it holds."""
-        seen = self._see(source, listed, known)
-        after = list(known)
-        if seen.vanished or seen.back:
-            vanished, back = set(seen.vanished), set(seen.back)
-            after = [replace(version, gone_at=seen.now) if version.file_id in vanished
-                     else replace(version, gone_at=None) if version.file_id in back
-                     else version for version in after]
-        if not seen.new:
-            return after
-        failing = self._failing_names(source)
-        after += [VersionState(file_id=seen.ids[key], source=source, name=key[0], size=key[1],
-                               mtime=key[2], gone_at=None, lost_acked_at=None,
-                               download_path=None, download_sha256=None, output_path=None,
-                               output_sha256=None, deleted=frozenset(),
-                               failing=key[0] in failing)
-                  for key in seen.new]
-        after.sort(key=lambda version: (version.name, version.mtime))
+                    index: VersionIndex) -> VersionIndex:
+        """``see_files`` for a run that has read ``index = version_index(source)`` already (under
+        the source's lock, so nobody else changed it since): the index as it is after recording
+        the listing (new versions added, ``gone`` set and cleared), without reading it again."""
+        seen = self._see(source, listed, ((key, file_id, file_id in index.gone)
+                                          for key, file_id in index.ids.items()))
+        after = VersionIndex(ids=dict(index.ids), gone=set(index.gone),
+                             archived=index.archived)
+        after.gone.update(seen.vanished)
+        after.gone.difference_update(seen.back)
+        after.ids.update(seen.ids)
         return after
 
+    def acting_versions(self, source: str, *, archived_before: float) -> list[VersionState]:
+        """The versions of this source a run may act on, in full: every one not archived (new,
+        failed, downloaded only, acknowledged), and of the archived ones those whose mtime is
+        before ``archived_before`` (retention's bound, ``retention.acting_before``: a younger
+        archived file cannot lose a copy; -inf: none, inf: all). The rest, nearly every row of
+        a nightly run, stay in the ``VersionIndex``."""
+        if archived_before == math.inf:
+            return self._versions(source, VERSIONS_QUERY + VERSIONS_ORDER, (source,))
+        if archived_before == -math.inf:
+            return self._versions(source, VERSIONS_QUERY + " AND a.output_path IS NULL"
+                                  + VERSIONS_ORDER, (source,))
+        # mtimes are whole seconds: before a fractional bound is before its ceiling
+        return self._versions(source, VERSIONS_QUERY + " AND (a.output_path IS NULL OR "
+                              "f.mtime < ?)" + VERSIONS_ORDER,
+                              (source, math.ceil(archived_before)))
+
     def _see(self, source: str, listed: Collection[VersionKey],
-             known: Sequence[VersionState] | None) -> _Seen:
+             known: Iterable[tuple[VersionKey, int, bool]] | None) -> _Seen:
         """The one owner of what recording a listing writes. Set differences against what the
         ledger holds, so a run with nothing new costs one UPDATE at 50,000 files, not an
         upsert per file: the new versions are inserted, the vanished ones get ``gone_at``, the
@@ -234,23 +262,22 @@ class Ledger:
         wanted = listed if isinstance(listed, (set, frozenset)) else frozenset(listed)
         db = self._engine
         with self.transaction():
-            rows: Iterable[tuple[VersionKey, int, float | None]]
+            rows: Iterable[tuple[VersionKey, int, bool]]
             if known is None:
-                rows = [((row[1], row[2], row[3]), int(row[0]), row[4]) for row in db.execute(
-                    "SELECT id, name, size, mtime, gone_at FROM remote_files WHERE source = ?",
-                    (source,))]
+                rows = [((row[1], row[2], row[3]), int(row[0]), row[4] is not None)
+                        for row in db.execute("SELECT id, name, size, mtime, gone_at FROM "
+                                              "remote_files WHERE source = ?", (source,))]
             else:
-                rows = ((version.version, version.file_id, version.gone_at)
-                        for version in known)
+                rows = known
             ids: dict[VersionKey, int] = {}  # of the listed versions the ledger has
             vanished: list[int] = []
             back: list[int] = []
-            for key, file_id, gone_at in rows:
+            for key, file_id, gone in rows:
                 if key in wanted:
                     ids[key] = file_id
-                    if gone_at is not None:
+                    if gone:
                         back.append(file_id)
-                elif gone_at is None:
+                elif not gone:
                     vanished.append(file_id)
             new = wanted - ids.keys()
             if vanished:
