@@ -344,22 +344,23 @@ def open_private_resumable(path: Path) -> int:
     return descriptor
 
 
-def remove_stale_temps(folder: Path, kind: str,
+def remove_stale_temps(folder: Path, *kinds: str,
                        keep: Collection[str] | Callable[[], Collection[str]] = frozenset()
                        ) -> list[str]:
-    """Delete reportsync's own hidden temp files (``.rs-*.<kind>``) in ``folder`` except ``keep``:
-    left by a run that was killed. Only called under the run lock. Returns the names removed.
+    """Delete reportsync's own hidden temp files (``.rs-*.<kind>``, each of ``kinds``, found by
+    one listing of the folder) in ``folder`` except ``keep``: left by a run that was killed.
+    Only called under the run lock. Returns the names removed.
 
     ``keep`` may be a function that makes it: it is called only when the folder holds a temp
-    file of that kind (a run after a clean one finds none, and need not derive 50,000 names).
+    file of those kinds (a run after a clean one finds none, and need not derive 50,000 names).
     A folder of that name is a private decryption folder (``private_temp_folder``) and goes with
     everything in it; a symlink of that name is removed itself, never what it points to."""
     removed: list[str] = []
-    suffix = f".{kind}"
+    suffixes = tuple(f".{kind}" for kind in kinds)
     try:
         # names only (no per-entry objects): the folder may hold every report ever fetched
         stale = [name for name in os.listdir(folder)
-                 if name.startswith(TEMP_PREFIX) and name.endswith(suffix)]
+                 if name.startswith(TEMP_PREFIX) and name.endswith(suffixes)]
     except OSError:
         return removed
     if not stale:

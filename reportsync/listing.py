@@ -23,8 +23,9 @@ def select(source: SourceConfig, listing: list[RemoteFile]
     the reason); files ``include``/``exclude`` do not select are in neither list."""
     candidates: list[RemoteFile] = []
     refused: list[tuple[RemoteFile, ReportsyncError]] = []
+    matches = source.matcher()
     for remote in sorted(listing, key=attrgetter("name")):
-        if not source.matches(remote.name):
+        if not matches(remote.name):
             continue
         try:
             check_remote_name(remote.name)

@@ -263,7 +263,7 @@ def test_see_files_gives_stable_ids_and_marks_what_is_no_longer_listed(ledger: L
 def _index_of(versions: list[VersionState]) -> VersionIndex:
     """What ``version_index`` must say, made from ``versions`` (the full read)."""
     return VersionIndex(ids={v.version: v.file_id for v in versions},
-                        gone={v.file_id for v in versions if v.gone_at is not None},
+                        gone={v.version for v in versions if v.gone_at is not None},
                         archived={v.version: v.output_path for v in versions
                                   if v.output_path is not None})
 
@@ -283,17 +283,17 @@ def test_see_listing_records_what_see_files_records_and_gives_the_index_after(
     D = ("d.pgp", 40, 1_700_000_300)
     known = ledger.version_index("s")
     assert known == _index_of(ledger.versions("s")), "the compact read says what the full one does"
-    assert known.archived == {A: str(tmp_path / "a")} and known.gone == {ids[C]}
+    assert known.archived == {A: str(tmp_path / "a")} and known.gone == {C}
     before = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
     after = ledger.see_listing("s", {A, C, D}, known)  # B vanishes, C is back, D is new
     assert after == ledger.version_index("s") == _index_of(ledger.versions("s")), \
         "the index after, without reading it again"
     assert list(sorted(after.ids)) == [A, B, C, D]
-    assert after.gone == {ids[B]}, "B vanished, C is back"
+    assert after.gone == {B}, "B vanished, C is back"
     assert after.ids[D] not in ids.values()
     assert ledger.versions_by_key("s")[D].failing
     assert after.ids[A] == ids[A] and after.ids[C] == ids[C], "ids are stable"
-    assert known.gone == {ids[C]} and D not in known.ids, "the index read before is left as it was"
+    assert known.gone == {C} and D not in known.ids, "the index read before is left as it was"
     rows = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
     assert rows["a.pgp"] > before["a.pgp"] and rows["c.pgp"] > before["c.pgp"], \
         "every listed version's last_seen moves, the known ones' too"

@@ -18,7 +18,8 @@ import json
 import math
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +62,10 @@ class _Seen:
     """What ``Ledger._see`` recorded."""
 
     now: float  # the listing's time: last_seen of every listed version, gone_at of the vanished
-    new: Collection[VersionKey]  # listed, and not in the ledger before
-    ids: dict[VersionKey, int]  # every listed version's id
-    vanished: list[int]  # ids of the versions no longer listed (gone_at set now)
-    back: list[int]  # ids of the versions listed again (gone_at cleared)
+    known: Mapping[VersionKey, int]  # the ids of the versions the ledger had before
+    new_ids: dict[VersionKey, int]  # the ids of those listed and not in the ledger before
+    vanished: set[VersionKey]  # no longer listed (gone_at set now)
+    back: set[VersionKey]  # listed again (gone_at cleared)
 
 
 class Ledger:
@@ -202,37 +203,33 @@ class Ledger:
         ``versions(source)`` gave them in this run (under the source's lock, so nobody else
         changed them since); without it the ledger's keys are read here.
         """
-        rows = None if known is None else ((version.version, version.file_id,
-                                            version.gone_at is not None) for version in known)
-        return self._see(source, versions, rows).ids
+        wanted = frozenset(versions)
+        if known is None:
+            seen = self._see(source, wanted)
+        else:
+            seen = self._see(source, wanted, {version.version: version.file_id
+                                              for version in known},
+                             {version.version for version in known
+                              if version.gone_at is not None})
+        return {key: seen.known[key] for key in wanted if key in seen.known} | seen.new_ids
 
     def version_index(self, source: str) -> VersionIndex:
         """Every version of this source, compactly (``VersionIndex``): a no-op run's one read of
         the rows it does not act on."""
-        index = VersionIndex()
-        ids, gone, archived = index.ids, index.gone, index.archived
-        for name, size, mtime, file_id, gone_at, output_path in self._engine.execute(
-                INDEX_QUERY, (source,)):
-            key = (name, size, mtime)
-            ids[key] = file_id
-            if gone_at is not None:
-                gone.add(file_id)
-            if output_path is not None:
-                archived[key] = output_path
-        return index
+        rows = self._engine.rows(INDEX_QUERY, (source,))
+        return VersionIndex(ids={row[:3]: row[3] for row in rows},
+                            gone={row[:3] for row in rows if row[4] is not None},
+                            archived={row[:3]: row[5] for row in rows if row[5] is not None})
 
     def see_listing(self, source: str, listed: Collection[VersionKey],
                     index: VersionIndex) -> VersionIndex:
         """``see_files`` for a run that has read ``index = version_index(source)`` already (under
         the source's lock, so nobody else changed it since): the index as it is after recording
         the listing (new versions added, ``gone`` set and cleared), without reading it again."""
-        seen = self._see(source, listed, ((key, file_id, file_id in index.gone)
-                                          for key, file_id in index.ids.items()))
-        after = VersionIndex(ids=dict(index.ids), gone=set(index.gone),
+        seen = self._see(source, listed, index.ids, index.gone)
+        after = VersionIndex(ids={**index.ids, **seen.new_ids},
+                             gone=(index.gone - seen.back) | seen.vanished,
                              archived=index.archived)
-        after.gone.update(seen.vanished)
-        after.gone.difference_update(seen.back)
-        after.ids.update(seen.ids)
         return after
 
     def acting_versions(self, source: str, *, archived_before: float) -> list[VersionState]:
@@ -252,40 +249,36 @@ class Ledger:
                               (source, math.ceil(archived_before)))
 
     def _see(self, source: str, listed: Collection[VersionKey],
-             known: Iterable[tuple[VersionKey, int, bool]] | None) -> _Seen:
+             known: Mapping[VersionKey, int] | None = None,
+             gone: AbstractSet[VersionKey] = frozenset()) -> _Seen:
         """The one owner of what recording a listing writes. Set differences against what the
-        ledger holds, so a run with nothing new costs one UPDATE at 50,000 files, not an
-        upsert per file: the new versions are inserted, the vanished ones get ``gone_at``, the
-        ones listed again lose it, and one UPDATE gives every listed version its ``last_seen``
-        (after the others, every version of the source without ``gone_at`` is a listed one)."""
+        ledger holds (``known``: every version's id; ``gone``: those with ``gone_at``; None: read
+        here), so a run with nothing new costs one UPDATE at 50,000 files, not an upsert per
+        file: the new versions are inserted, the vanished ones get ``gone_at``, the ones listed
+        again lose it, and one UPDATE gives every listed version its ``last_seen`` (after the
+        others, every version of the source without ``gone_at`` is a listed one)."""
         now = time.time()
         wanted = listed if isinstance(listed, (set, frozenset)) else frozenset(listed)
         db = self._engine
         with self.transaction():
-            rows: Iterable[tuple[VersionKey, int, bool]]
             if known is None:
-                rows = [((row[1], row[2], row[3]), int(row[0]), row[4] is not None)
-                        for row in db.execute("SELECT id, name, size, mtime, gone_at FROM "
-                                              "remote_files WHERE source = ?", (source,))]
-            else:
-                rows = known
-            ids: dict[VersionKey, int] = {}  # of the listed versions the ledger has
-            vanished: list[int] = []
-            back: list[int] = []
-            for key, file_id, gone in rows:
-                if key in wanted:
-                    ids[key] = file_id
-                    if gone:
-                        back.append(file_id)
-                elif not gone:
-                    vanished.append(file_id)
-            new = wanted - ids.keys()
+                rows = db.rows("SELECT name, size, mtime, id, gone_at FROM remote_files "
+                               "WHERE source = ?", (source,))
+                known = {row[:3]: int(row[3]) for row in rows}
+                gone = {row[:3] for row in rows if row[4] is not None}
+            # set operations in C: nothing per known version in Python
+            vanished = known.keys() - wanted - gone
+            back = gone & wanted
+            new = wanted - known.keys()
             if vanished:
                 db.executemany("UPDATE remote_files SET gone_at = ? WHERE id = ?",
-                               [(now, file_id) for file_id in sorted(vanished)])
+                               [(now, file_id) for file_id in sorted(known[key]
+                                                                    for key in vanished)])
             if back:
                 db.executemany("UPDATE remote_files SET gone_at = NULL, last_seen = ? "
-                               "WHERE id = ?", [(now, file_id) for file_id in sorted(back)])
+                               "WHERE id = ?", [(now, file_id) for file_id in sorted(
+                                   known[key] for key in back)])
+            new_ids: dict[VersionKey, int] = {}
             if new:
                 inserted = sorted(new) if self._engine.ordered_upserts else new
                 # ON CONFLICT: a version another writer recorded meanwhile keeps its row
@@ -295,15 +288,16 @@ class Ledger:
                     "DO UPDATE SET last_seen = excluded.last_seen, gone_at = NULL",
                     [(source, name, size, mtime, now, now) for name, size, mtime in inserted],
                 )
-                ids.update({
+                new_ids = {
                     (row[1], row[2], row[3]): int(row[0])
                     for row in db.execute("SELECT id, name, size, mtime FROM remote_files "
                                           "WHERE source = ? AND last_seen = ?", (source, now))
                     if (row[1], row[2], row[3]) in new
-                })
+                }
             db.execute("UPDATE remote_files SET last_seen = ? WHERE source = ? "
                        "AND gone_at IS NULL AND last_seen <> ?", (now, source, now))
-        return _Seen(now=now, new=new, ids=ids, vanished=vanished, back=back)
+        return _Seen(now=now, known=known, new_ids=new_ids, vanished=set(vanished),
+                     back=set(back))
 
     def _failing_names(self, source: str) -> set[str]:
         """The names of this source with an open failure (``VersionState.failing``)."""

@@ -68,7 +68,7 @@ class VersionIndex:
     run's ledger time."""
 
     ids: dict[VersionKey, int] = field(default_factory=dict)  # every version's id, by its key
-    gone: set[int] = field(default_factory=set)  # ids of the versions with ``gone_at`` set
+    gone: set[VersionKey] = field(default_factory=set)  # the versions with ``gone_at`` set
     archived: dict[VersionKey, str] = field(default_factory=dict)  # their report, if archived
 
     @property
