@@ -206,8 +206,9 @@ def test_a_fetch_reads_the_sources_ledger_rows_once_and_retention_sees_what_it_w
         reads.append(("index", None))
         return real_index(self, source)
 
-    def acting(self: Ledger, source: str, *, archived_before: float) -> list[VersionState]:
-        found = real_acting(self, source, archived_before=archived_before)
+    def acting(self: Ledger, source: str, index: VersionIndex, *,
+               archived_before: float) -> list[VersionState]:
+        found = real_acting(self, source, index, archived_before=archived_before)
         reads.append(("acting", sorted(version.name for version in found)))
         return found
 

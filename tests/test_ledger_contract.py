@@ -321,8 +321,10 @@ def test_acting_versions_are_the_unarchived_ones_and_the_archived_ones_old_enoug
     ledger.record_download(ids[C], run, tmp_path / "c.pgp", 30, "d" * 64)
     full = ledger.versions_by_key("s")
 
+    index = ledger.version_index("s")
+
     def acting(bound: float) -> list[tuple[str, int, int]]:
-        found = ledger.acting_versions("s", archived_before=bound)
+        found = ledger.acting_versions("s", index, archived_before=bound)
         assert all(version == full[version.version] for version in found), "as versions says"
         return [version.version for version in found]
 
@@ -331,7 +333,8 @@ def test_acting_versions_are_the_unarchived_ones_and_the_archived_ones_old_enoug
     assert acting(B[2]) == [A, C], "archived before the bound: A (B's mtime is not before it)"
     assert acting(B[2] + 0.5) == [A, B, C], "a fraction past B's whole second takes B too"
     assert acting(A[2] - 1) == [C]
-    assert ledger.acting_versions("other", archived_before=math.inf) == []
+    assert ledger.acting_versions("other", ledger.version_index("other"),
+                                  archived_before=math.inf) == []
 
 
 def test_versions_of_some_names_and_refreshed_replace_only_those(ledger: Ledger,

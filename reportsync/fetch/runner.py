@@ -123,8 +123,8 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
                 ensure_private_dir(source.download_dir, f"sources.{source.name}.download_dir")
                 remove_leftovers(source, candidates)
                 index = recorder.listed(candidates, index)
-            versions = ledger.acting_versions(source.name, archived_before=retention.acting_before(
-                config.retention, now, server_asked=True))
+            versions = ledger.acting_versions(source.name, index, archived_before=(
+                retention.acting_before(config.retention, now, server_asked=True)))
             plan = plan_source(candidates, refused, {version.version: version
                                                      for version in versions},
                                archived=index.archived, decrypt=options.decrypt,

@@ -232,21 +232,33 @@ class Ledger:
                              archived=index.archived)
         return after
 
-    def acting_versions(self, source: str, *, archived_before: float) -> list[VersionState]:
+    def acting_versions(self, source: str, index: VersionIndex, *,
+                        archived_before: float) -> list[VersionState]:
         """The versions of this source a run may act on, in full: every one not archived (new,
         failed, downloaded only, acknowledged), and of the archived ones those whose mtime is
         before ``archived_before`` (retention's bound, ``retention.acting_before``: a younger
-        archived file cannot lose a copy; -inf: none, inf: all). The rest, nearly every row of
-        a nightly run, stay in the ``VersionIndex``."""
+        archived file cannot lose a copy; -inf: none, inf: all). ``index``: the source's, as it
+        is now (``see_listing``'s); which rows those are is found in it, so a run with every
+        file archived asks SQL for none. The rest stay in the index."""
+        wanted = [index.ids[key] for key in index.ids.keys() - index.archived.keys()]
         if archived_before == math.inf:
-            return self._versions(source, VERSIONS_QUERY + VERSIONS_ORDER, (source,))
-        if archived_before == -math.inf:
-            return self._versions(source, VERSIONS_QUERY + " AND a.output_path IS NULL"
-                                  + VERSIONS_ORDER, (source,))
-        # mtimes are whole seconds: before a fractional bound is before its ceiling
-        return self._versions(source, VERSIONS_QUERY + " AND (a.output_path IS NULL OR "
-                              "f.mtime < ?)" + VERSIONS_ORDER,
-                              (source, math.ceil(archived_before)))
+            wanted += (index.ids[key] for key in index.archived)
+        elif archived_before > -math.inf:
+            # mtimes are whole seconds: before a fractional bound is before its ceiling
+            bound = math.ceil(archived_before)
+            wanted += (index.ids[key] for key in index.archived if key[2] < bound)
+        return self._versions_by_id(source, wanted)
+
+    def _versions_by_id(self, source: str, ids: Collection[int]) -> list[VersionState]:
+        found: list[VersionState] = []
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), NAMES_PER_QUERY):
+            chunk = wanted[start:start + NAMES_PER_QUERY]
+            found += self._versions(source, VERSIONS_QUERY
+                                    + f" AND f.id IN ({', '.join('?' * len(chunk))})",
+                                    (source, *chunk))
+        found.sort(key=lambda version: (version.name, version.mtime))
+        return found
 
     def _see(self, source: str, listed: Collection[VersionKey],
              known: Mapping[VersionKey, int] | None = None,
