@@ -560,3 +560,54 @@ def test_a_source_lock_is_held_once_and_names_its_holder(store: Store, ledger: L
     with ledger.try_lock_source("s") as again:  # type: ignore[union-attr]
         assert again.held
     assert ledger.lock_holder("s") is None, "released at the end of the with block"
+
+
+def test_status_from_the_index_says_what_the_full_read_says(ledger: Ledger,
+                                                           tmp_path: Path) -> None:
+    """``status`` reads every version compactly and in full only those that can act; the
+    counts, notices and window it reports are what the full read (``versions``) gives."""
+    from reportsync import retention
+    from reportsync.config.loader import parse_config
+    from reportsync.status import delivery_window, status
+
+    now = time.time()
+
+    def key(name: str, age_days: float) -> tuple[str, int, int]:
+        return (name, 7, int(now - age_days * 86400))
+
+    young, old, dropped = key("young.xml", 1), key("old.xml", 120), key("dropped.xml", 40)
+    at_risk, lost, acked = key("risk.xml", 95), key("lost.xml", 30), key("acked.xml", 30)
+    failing, remote_gone = key("failing.xml", 3), key("taken.xml", 20)
+    versions = [young, old, dropped, at_risk, lost, acked, failing, remote_gone]
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", versions)
+    for archived in (young, old, dropped, remote_gone):
+        ledger.record_download(ids[archived], run, tmp_path / f"{archived[0]}.pgp", 7, "d" * 64)
+        ledger.record_archived(ids[archived], run, tmp_path / archived[0], 7, "e" * 64,
+                               decrypted=True, signer=None)
+    ledger.record_deletion(ids[dropped], run, "archive", str(tmp_path / "dropped.xml"), "old")
+    ledger.record_deletion(ids[remote_gone], run, "remote", "taken.xml", "fetched")
+    ledger.record_download(ids[failing], run, tmp_path / "failing.xml.pgp", 7, "f" * 64)
+    ledger.record_failure("s", "failing.xml", ids[failing], run, "decrypt", "bad key")
+    ledger.acknowledge_lost("s", "acked.xml")
+    ledger.see_files("s", [young, old, dropped, at_risk, failing])  # lost, acked, taken: gone
+    config = parse_config({
+        "retention": {"local_encrypted": "expire", "archive_days": 60},
+        "sources": {"s": {"protocol": "ftp", "host": "127.0.0.1", "username": "u",
+                          "password_env": "RS_UNUSED", "remote_dir": "out",
+                          "download_dir": str(tmp_path / "d"), "output_dir": str(tmp_path / "o"),
+                          "expect_every_days": 2}}})
+    source, policy = config.sources["s"], config.retention
+
+    report = status(config, ledger, now=now).sources[0]
+
+    full = ledger.versions("s")
+    planned = retention.plan(source, policy, full, None, now)
+    assert report.notices == planned.notices
+    assert {notice.name for notice in report.notices} >= {"risk.xml", "lost.xml"}
+    assert report.archived == sum(version.archived for version in full) == 4
+    assert report.in_archive == sum(version.in_archive for version in full) == 3
+    assert report.purged == sum(version.gone_at is not None and "remote" not in version.deleted
+                                for version in full) == 2
+    assert report.window == delivery_window(full, planned.notices, policy, now)
+    assert sum(day.archived for day in report.window.days) == 3, "old.xml: before the window"

@@ -249,6 +249,20 @@ class Ledger:
             wanted += (index.ids[key] for key in index.archived if key[2] < bound)
         return self._versions_by_id(source, wanted)
 
+    def archive_counts(self, source: str) -> tuple[int, int, int]:
+        """(archived, in_archive, purged) of this source, counted in SQL: as many versions as
+        ``VersionState.archived``, ``.in_archive``, and gone without our remote deletion say
+        (``status``, without a ``VersionState`` per version)."""
+        row = self._engine.execute(
+            "SELECT COUNT(a.file_id), "
+            "COALESCE(SUM(CASE WHEN a.file_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+            "deletions x WHERE x.file_id = f.id AND x.target = ?) THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN f.gone_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+            "deletions x WHERE x.file_id = f.id AND x.target = ?) THEN 1 ELSE 0 END), 0) "
+            "FROM remote_files f LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ?",
+            (str(DeletionTarget.ARCHIVE), str(DeletionTarget.REMOTE), source)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     def _versions_by_id(self, source: str, ids: Collection[int]) -> list[VersionState]:
         found: list[VersionState] = []
         wanted = sorted(ids)
