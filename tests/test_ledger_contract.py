@@ -132,8 +132,8 @@ def test_schema_3_is_migrated_on_first_use(store: Store) -> None:
     assert rows == [("a.pgp", "good"), ("b.pgp", None)]
 
 
-def test_the_previous_schema_is_migrated_keeping_its_rows_and_gains_hooks(store: Store) -> None:
-    previous = SCHEMA_VERSION - 1
+def test_schema_4_is_migrated_keeping_its_rows_and_gains_hooks(store: Store) -> None:
+    previous = 4
     assert MIGRATIONS[previous].count("CREATE TABLE hooks") == 1, "4 -> 5 adds the hooks table"
     store.build_at(previous)
     store.script("INSERT INTO runs (command, started_at, pid) VALUES ('fetch', 1.5, 7);"
@@ -284,7 +284,7 @@ def test_see_listing_records_what_see_files_records_and_gives_the_index_after(
     known = ledger.version_index("s")
     assert known == _index_of(ledger.versions("s")), "the compact read says what the full one does"
     assert known.archived == {A: str(tmp_path / "a")} and known.gone == {C}
-    before = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
+    before = {key[0]: seen for key, seen in ledger.last_seen("s").items()}
     after = ledger.see_listing("s", {A, C, D}, known)  # B vanishes, C is back, D is new
     assert after == ledger.version_index("s") == _index_of(ledger.versions("s")), \
         "the index after, without reading it again"
@@ -294,14 +294,25 @@ def test_see_listing_records_what_see_files_records_and_gives_the_index_after(
     assert ledger.versions_by_key("s")[D].failing
     assert after.ids[A] == ids[A] and after.ids[C] == ids[C], "ids are stable"
     assert known.gone == {C} and D not in known.ids, "the index read before is left as it was"
-    rows = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
+    rows = {key[0]: seen for key, seen in ledger.last_seen("s").items()}
     assert rows["a.pgp"] > before["a.pgp"] and rows["c.pgp"] > before["c.pgp"], \
-        "every listed version's last_seen moves, the known ones' too"
+        "every listed version's last sighting moves, the known ones' too"
     assert rows["b.pgp"] == before["b.pgp"], "a vanished version keeps its last sighting"
     assert rows["d.pgp"] == rows["a.pgp"]
     # nothing new, nothing vanished: still the same state, and ids from what was known
+    raw = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
     again = ledger.see_listing("s", {A, C, D}, after)
     assert again == ledger.version_index("s") == after
+    assert dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'",
+                            ())) == raw, "a listing writes one row, not one per version"
+    assert all(seen > rows["a.pgp"] for key, seen in ledger.last_seen("s").items()
+               if key != B), "yet every listed version was seen again"
+    seen_again = ledger.last_seen("s")[C]
+    time.sleep(0.01)
+    ledger.see_listing("s", {A, D}, again)  # C vanishes: its last sighting is the one before
+    sightings = ledger.last_seen("s")
+    assert sightings[C] == seen_again < sightings[A] == sightings[D], \
+        "a vanished version keeps the listing that saw it last"
     assert ledger.see_files("s", [A, D], known=ledger.versions("s")) == {A: ids[A],
                                                                          D: after.ids[D]}
     assert ledger.versions_by_key("s")[C].gone_at is not None
@@ -335,6 +346,26 @@ def test_acting_versions_are_the_unarchived_ones_and_the_archived_ones_old_enoug
     assert acting(A[2] - 1) == [C]
     assert ledger.acting_versions("other", ledger.version_index("other"),
                                   archived_before=math.inf) == []
+
+
+def test_schema_5_is_migrated_keeping_every_last_sighting(store: Store) -> None:
+    """5 -> 6 adds source_listings: the last_seen of schema 5 stays every version's last
+    sighting, and the first listing after it moves them by one row."""
+    assert SCHEMA_VERSION == 6 and "CREATE TABLE source_listings" in MIGRATIONS[5]
+    store.build_at(5)
+    store.script("INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen, "
+                 "gone_at) VALUES ('s', 'a.pgp', 10, 1700000000, 1.5, 9.5, NULL), "
+                 "('s', 'b.pgp', 20, 1700000100, 1.5, 4.5, 5.5), "
+                 "('t', 'a.pgp', 10, 1700000000, 2.5, 8.5, NULL)")
+    with store.open() as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        assert ledger.last_seen("s") == {A: 9.5, B: 4.5} and ledger.last_seen("t") == {A: 8.5}
+        index = ledger.version_index("s")
+        assert index.gone == {B}
+        ledger.see_listing("s", {A}, index)
+        assert ledger.last_seen("s")[A] > 1_000_000 and ledger.last_seen("s")[B] == 4.5
+        assert ledger.last_seen("t") == {A: 8.5}, "another source's listing is its own"
+    assert store.query("SELECT source FROM source_listings", ()) == [("s",)]
 
 
 def test_versions_of_some_names_and_refreshed_replace_only_those(ledger: Ledger,

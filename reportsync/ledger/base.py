@@ -54,6 +54,11 @@ VERSIONS_ORDER = " ORDER BY f.name, f.mtime"
 INDEX_QUERY = (
     "SELECT f.name, f.size, f.mtime, f.id, f.gone_at, a.output_path FROM remote_files f "
     "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ?")
+# A version's last sighting (schema 6): a listing records its time once per source
+# (source_listings), and every version still listed (no gone_at) was seen then.
+LAST_SEEN = ("CASE WHEN f.gone_at IS NULL AND l.listed_at > f.last_seen THEN l.listed_at "
+             "ELSE f.last_seen END")
+LAST_SEEN_JOIN = " LEFT JOIN source_listings l ON l.source = f.source"
 NAMES_PER_QUERY = 500  # placeholders per statement: well under SQLite's and PostgreSQL's limits
 
 
@@ -249,6 +254,13 @@ class Ledger:
             wanted += (index.ids[key] for key in index.archived if key[2] < bound)
         return self._versions_by_id(source, wanted)
 
+    def last_seen(self, source: str) -> dict[VersionKey, float]:
+        """When each version of this source was last listed (``LAST_SEEN``: its ``last_seen``,
+        or the source's latest listing if it is still listed)."""
+        return {(row[0], row[1], row[2]): float(row[3]) for row in self._engine.rows(
+            f"SELECT f.name, f.size, f.mtime, {LAST_SEEN} FROM remote_files f{LAST_SEEN_JOIN} "
+            "WHERE f.source = ?", (source,))}
+
     def archive_counts(self, source: str) -> tuple[int, int, int]:
         """(archived, in_archive, purged) of this source, counted in SQL: as many versions as
         ``VersionState.archived``, ``.in_archive``, and gone without our remote deletion say
@@ -287,6 +299,9 @@ class Ledger:
         wanted = listed if isinstance(listed, (set, frozenset)) else frozenset(listed)
         db = self._engine
         with self.transaction():
+            row = db.execute("SELECT listed_at FROM source_listings WHERE source = ?",
+                             (source,)).fetchone()
+            previous = float(row[0]) if row is not None else 0.0
             if known is None:
                 rows = db.rows("SELECT name, size, mtime, id, gone_at FROM remote_files "
                                "WHERE source = ?", (source,))
@@ -297,9 +312,12 @@ class Ledger:
             back = gone & wanted
             new = wanted - known.keys()
             if vanished:
-                db.executemany("UPDATE remote_files SET gone_at = ? WHERE id = ?",
-                               [(now, file_id) for file_id in sorted(known[key]
-                                                                    for key in vanished)])
+                # their last sighting was the source's previous listing: kept in last_seen, as
+                # listed_at moves on
+                db.executemany("UPDATE remote_files SET gone_at = ?, last_seen = CASE WHEN "
+                               "last_seen < ? THEN ? ELSE last_seen END WHERE id = ?",
+                               [(now, previous, previous, file_id) for file_id in sorted(
+                                   known[key] for key in vanished)])
             if back:
                 db.executemany("UPDATE remote_files SET gone_at = NULL, last_seen = ? "
                                "WHERE id = ?", [(now, file_id) for file_id in sorted(
@@ -320,8 +338,10 @@ class Ledger:
                                           "WHERE source = ? AND last_seen = ?", (source, now))
                     if (row[1], row[2], row[3]) in new
                 }
-            db.execute("UPDATE remote_files SET last_seen = ? WHERE source = ? "
-                       "AND gone_at IS NULL AND last_seen <> ?", (now, source, now))
+            # every version listed now has no gone_at: one row says they were seen now
+            db.execute("INSERT INTO source_listings (source, listed_at) VALUES (?, ?) "
+                       "ON CONFLICT (source) DO UPDATE SET listed_at = excluded.listed_at",
+                       (source, now))
         return _Seen(now=now, known=known, new_ids=new_ids, vanished=set(vanished),
                      back=set(back))
 
