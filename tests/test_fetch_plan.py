@@ -123,3 +123,34 @@ def test_refused_names_come_first_shown_escaped_and_unmatched_files_are_in_no_li
     assert actions(plan.in_order()) == [("'../up.xml'", Action.REFUSED),
                                       ("'evil\\x1b[31m.xml'", Action.REFUSED),
                                       ("a.xml", Action.WOULD_FETCH), ("b.xml", Action.SKIPPED)]
+
+
+def test_json_lists_every_skipped_file_in_the_listing_order_with_the_others() -> None:
+    """The skipped files are plain tuples in a run's result (a no-op over 50,000 files makes no
+    outcome object each), yet ``--json`` shows each, in its place and shape."""
+    from reportsync.fetch import FetchResult, SourceResult
+    from reportsync.render.envelope import to_json
+
+    listing = [RemoteFile(name, 10, T) for name in ("a.xml", "b.xml", "c.xml", "d.xml")]
+    acting = {v.version: v for v in [version(2, "b.xml", download="/enc/b.xml", acked=True),
+                                      version(4, "d.xml")]}
+    archived = {("a.xml", 10, T): "/out/a.xml", ("c.xml", 10, T): "/out/c.xml"}
+    refused = [FileOutcome("'..'", 1, T, Action.REFUSED)]
+    plan = plan_source(listing, refused, acting, archived=archived, decrypt=True, dry_run=False,
+                       copy_intact=never)
+    source = SourceResult(name="s", protocol="sftp", files=list(plan.outcomes),
+                          skipped=list(plan.skipped), refused=plan.refused,
+                          listed_end=len(plan.outcomes))
+    source.files.append(FileOutcome("d.xml", 10, T, Action.ARCHIVED, output_path="/out/d.xml"))
+    assert source.count(Action.SKIPPED) == 2 and source.count("archived") == 1
+    document = to_json(FetchResult(sources=[source], dry_run=False))
+    files = document["sources"][0]["files"]
+    assert [(f["name"], f["action"]) for f in files] == [
+        ("'..'", "refused"), ("a.xml", "skipped"), ("b.xml", "acknowledged"),
+        ("c.xml", "skipped"), ("d.xml", "archived")]
+    assert files[1] == {"name": "a.xml", "size": 10, "mtime": T, "action": "skipped",
+                        "local_path": None, "output_path": "/out/a.xml", "bytes_transferred": 0,
+                        "decrypted": False, "error": None}
+    assert document["sources"][0]["counts"]["skipped"] == 2
+    assert FetchResult(sources=[source], dry_run=False).counts() == {
+        "refused": 1, "acknowledged": 1, "archived": 1, "skipped": 2}
