@@ -15,7 +15,7 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -223,6 +223,19 @@ def _plainly_safe(name: str) -> bool:
             and not name.startswith(".")
             # a character is at most 4 bytes in UTF-8 (and no surrogate is left to encode)
             and (len(name) * 4 <= MAX_NAME_BYTES or len(name.encode()) <= MAX_NAME_BYTES))
+
+
+def plainly_safe_names(names: Sequence[str]) -> bool:
+    """True only when ``_plainly_safe`` passes every one of ``names``, by a few scans of them all
+    joined (in C: a listing of 50,000 names); False says nothing (check each name then). Joined
+    by "|": a name that starts with "." shows as "|." or at the start, and no check can match
+    across a separator that is neither "." nor a suspect character."""
+    if not names:
+        return True
+    joined = "|".join(names)
+    return (_SUSPECT_CHAR.search(joined) is None and ".." not in joined
+            and "|." not in joined and not joined.startswith(".")
+            and min(map(len, names)) > 0 and max(map(len, names)) * 4 <= MAX_NAME_BYTES)
 
 
 def remote_name_problem(name: str) -> str | None:
