@@ -232,7 +232,7 @@ class Ledger:
         the source's lock, so nobody else changed it since): the index as it is after recording
         the listing (new versions added, ``gone`` set and cleared), without reading it again."""
         seen = self._see(source, listed, index.ids, index.gone)
-        after = VersionIndex(ids={**index.ids, **seen.new_ids},
+        after = VersionIndex(ids={**index.ids, **seen.new_ids} if seen.new_ids else index.ids,
                              gone=(index.gone - seen.back) | seen.vanished,
                              archived=index.archived)
         return after
@@ -308,9 +308,11 @@ class Ledger:
                 known = {row[:3]: int(row[3]) for row in rows}
                 gone = {row[:3] for row in rows if row[4] is not None}
             # set operations in C: nothing per known version in Python
-            vanished = known.keys() - wanted - gone
-            back = gone & wanted
             new = wanted - known.keys()
+            back = gone & wanted
+            # every known version listed (a nightly run): nothing vanished, no third pass
+            vanished = (set() if len(wanted) - len(new) == len(known)
+                        else known.keys() - wanted - gone)
             if vanished:
                 # their last sighting was the source's previous listing: kept in last_seen, as
                 # listed_at moves on
