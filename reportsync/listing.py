@@ -11,7 +11,7 @@ from operator import attrgetter
 
 from reportsync.config import SourceConfig
 from reportsync.errors import ReportsyncError
-from reportsync.fsutil import check_remote_name
+from reportsync.fsutil import check_remote_name, plainly_safe_names
 from reportsync.transports import RemoteFile
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,14 @@ def select(source: SourceConfig, listing: list[RemoteFile]
     the reason); files ``include``/``exclude`` do not select are in neither list."""
     candidates: list[RemoteFile] = []
     refused: list[tuple[RemoteFile, ReportsyncError]] = []
+    matches = source.matcher()
+    # nearly always every name is plainly safe: found in one scan of them all, not one each
+    checked = plainly_safe_names([remote.name for remote in listing])
     for remote in sorted(listing, key=attrgetter("name")):
-        if not source.matches(remote.name):
+        if not matches(remote.name):
+            continue
+        if checked:
+            candidates.append(remote)
             continue
         try:
             check_remote_name(remote.name)

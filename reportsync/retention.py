@@ -23,7 +23,7 @@ from pathlib import Path
 from reportsync.config import Config, RetentionPolicy, SourceConfig
 from reportsync.errors import ExitCode, ReportsyncError, most_severe
 from reportsync.fsutil import sha256_file
-from reportsync.ledger import Ledger, LockHolder, VersionState, open_ledger
+from reportsync.ledger import Ledger, LockHolder, VersionIndex, VersionState, open_ledger
 from reportsync.listing import select as select_listing
 from reportsync.runguard import all_held, run_lock, source_turn
 from reportsync.transports import RemoteFile, Transport, open_transport
@@ -91,6 +91,8 @@ def plan(
     versions: list[VersionState],
     listing: list[RemoteFile] | None,
     now: float,
+    *,
+    settled: VersionIndex | None = None,
 ) -> RetentionPlan:
     """What to warn about and what may be deleted.
 
@@ -98,17 +100,33 @@ def plan(
     file the ledger has not seen yet (a dry run, or ``retention`` before the first fetch) counts as
     a file not fetched yet, so it is at risk when it is old. None: the server was not asked
     (``status``): "gone" comes from the ledger alone and no remote deletion is planned.
+
+    ``settled``: every version of the source, compactly, when ``versions`` holds only those that
+    can act (``Ledger.acting_versions`` with ``acting_before``'s bound): every version not
+    archived, and the archived ones old enough to lose a copy. The archived rest matter only as
+    names that replace an older version, as the newest delivery, and as known to the ledger.
     """
     result = RetentionPlan(source=source.name)
     if listing is not None:
-        versions = versions + _unseen(source, versions, listing)
-    listed = {remote.version for remote in listing or []}
+        versions = versions + _unseen(source, versions, listing, settled)
     archived_names = {version.name for version in versions if version.archived}
+    if settled is not None:
+        archived_names |= settled.archived_names()
     deletable_after = _deletable_after(policy, server_asked=listing is not None)
+    # asked only for the few versions that are not archived, or old enough (a set of 50,000
+    # listed versions is not made for the nightly case of none)
+    listed: set[tuple[str, int, int]] | None = None
 
     for version in versions:
         age = (now - version.mtime) / DAY
-        is_listed = version.version in listed if listing is not None else version.gone_at is None
+        if version.archived and not age > deletable_after:
+            continue  # a younger archived file cannot lose any copy: not asked
+        if listing is None:
+            is_listed = version.gone_at is None
+        else:
+            if listed is None:
+                listed = {remote.version for remote in listing}
+            is_listed = version.version in listed
         if not version.archived:
             if version.acknowledged:
                 continue  # a person dealt with it (status --ack): fetch leaves it alone too
@@ -138,12 +156,14 @@ def plan(
                     NoticeKind.AT_RISK, source.name, version.name, left,
                     f"not archived yet; the provider purges it in {max(left, 0):.0f} days"))
             continue
-        if age > deletable_after:  # a younger archived file cannot lose any copy: not asked
-            result.deletions.extend(_deletions_for(source, policy, version, age, is_listed,
-                                                   listing is not None))
+        result.deletions.extend(_deletions_for(source, policy, version, age, is_listed,
+                                               listing is not None))
 
     if source.expect_every_days > 0:
         newest = max((version.mtime for version in versions), default=None)
+        settled_newest = settled.newest_mtime if settled is not None else None
+        if settled_newest is not None and (newest is None or settled_newest > newest):
+            newest = settled_newest
         quiet_days = math.inf if newest is None else (now - newest) / DAY
         if quiet_days > source.expect_every_days:
             shown = "no file has ever arrived" if math.isinf(quiet_days) else \
@@ -180,16 +200,25 @@ def plan(
     return result
 
 
-def _unseen(source: SourceConfig, versions: list[VersionState],
-            listing: list[RemoteFile]) -> list[VersionState]:
+def _unseen(source: SourceConfig, versions: list[VersionState], listing: list[RemoteFile],
+            settled: VersionIndex | None) -> list[VersionState]:
     """Listed versions the ledger does not know yet, as versions never fetched (``file_id`` -1:
     nothing is ever deleted of them, they are only warned about)."""
     known = {version.version for version in versions}
+    recorded = settled.ids if settled is not None else {}
     return [VersionState(file_id=-1, source=source.name, name=remote.name, size=remote.size,
                          mtime=int(remote.mtime), gone_at=None, lost_acked_at=None,
                          download_path=None, download_sha256=None, output_path=None,
                          output_sha256=None, deleted=frozenset())
-            for remote in listing if remote.version not in known]
+            for remote in listing if remote.version not in known
+            and remote.version not in recorded]
+
+
+def acting_before(policy: RetentionPolicy, now: float, *, server_asked: bool) -> float:
+    """The mtime before which an archived version can lose a copy under ``policy`` (-inf: none
+    can, inf: any can): ``plan`` with ``settled`` needs in ``versions`` every archived version
+    older than this (``Ledger.acting_versions``), and nothing younger."""
+    return now - _deletable_after(policy, server_asked=server_asked) * DAY
 
 
 def _deletable_after(policy: RetentionPolicy, *, server_asked: bool) -> float:

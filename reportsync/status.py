@@ -17,8 +17,8 @@ from pathlib import Path
 from reportsync.config import Config, RetentionPolicy
 from reportsync.errors import ExitCode, UsageError
 from reportsync.fsutil import printable, sha256_file
-from reportsync.ledger import Ledger, VersionState
-from reportsync.retention import Notice, plan
+from reportsync.ledger import Ledger, VersionIndex, VersionState
+from reportsync.retention import Notice, acting_before, plan
 from reportsync.vocab import DeletionTarget, NoticeKind, Stage
 
 MAX_WINDOW_DAYS = 366  # the strip of a provider that keeps files longer shows its last year
@@ -103,20 +103,26 @@ def status(config: Config, ledger: Ledger, names: tuple[str, ...] = (), *,
         acknowledged += marked
     healths: list[SourceStatus] = []
     for source in sources:
-        versions = ledger.versions(source.name)
-        retention_plan = plan(source, config.retention, versions, None, moment)
+        # every version compactly, in full only those that can act (the archived ones too
+        # young to lose a copy are only counted): status after a fetch of 50,000 files, which
+        # the metrics file asks for, is not a second read of them all
+        index = ledger.version_index(source.name)
+        versions = ledger.acting_versions(source.name, index, archived_before=acting_before(
+            config.retention, moment, server_asked=False))
+        retention_plan = plan(source, config.retention, versions, None, moment, settled=index)
+        archived, in_archive, purged = ledger.archive_counts(source.name)
         success = ledger.last_source_run(source.name, succeeded=True)
         healths.append(SourceStatus(
             name=source.name,
             last_run=ledger.last_source_run(source.name),
-            archived=sum(1 for version in versions if version.archived),
+            archived=archived,
             failures=ledger.open_failures(source.name),
             notices=retention_plan.notices,
-            purged=sum(1 for version in versions
-                       if version.gone_at is not None and DeletionTarget.REMOTE not in version.deleted),
+            purged=purged,
             last_success=_timestamp(success["finished_at"]) if success else None,
-            in_archive=sum(1 for version in versions if version.in_archive),
-            window=delivery_window(versions, retention_plan.notices, config.retention, moment),
+            in_archive=in_archive,
+            window=delivery_window(versions, retention_plan.notices, config.retention, moment,
+                                   settled=index),
         ))
     return StatusReport(sources=tuple(healths), acknowledged=acknowledged)
 
@@ -126,16 +132,26 @@ def _timestamp(value: object) -> float | None:
 
 
 def delivery_window(versions: Iterable[VersionState], notices: Iterable[Notice],
-                    policy: RetentionPolicy, now: float) -> DeliveryWindow:
+                    policy: RetentionPolicy, now: float, *,
+                    settled: VersionIndex | None = None) -> DeliveryWindow:
     """The last ``retention.days`` delivery days (at most MAX_WINDOW_DAYS), oldest first, each
     with its versions' fates. At risk and lost are the retention plan's word (``notices``), not a
-    second rule: a version counts as at risk or lost when the plan names it so."""
+    second rule: a version counts as at risk or lost when the plan names it so. ``settled``:
+    every version, compactly, when ``versions`` holds only the ones that can act (at least every
+    one not archived: the archived rest are delivered and archived, nothing more)."""
     length = min(max(policy.days, 1), MAX_WINDOW_DAYS)
     today = datetime.fromtimestamp(now).date()
     first = today - timedelta(days=length - 1)
     named = {kind: {notice.name for notice in notices if notice.kind == kind}
              for kind in (NoticeKind.AT_RISK, NoticeKind.LOST)}
     tallies = {first + timedelta(days=offset): [0, 0, 0, 0, 0] for offset in range(length)}
+    if settled is not None:
+        shown = {version.version for version in versions}
+        for key in settled.archived.keys() - shown:
+            counts = tallies.get(min(datetime.fromtimestamp(key[2]).date(), today))
+            if counts is not None:
+                counts[0] += 1
+                counts[1] += 1
     for version in versions:
         day = min(datetime.fromtimestamp(version.mtime).date(), today)  # a clock ahead: today
         counts = tallies.get(day)

@@ -12,7 +12,7 @@ import pytest
 
 from reportsync.errors import AuthenticationError, ExitCode, NetworkError
 from reportsync.fetch.transfer import part_name
-from reportsync.ledger import Ledger, VersionState
+from reportsync.ledger import Ledger, VersionIndex, VersionState
 from reportsync.transports import RemoteFile
 from reportsync.vocab import Action, NoticeKind
 from tests.fixtures_memory import MemoryWorkspace
@@ -191,26 +191,43 @@ def test_parallel_workers_each_use_their_own_connection_and_fetch_everything(
 
 def test_a_fetch_reads_the_sources_ledger_rows_once_and_retention_sees_what_it_wrote(
         mem: MemoryWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    # One read per source and run (issue 13: a no-op over 50,000 files read them twice): the
-    # listing, the plan and retention share it; what the jobs wrote is read back by name alone.
-    reads: list[object] = []
-    real_versions = Ledger.versions
+    # One read of every row per source and run, compactly (issue 13: a no-op over 50,000 files
+    # read them twice, then once as 50,000 VersionStates): the listing, the plan and retention
+    # share the index; in full only the versions that can act, and what the jobs wrote, by name.
+    reads: list[tuple[str, object]] = []
+    real_versions, real_index = Ledger.versions, Ledger.version_index
+    real_acting = Ledger.acting_versions
 
     def counted(self: Ledger, source: str, **kwargs: object) -> list[VersionState]:
-        reads.append(kwargs.get("names"))
+        reads.append(("versions", kwargs.get("names")))
         return real_versions(self, source, **kwargs)  # type: ignore[arg-type]
 
+    def indexed(self: Ledger, source: str) -> VersionIndex:
+        reads.append(("index", None))
+        return real_index(self, source)
+
+    def acting(self: Ledger, source: str, index: VersionIndex, *,
+               archived_before: float) -> list[VersionState]:
+        found = real_acting(self, source, index, archived_before=archived_before)
+        reads.append(("acting", sorted(version.name for version in found)))
+        return found
+
     monkeypatch.setattr(Ledger, "versions", counted)
+    monkeypatch.setattr(Ledger, "version_index", indexed)
+    monkeypatch.setattr(Ledger, "acting_versions", acting)
     mem.put("old.xml", b"<old/>", age_days=95)  # at risk until it is archived
     mem.put("new.xml", b"<new/>")
     first = mem.fetch()
     assert first.count(Action.ARCHIVED) == 2
     assert first.notices == [], "retention sees the files this run archived"
-    assert reads == [None, {"old.xml", "new.xml"}]
+    assert reads == [("index", None), ("acting", ["new.xml", "old.xml"]),
+                     ("versions", {"old.xml", "new.xml"})]
     reads.clear()
     second = mem.fetch()
     assert second.count(Action.SKIPPED) == 2 and second.notices == []
-    assert reads == [None], "a no-op run reads the source's rows once"
+    assert second.files == [] and len(second.skipped) == 2, "no outcome object per skipped file"
+    assert reads == [("index", None), ("acting", [])], \
+        "a no-op run reads the source's rows once, and none of them in full"
     reads.clear()
     del mem.server.files["old.xml"]
     mem.put("third.xml", b"<third/>", age_days=96)

@@ -46,9 +46,11 @@ def test_archived_and_acknowledged_versions_are_settled_and_the_rest_become_jobs
         version(4, "d.xml"),
     ]}
     plan = plan_source(listing, [], versions, decrypt=True, dry_run=False, copy_intact=never)
-    assert actions(plan.outcomes) == [("a.xml", Action.SKIPPED), ("b.xml", Action.ACKNOWLEDGED)]
-    assert plan.outcomes[0].output_path == "/out/a.xml"
-    assert plan.outcomes[1].local_path == "/enc/b.xml", "an acknowledged file shows its kept copy"
+    assert actions(plan.in_order()) == [("a.xml", Action.SKIPPED), ("b.xml", Action.ACKNOWLEDGED)]
+    assert plan.skipped == [("a.xml", 10, int(T), "/out/a.xml")], "skipped: plain tuples"
+    assert actions(plan.outcomes) == [("b.xml", Action.ACKNOWLEDGED)]
+    assert plan.in_order()[0].output_path == "/out/a.xml"
+    assert plan.outcomes[0].local_path == "/enc/b.xml", "an acknowledged file shows its kept copy"
     assert [(job.remote.name, job.file_id, job.kept_copy) for job in plan.jobs] == [
         ("c.xml", 3, Path("/enc/c.xml")), ("d.xml", 4, None)]
 
@@ -59,8 +61,23 @@ def test_a_dry_run_plans_no_job_and_shows_would_fetch_in_listing_order() -> None
                                        version(9, "c.xml", size=4, output="/out/c.xml")]}
     plan = plan_source(listing, [], versions, decrypt=True, dry_run=True, copy_intact=never)
     assert plan.jobs == []
-    assert actions(plan.outcomes) == [("a.xml", Action.WOULD_FETCH), ("b.xml", Action.SKIPPED),
-                                      ("c.xml", Action.WOULD_FETCH)], "c changed: a new version"
+    assert actions(plan.in_order()) == [("a.xml", Action.WOULD_FETCH), ("b.xml", Action.SKIPPED),
+                                        ("c.xml", Action.WOULD_FETCH)], "c changed: a new version"
+
+
+def test_archived_versions_known_only_by_their_report_path_are_skipped() -> None:
+    """A run passes the versions that can act in full and the archived rest as report paths
+    (``VersionIndex.archived``): those are skipped, in the listing's order, with no record."""
+    listing = [RemoteFile("a.xml", 10, T), RemoteFile("b.xml", 10, T), RemoteFile("c.xml", 10, T)]
+    acting = {v.version: v for v in [version(2, "b.xml", download="/enc/b.xml", acked=True)]}
+    archived = {("a.xml", 10, int(T)): "/out/a.xml", ("c.xml", 10, int(T)): "/out/c.xml"}
+    for dry_run in (False, True):
+        plan = plan_source(listing, [], acting, archived=archived, decrypt=True,
+                           dry_run=dry_run, copy_intact=never)
+        assert plan.jobs == []
+        assert [(o.name, o.action, o.output_path) for o in plan.in_order()] == [
+            ("a.xml", Action.SKIPPED, "/out/a.xml"), ("b.xml", Action.ACKNOWLEDGED, None),
+            ("c.xml", Action.SKIPPED, "/out/c.xml")]
 
 
 def test_kept_copies_of_versions_gone_from_the_server_are_archived_without_a_transfer() -> None:
@@ -101,7 +118,39 @@ def test_refused_names_come_first_shown_escaped_and_unmatched_files_are_in_no_li
     assert [(outcome.name, outcome.action) for outcome in refused] == [
         ("'../up.xml'", Action.REFUSED), ("'evil\\x1b[31m.xml'", Action.REFUSED)]
     assert all(isinstance(outcome.error, UnsafeNameError) for outcome in refused)
-    plan = plan_source(candidates, refused, {}, decrypt=True, dry_run=True, copy_intact=never)
-    assert actions(plan.outcomes) == [("'../up.xml'", Action.REFUSED),
+    plan = plan_source(candidates, refused, {}, archived={("b.xml", 1, int(T)): "/out/b.xml"},
+                       decrypt=True, dry_run=True, copy_intact=never)
+    assert actions(plan.in_order()) == [("'../up.xml'", Action.REFUSED),
                                       ("'evil\\x1b[31m.xml'", Action.REFUSED),
-                                      ("a.xml", Action.WOULD_FETCH), ("b.xml", Action.WOULD_FETCH)]
+                                      ("a.xml", Action.WOULD_FETCH), ("b.xml", Action.SKIPPED)]
+
+
+def test_json_lists_every_skipped_file_in_the_listing_order_with_the_others() -> None:
+    """The skipped files are plain tuples in a run's result (a no-op over 50,000 files makes no
+    outcome object each), yet ``--json`` shows each, in its place and shape."""
+    from reportsync.fetch import FetchResult, SourceResult
+    from reportsync.render.envelope import to_json
+
+    listing = [RemoteFile(name, 10, T) for name in ("a.xml", "b.xml", "c.xml", "d.xml")]
+    acting = {v.version: v for v in [version(2, "b.xml", download="/enc/b.xml", acked=True),
+                                      version(4, "d.xml")]}
+    archived = {("a.xml", 10, T): "/out/a.xml", ("c.xml", 10, T): "/out/c.xml"}
+    refused = [FileOutcome("'..'", 1, T, Action.REFUSED)]
+    plan = plan_source(listing, refused, acting, archived=archived, decrypt=True, dry_run=False,
+                       copy_intact=never)
+    source = SourceResult(name="s", protocol="sftp", files=list(plan.outcomes),
+                          skipped=list(plan.skipped), refused=plan.refused,
+                          listed_end=len(plan.outcomes))
+    source.files.append(FileOutcome("d.xml", 10, T, Action.ARCHIVED, output_path="/out/d.xml"))
+    assert source.count(Action.SKIPPED) == 2 and source.count("archived") == 1
+    document = to_json(FetchResult(sources=[source], dry_run=False))
+    files = document["sources"][0]["files"]
+    assert [(f["name"], f["action"]) for f in files] == [
+        ("'..'", "refused"), ("a.xml", "skipped"), ("b.xml", "acknowledged"),
+        ("c.xml", "skipped"), ("d.xml", "archived")]
+    assert files[1] == {"name": "a.xml", "size": 10, "mtime": T, "action": "skipped",
+                        "local_path": None, "output_path": "/out/a.xml", "bytes_transferred": 0,
+                        "decrypted": False, "error": None}
+    assert document["sources"][0]["counts"]["skipped"] == 2
+    assert FetchResult(sources=[source], dry_run=False).counts() == {
+        "refused": 1, "acknowledged": 1, "archived": 1, "skipped": 2}

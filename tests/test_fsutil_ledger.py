@@ -65,6 +65,26 @@ def test_the_quick_pass_of_a_name_never_lets_a_refused_one_through() -> None:
             assert problem is None, repr(name)
 
 
+def test_a_whole_listing_is_passed_at_once_only_when_every_name_would_pass_alone() -> None:
+    # listing.select scans 50,000 names joined (issue 13); any name the quick pass of one name
+    # would not pass makes the whole scan say "check each", whichever its place in the listing
+    from reportsync.fsutil import _plainly_safe, plainly_safe_names
+
+    plain = ["a.pgp", "b|c.pgp", "é.pgp", "x."]
+    assert plainly_safe_names(plain) and plainly_safe_names([]) and plainly_safe_names(["a"])
+    characters = [*range(0x300), *range(0xD800, 0xDC10), *range(0x2000, 0x2070), 0xFEFF]
+    odd = [f"r{chr(code)}x.pgp" for code in characters]
+    odd += ["", ".", "..", "a..b", ".x", "x.", "|", "a|", "|a", "a||b", "a|.b", "a" * 251 + ".pgp",
+            "a" * 252 + ".pgp", "é" * 128, "日" * 86, "\U0001f600" * 64, "a:b.pgp", "./x"]
+    for name in odd:
+        alone = _plainly_safe(name)
+        for listing in ([name], [name, *plain], [*plain, name], [plain[0], name, plain[1]]):
+            if plainly_safe_names(listing):
+                assert alone, (repr(name), listing)
+    assert not plainly_safe_names(["a.", ".b"]) and not plainly_safe_names(["a.", "", "b"])
+    assert not plainly_safe_names(["a.", ".b"]) and _plainly_safe("a.") and not _plainly_safe(".b")
+
+
 @pytest.mark.parametrize(("name", "shown"), [
     ("plain.xml.pgp", "'plain.xml.pgp'"),
     ("é.pgp", "'é.pgp'"),

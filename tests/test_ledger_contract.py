@@ -7,6 +7,7 @@ doctor rely on is asserted here, so the core can stay blind to the backend.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -24,6 +25,8 @@ from reportsync.ledger import (
     SCHEMA_VERSION,
     TABLES,
     Ledger,
+    VersionIndex,
+    VersionState,
     open_postgres_ledger,
     refreshed,
 )
@@ -129,8 +132,8 @@ def test_schema_3_is_migrated_on_first_use(store: Store) -> None:
     assert rows == [("a.pgp", "good"), ("b.pgp", None)]
 
 
-def test_the_previous_schema_is_migrated_keeping_its_rows_and_gains_hooks(store: Store) -> None:
-    previous = SCHEMA_VERSION - 1
+def test_schema_4_is_migrated_keeping_its_rows_and_gains_hooks(store: Store) -> None:
+    previous = 4
     assert MIGRATIONS[previous].count("CREATE TABLE hooks") == 1, "4 -> 5 adds the hooks table"
     store.build_at(previous)
     store.script("INSERT INTO runs (command, started_at, pid) VALUES ('fetch', 1.5, 7);"
@@ -257,37 +260,112 @@ def test_see_files_gives_stable_ids_and_marks_what_is_no_longer_listed(ledger: L
     assert all(v.gone_at is not None for v in ledger.versions("s")), "an empty listing: all gone"
 
 
-def test_see_listing_records_what_see_files_records_and_gives_the_state_after(
+def _index_of(versions: list[VersionState]) -> VersionIndex:
+    """What ``version_index`` must say, made from ``versions`` (the full read)."""
+    return VersionIndex(ids={v.version: v.file_id for v in versions},
+                        gone={v.version for v in versions if v.gone_at is not None},
+                        archived={v.version: v.output_path for v in versions
+                                  if v.output_path is not None})
+
+
+def test_see_listing_records_what_see_files_records_and_gives_the_index_after(
         store: Store, ledger: Ledger, tmp_path: Path) -> None:
-    """The one-read path of a fetch: the versions it returns are exactly what ``versions`` reads
-    afterwards, and the rows are what ``see_files`` writes (last_seen of every listed version,
-    gone_at of the vanished ones, cleared for one listed again)."""
+    """The one-read path of a fetch: the index it returns is exactly what ``version_index``
+    reads afterwards (and agrees with ``versions``), and the rows are what ``see_files`` writes
+    (last_seen of every listed version, gone_at of the vanished ones, cleared for one listed
+    again)."""
     run = ledger.start_run("fetch", 1)
     ids = ledger.see_files("s", [A, B, C])
     ledger.record_download(ids[A], run, tmp_path / "a.pgp", 10, "d" * 64)
+    ledger.record_archived(ids[A], run, tmp_path / "a", 10, "e" * 64, decrypted=True, signer=None)
     ledger.record_failure("s", "d.pgp", None, run, "download", "reset")  # a name's open failure
     ledger.see_files("s", [A, B])  # C vanishes
     D = ("d.pgp", 40, 1_700_000_300)
-    known = ledger.versions("s")
-    before = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
+    known = ledger.version_index("s")
+    assert known == _index_of(ledger.versions("s")), "the compact read says what the full one does"
+    assert known.archived == {A: str(tmp_path / "a")} and known.gone == {C}
+    before = {key[0]: seen for key, seen in ledger.last_seen("s").items()}
     after = ledger.see_listing("s", {A, C, D}, known)  # B vanishes, C is back, D is new
-    assert after == ledger.versions("s"), "the state after, without reading it again"
-    assert [v.version for v in after] == [A, B, C, D]
-    by_key = {v.version: v for v in after}
-    assert by_key[B].gone_at is not None and by_key[C].gone_at is None
-    assert by_key[A].gone_at is None and by_key[A].download_path == str(tmp_path / "a.pgp")
-    assert by_key[D].failing and by_key[D].file_id not in ids.values()
-    assert by_key[A].file_id == ids[A] and by_key[C].file_id == ids[C], "ids are stable"
-    rows = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
+    assert after == ledger.version_index("s") == _index_of(ledger.versions("s")), \
+        "the index after, without reading it again"
+    assert list(sorted(after.ids)) == [A, B, C, D]
+    assert after.gone == {B}, "B vanished, C is back"
+    assert after.ids[D] not in ids.values()
+    assert ledger.versions_by_key("s")[D].failing
+    assert after.ids[A] == ids[A] and after.ids[C] == ids[C], "ids are stable"
+    assert known.gone == {C} and D not in known.ids, "the index read before is left as it was"
+    rows = {key[0]: seen for key, seen in ledger.last_seen("s").items()}
     assert rows["a.pgp"] > before["a.pgp"] and rows["c.pgp"] > before["c.pgp"], \
-        "every listed version's last_seen moves, the known ones' too"
+        "every listed version's last sighting moves, the known ones' too"
     assert rows["b.pgp"] == before["b.pgp"], "a vanished version keeps its last sighting"
     assert rows["d.pgp"] == rows["a.pgp"]
     # nothing new, nothing vanished: still the same state, and ids from what was known
+    raw = dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'", ()))
     again = ledger.see_listing("s", {A, C, D}, after)
-    assert again == ledger.versions("s") == after
-    assert ledger.see_files("s", [A, D], known=again) == {A: ids[A], D: by_key[D].file_id}
+    assert again == ledger.version_index("s") == after
+    assert dict(store.query("SELECT name, last_seen FROM remote_files WHERE source = 's'",
+                            ())) == raw, "a listing writes one row, not one per version"
+    assert all(seen > rows["a.pgp"] for key, seen in ledger.last_seen("s").items()
+               if key != B), "yet every listed version was seen again"
+    seen_again = ledger.last_seen("s")[C]
+    time.sleep(0.01)
+    ledger.see_listing("s", {A, D}, again)  # C vanishes: its last sighting is the one before
+    sightings = ledger.last_seen("s")
+    assert sightings[C] == seen_again < sightings[A] == sightings[D], \
+        "a vanished version keeps the listing that saw it last"
+    assert ledger.see_files("s", [A, D], known=ledger.versions("s")) == {A: ids[A],
+                                                                         D: after.ids[D]}
     assert ledger.versions_by_key("s")[C].gone_at is not None
+    assert ledger.version_index("other") == VersionIndex(), "sources are independent"
+
+
+def test_acting_versions_are_the_unarchived_ones_and_the_archived_ones_old_enough(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """What a run reads in full: every version not archived (new, failed, downloaded only,
+    acknowledged), and the archived ones whose mtime is before the bound, as ``versions``
+    gives them."""
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", [A, B, C])
+    for key in (A, B):
+        ledger.record_archived(ids[key], run, tmp_path / key[0], 1, "e" * 64, decrypted=True,
+                               signer=None)
+    ledger.record_download(ids[C], run, tmp_path / "c.pgp", 30, "d" * 64)
+    full = ledger.versions_by_key("s")
+
+    index = ledger.version_index("s")
+
+    def acting(bound: float) -> list[tuple[str, int, int]]:
+        found = ledger.acting_versions("s", index, archived_before=bound)
+        assert all(version == full[version.version] for version in found), "as versions says"
+        return [version.version for version in found]
+
+    assert acting(-math.inf) == [C], "no archived one: only the version not archived"
+    assert acting(math.inf) == [A, B, C]
+    assert acting(B[2]) == [A, C], "archived before the bound: A (B's mtime is not before it)"
+    assert acting(B[2] + 0.5) == [A, B, C], "a fraction past B's whole second takes B too"
+    assert acting(A[2] - 1) == [C]
+    assert ledger.acting_versions("other", ledger.version_index("other"),
+                                  archived_before=math.inf) == []
+
+
+def test_schema_5_is_migrated_keeping_every_last_sighting(store: Store) -> None:
+    """5 -> 6 adds source_listings: the last_seen of schema 5 stays every version's last
+    sighting, and the first listing after it moves them by one row."""
+    assert SCHEMA_VERSION == 6 and "CREATE TABLE source_listings" in MIGRATIONS[5]
+    store.build_at(5)
+    store.script("INSERT INTO remote_files (source, name, size, mtime, first_seen, last_seen, "
+                 "gone_at) VALUES ('s', 'a.pgp', 10, 1700000000, 1.5, 9.5, NULL), "
+                 "('s', 'b.pgp', 20, 1700000100, 1.5, 4.5, 5.5), "
+                 "('t', 'a.pgp', 10, 1700000000, 2.5, 8.5, NULL)")
+    with store.open() as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        assert ledger.last_seen("s") == {A: 9.5, B: 4.5} and ledger.last_seen("t") == {A: 8.5}
+        index = ledger.version_index("s")
+        assert index.gone == {B}
+        ledger.see_listing("s", {A}, index)
+        assert ledger.last_seen("s")[A] > 1_000_000 and ledger.last_seen("s")[B] == 4.5
+        assert ledger.last_seen("t") == {A: 8.5}, "another source's listing is its own"
+    assert store.query("SELECT source FROM source_listings", ()) == [("s",)]
 
 
 def test_versions_of_some_names_and_refreshed_replace_only_those(ledger: Ledger,
@@ -513,3 +591,54 @@ def test_a_source_lock_is_held_once_and_names_its_holder(store: Store, ledger: L
     with ledger.try_lock_source("s") as again:  # type: ignore[union-attr]
         assert again.held
     assert ledger.lock_holder("s") is None, "released at the end of the with block"
+
+
+def test_status_from_the_index_says_what_the_full_read_says(ledger: Ledger,
+                                                           tmp_path: Path) -> None:
+    """``status`` reads every version compactly and in full only those that can act; the
+    counts, notices and window it reports are what the full read (``versions``) gives."""
+    from reportsync import retention
+    from reportsync.config.loader import parse_config
+    from reportsync.status import delivery_window, status
+
+    now = time.time()
+
+    def key(name: str, age_days: float) -> tuple[str, int, int]:
+        return (name, 7, int(now - age_days * 86400))
+
+    young, old, dropped = key("young.xml", 1), key("old.xml", 120), key("dropped.xml", 40)
+    at_risk, lost, acked = key("risk.xml", 95), key("lost.xml", 30), key("acked.xml", 30)
+    failing, remote_gone = key("failing.xml", 3), key("taken.xml", 20)
+    versions = [young, old, dropped, at_risk, lost, acked, failing, remote_gone]
+    run = ledger.start_run("fetch", 1)
+    ids = ledger.see_files("s", versions)
+    for archived in (young, old, dropped, remote_gone):
+        ledger.record_download(ids[archived], run, tmp_path / f"{archived[0]}.pgp", 7, "d" * 64)
+        ledger.record_archived(ids[archived], run, tmp_path / archived[0], 7, "e" * 64,
+                               decrypted=True, signer=None)
+    ledger.record_deletion(ids[dropped], run, "archive", str(tmp_path / "dropped.xml"), "old")
+    ledger.record_deletion(ids[remote_gone], run, "remote", "taken.xml", "fetched")
+    ledger.record_download(ids[failing], run, tmp_path / "failing.xml.pgp", 7, "f" * 64)
+    ledger.record_failure("s", "failing.xml", ids[failing], run, "decrypt", "bad key")
+    ledger.acknowledge_lost("s", "acked.xml")
+    ledger.see_files("s", [young, old, dropped, at_risk, failing])  # lost, acked, taken: gone
+    config = parse_config({
+        "retention": {"local_encrypted": "expire", "archive_days": 60},
+        "sources": {"s": {"protocol": "ftp", "host": "127.0.0.1", "username": "u",
+                          "password_env": "RS_UNUSED", "remote_dir": "out",
+                          "download_dir": str(tmp_path / "d"), "output_dir": str(tmp_path / "o"),
+                          "expect_every_days": 2}}})
+    source, policy = config.sources["s"], config.retention
+
+    report = status(config, ledger, now=now).sources[0]
+
+    full = ledger.versions("s")
+    planned = retention.plan(source, policy, full, None, now)
+    assert report.notices == planned.notices
+    assert {notice.name for notice in report.notices} >= {"risk.xml", "lost.xml"}
+    assert report.archived == sum(version.archived for version in full) == 4
+    assert report.in_archive == sum(version.in_archive for version in full) == 3
+    assert report.purged == sum(version.gone_at is not None and "remote" not in version.deleted
+                                for version in full) == 2
+    assert report.window == delivery_window(full, planned.notices, policy, now)
+    assert sum(day.archived for day in report.window.days) == 3, "old.xml: before the window"

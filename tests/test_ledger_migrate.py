@@ -204,3 +204,41 @@ def test_what_migrate_refuses(setup: Setup, tmp_path: Path) -> None:
     missing = setup.cli("ledger", "migrate", "--to", setup.database.url(), config=empty)
     assert missing.exit_code == 2 and "no SQLite ledger" in missing.stderr
     assert setup.counts() == dict.fromkeys(TABLES, 0), "nothing was copied by any of them"
+
+
+def test_last_sightings_move_with_the_records_and_the_later_one_wins(setup: Setup) -> None:
+    """Schema 6 keeps the last sighting of a version still listed as its source's listed_at:
+    the migration copies each version's own, and a merge keeps the later of the two sides
+    (a version the database saw listed after the SQLite ledger saw it go stays listed)."""
+    sqlite_path = setup.state / "ledger.sqlite3"
+    with Ledger(sqlite_path) as ledger:
+        before = {source: ledger.last_seen(source) for source in ("s", "t")}
+        gone = ledger.version_index("s").gone
+    assert len(gone) == 1 and copied(setup.migrate())["remote_files"][0] == 8
+    target = open_postgres_ledger(setup.database.url(), password=Secret(setup.database.password))
+    assert target is not None
+    with target:
+        assert {source: target.last_seen(source) for source in ("s", "t")} == before
+        assert target.version_index("s").gone == gone
+    with Ledger(sqlite_path) as ledger:  # the SQLite ledger lists on, then sees one go
+        index = ledger.see_listing("s", set(ledger.version_index("s").ids) - gone,
+                                   ledger.version_index("s"))
+        dropped = sorted(set(index.ids) - gone)[0]
+        time.sleep(0.01)
+        ledger.see_listing("s", set(index.ids) - gone - {dropped}, index)
+        assert ledger.version_index("s").gone == gone | {dropped}
+    time.sleep(0.01)
+    target = open_postgres_ledger(setup.database.url(), password=Secret(setup.database.password))
+    assert target is not None
+    with target:  # later, the database's own run lists every one of them
+        index = target.version_index("s")
+        target.see_listing("s", set(index.ids) - gone, index)
+        listed_later = target.last_seen("s")
+    assert copied(setup.migrate("--force"))["remote_files"] == (0, 8)
+    target = open_postgres_ledger(setup.database.url(), password=Secret(setup.database.password))
+    assert target is not None
+    with target:
+        assert target.version_index("s").gone == gone, \
+            f"{dropped[0]} was listed by the database after the SQLite ledger saw it go"
+        assert target.last_seen("s") == listed_later, "the later sighting of each version"
+        assert target.last_seen("t") == before["t"]

@@ -12,7 +12,7 @@ import fnmatch
 import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,8 +220,12 @@ class SourceConfig:
 
     def matches(self, name: str) -> bool:
         """Whether a remote file name is selected by ``include`` and not by ``exclude``."""
-        included = _any_of(tuple(self.include)).match(name) is not None
-        return included and _any_of(tuple(self.exclude)).match(name) is None
+        return self.matcher()(name)
+
+    def matcher(self) -> Callable[[str], bool]:
+        """``matches``, its patterns looked up once, for a whole listing (50,000 names)."""
+        include, exclude = _any_of(tuple(self.include)).match, _any_of(tuple(self.exclude)).match
+        return lambda name: include(name) is not None and exclude(name) is None
 
 
 @functools.lru_cache(maxsize=64)

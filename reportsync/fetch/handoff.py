@@ -18,7 +18,7 @@ from reportsync.config import Config, SourceConfig
 from reportsync.errors import HookError
 from reportsync.fetch.plan import HookJob, plan_hooks
 from reportsync.fetch.record import Recorder
-from reportsync.fetch.results import FileOutcome
+from reportsync.fetch.results import FileOutcome, SourceResult
 from reportsync.fsutil import printable
 from reportsync.hooks import NewReport, run_hook
 from reportsync.ledger import Ledger
@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def hand_off(source: SourceConfig, config: Config, ledger: Ledger, recorder: Recorder,
-             files: list[FileOutcome]) -> None:
-    """Run the hooks that are due; a failure turns the file's outcome in ``files`` into a
+             source_result: SourceResult) -> None:
+    """Run the hooks that are due; a failure turns the file's outcome in ``source_result`` into a
     failure (one is added for a report no longer listed by the server)."""
     jobs = plan_hooks(ledger.pending_hooks(source.name))
     if not jobs:
         return
+    files = source_result.files
     outcomes = {(outcome.name, outcome.size, outcome.mtime): outcome for outcome in files
                 if outcome.action in (Action.ARCHIVED, Action.SKIPPED)}
     hidden = secret_env_names(config)  # also hidden if one is an allowlisted name
@@ -57,7 +58,7 @@ def hand_off(source: SourceConfig, config: Config, ledger: Ledger, recorder: Rec
             "on_new_report (or what the hook needs) and the next fetch runs it again for this "
             "report; to stop that, acknowledge it: `reportsync status --source "
             f"{shlex.quote(source.name)} --ack {shlex.quote(job.name)}`."))
-        outcome = outcomes.get(job.version)
+        outcome = outcomes.get(job.version) or source_result.take_skipped(job.version)
         if outcome is None:  # archived earlier and gone from the server since
             outcome = FileOutcome(job.name, job.version[1], job.version[2], Action.FAILED,
                                   output_path=str(job.output_path))

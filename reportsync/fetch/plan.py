@@ -2,9 +2,10 @@
 
 Pure: a listing, the ledger's versions and the options go in; outcomes decided without any work
 (refused, skipped, acknowledged; in a dry run, would-fetch) and the jobs for the executor come
-out. Nothing here touches the network or the ledger; the one question about local files (is the
-kept encrypted copy of a version gone from the server still intact?) is asked through the
-``copy_intact`` function the caller passes in.
+out. The skipped files (archived before: nearly every file of a nightly run) are plain tuples,
+not outcomes (``results.SkippedFile``). Nothing here touches the network or the ledger; the one
+question about local files (is the kept encrypted copy of a version gone from the server still
+intact?) is asked through the ``copy_intact`` function the caller passes in.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reportsync.config import SourceConfig
-from reportsync.fetch.results import FileOutcome
+from reportsync.fetch.results import FileOutcome, SkippedFile, in_order
 from reportsync.fsutil import printable
 from reportsync.ledger import PendingHook, VersionState
 from reportsync.listing import select
@@ -55,7 +56,15 @@ class HookJob:
 @dataclass
 class SourcePlan:
     outcomes: list[FileOutcome] = field(default_factory=list)  # decided without any work
+    skipped: list[SkippedFile] = field(default_factory=list)  # archived before, in name order
     jobs: list[Job] = field(default_factory=list)
+    refused: int = 0  # outcomes[:refused] are the refused names, the rest in the listing's order
+
+    def in_order(self) -> list[FileOutcome]:
+        """Every outcome of the plan, in the order a run reports them: the refused names, then
+        the listing's files by name, the skipped ones among them."""
+        return [*self.outcomes[:self.refused],
+                *in_order(self.outcomes[self.refused:], self.skipped)]
 
 
 def select_files(source: SourceConfig, listing: list[RemoteFile]
@@ -82,30 +91,38 @@ def plan_source(
     refused: list[FileOutcome],
     versions: Mapping[VersionKey, VersionState],
     *,
+    archived: Mapping[VersionKey, str] | None = None,
     decrypt: bool,
     dry_run: bool,
     copy_intact: CopyIntact,
 ) -> SourcePlan:
-    """Outcomes in the order a run reports them (refused, then the listing's order) and the jobs.
+    """Outcomes in the order a run reports them (refused, then the listing's order), the skipped
+    files and the jobs.
 
-    ``versions``: the ledger's, by version; in a real run every candidate is among them (the
-    listing is recorded before planning), in a dry run the new ones are not.
+    ``versions``: the ledger's versions a run can act on, by version (``acting_versions``: at
+    least every one not archived); in a real run every candidate not archived is among them
+    (the listing is recorded before planning), in a dry run the new ones are not. ``archived``:
+    the report paths of the archived versions (``VersionIndex.archived``), which ``versions``
+    need not hold.
     """
-    plan = SourcePlan(outcomes=list(refused))
-    outcomes = plan.outcomes
+    plan = SourcePlan(outcomes=list(refused), refused=len(refused))
+    archived = archived if archived is not None else {}
+    skipped = plan.skipped
     for remote in candidates:
-        record = versions.get(remote.version)
-        if record is not None and record.output_path is not None:
+        key = remote.version
+        output_path = archived.get(key)
+        record = versions.get(key) if output_path is None else None
+        if record is not None:
+            output_path = record.output_path
+        if output_path is not None:
             # archived: settled_action's SKIPPED, spelled out for the one case of nearly every
             # file of a nightly run (50,000 of them in a big folder)
-            name, size, mtime = remote.version
-            outcomes.append(FileOutcome(name, size, mtime, Action.SKIPPED,
-                                        output_path=record.output_path))
+            skipped.append((*key, output_path))
             continue
         action = settled_action(record)
         if action is not None:
             assert record is not None
-            outcomes.append(FileOutcome.of(
+            plan.outcomes.append(FileOutcome.of(
                 remote, action, output_path=record.output_path,
                 local_path=record.download_path if action == Action.ACKNOWLEDGED else None))
         elif dry_run:

@@ -17,7 +17,7 @@ from reportsync.fetch.archive import Archived
 from reportsync.fetch.plan import HookJob, Job
 from reportsync.fetch.results import FileOutcome
 from reportsync.fetch.transfer import Downloaded
-from reportsync.ledger import Ledger, VersionState
+from reportsync.ledger import Ledger, VersionIndex
 from reportsync.transports import RemoteFile
 from reportsync.vocab import Stage
 
@@ -29,12 +29,11 @@ class Recorder:
         self._run_id = run_id
         self._hooks = hooks  # the source has an on_new_report hook: each archive makes one due
 
-    def listed(self, candidates: list[RemoteFile], known: list[VersionState]
-               ) -> list[VersionState]:
-        """These versions are on the server now; the source's others are gone from it. ``known``:
+    def listed(self, candidates: list[RemoteFile], index: VersionIndex) -> VersionIndex:
+        """These versions are on the server now; the source's others are gone from it. ``index``:
         the source's versions read at the start of the run; returned as they are now."""
         return self._ledger.see_listing(self._source, {remote.version for remote in candidates},
-                                        known)
+                                        index)
 
     def refused(self, outcomes: list[FileOutcome]) -> None:
         for outcome in outcomes:

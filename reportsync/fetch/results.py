@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from reportsync.errors import ExitCode, ReportsyncError, most_severe
 from reportsync.expiry import CredentialExpiry
@@ -36,6 +39,25 @@ class FileOutcome:
                    error=error)
 
 
+SkippedFile = tuple[str, int, int, str]
+"""A listed file an earlier run archived (action ``skipped``): its name, size, mtime and report
+path. A plain tuple, not a ``FileOutcome``: a nightly run over a big folder has 50,000 of them
+and needs only their number; ``--json`` shows each (``in_order``)."""
+
+
+def skipped_outcome(skipped: SkippedFile) -> FileOutcome:
+    name, size, mtime, output_path = skipped
+    return FileOutcome(name, size, mtime, Action.SKIPPED, output_path=output_path)
+
+
+def in_order(listed: Sequence[FileOutcome], skipped: Sequence[SkippedFile]) -> list[FileOutcome]:
+    """The outcomes of a listing's files in the listing's (name) order: ``listed`` (the other
+    outcomes decided from the listing, in name order) with the ``skipped`` ones among them."""
+    if not skipped:
+        return list(listed)
+    return list(heapq.merge(listed, map(skipped_outcome, skipped), key=attrgetter("name")))
+
+
 @dataclass(frozen=True)
 class AtRisk:
     name: str
@@ -48,7 +70,12 @@ class SourceResult:
     protocol: str
     listed: int = 0
     matched: int = 0
-    files: list[FileOutcome] = field(default_factory=list)
+    files: list[FileOutcome] = field(default_factory=list)  # every outcome but ``skipped``
+    skipped: list[SkippedFile] = field(default_factory=list)  # files archived before
+    # files[refused:listed_end]: the outcomes decided from the listing, in name order (the
+    # skipped ones belong among them, ``outcomes``); before them the refused names
+    refused: int = 0
+    listed_end: int = 0
     error: ReportsyncError | None = None
     notices: list[Notice] = field(default_factory=list)  # at-risk, lost, stale, withheld
     deletions: list[DeletionOutcome] = field(default_factory=list)
@@ -83,7 +110,29 @@ class SourceResult:
         return stale[0] if stale else None
 
     def count(self, action: str) -> int:
-        return sum(1 for outcome in self.files if outcome.action == action)
+        found = sum(1 for outcome in self.files if outcome.action == action)
+        return found + len(self.skipped) if action == Action.SKIPPED else found
+
+    @property
+    def outcomes(self) -> list[FileOutcome]:
+        """Every file's outcome, in the order a run reports them: refused names, then the
+        listed files by name (the skipped ones among them), then what the executor did."""
+        if not self.skipped:
+            return list(self.files)
+        start, end = self.refused, self.listed_end
+        return [*self.files[:start], *in_order(self.files[start:end], self.skipped),
+                *self.files[end:]]
+
+    def take_skipped(self, version: tuple[str, int, int]) -> FileOutcome | None:
+        """The skipped file of this version as an outcome of its own in ``files`` (for a change
+        of its action), or None when it is not among the skipped."""
+        for position, skipped in enumerate(self.skipped):
+            if skipped[:3] == version:
+                del self.skipped[position]
+                outcome = skipped_outcome(skipped)
+                self.files.append(outcome)
+                return outcome
+        return None
 
     @property
     def failed(self) -> list[FileOutcome]:
@@ -129,4 +178,7 @@ class FetchResult:
             for outcome in source.files:
                 action = str(outcome.action)
                 totals[action] = totals.get(action, 0) + 1
+            if source.skipped:
+                action = str(Action.SKIPPED)
+                totals[action] = totals.get(action, 0) + len(source.skipped)
         return totals

@@ -28,7 +28,8 @@ from reportsync.fetch.record import Recorder
 from reportsync.fetch.results import FetchResult, SourceResult
 from reportsync.fetch.transfer import kept_copy_intact, remove_leftovers
 from reportsync.fsutil import ensure_private_dir, storage_error
-from reportsync.ledger import Ledger, VersionState, open_ledger, refreshed
+from reportsync.gcpause import collector_paused
+from reportsync.ledger import Ledger, VersionIndex, VersionState, open_ledger, refreshed
 from reportsync.runguard import run_lock, source_turn
 from reportsync.transports import RemoteFile, Transport, open_transport
 from reportsync.transports.retry import RetryingTransport, RetryPolicy
@@ -108,24 +109,32 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
     try:
         with connection() as transport:
             transport.connect()
-            # the one read of the source's ledger rows in this run: the listing (FTP's LIST
-            # times), the plan and retention all take it, kept up to date with what is written
-            versions = ledger.versions(source.name)
-            listing = transport.list_files_knowing([version.version for version in versions])
-            candidates, refused = select_files(source, listing)
-            result.listed, result.matched = len(listing), len(candidates)
-            recorder = None if run_id is None else Recorder(ledger, source.name, run_id,
-                                                            hooks=bool(source.on_new_report))
-            if recorder is not None:  # a real run records the listing first: jobs need its ids
-                recorder.refused(refused)
-                ensure_private_dir(source.download_dir, f"sources.{source.name}.download_dir")
-                remove_leftovers(source, candidates)
-                versions = recorder.listed(candidates, versions)
-            plan = plan_source(candidates, refused, {version.version: version
-                                                     for version in versions},
-                               decrypt=options.decrypt, dry_run=recorder is None,
-                               copy_intact=kept_copy_intact)
-            result.files.extend(plan.outcomes)
+            # the one read of every ledger row of the source in this run, compactly: the
+            # listing (FTP's LIST times), the plan and retention take it; in full only the
+            # versions that can act (not archived, or old enough for retention), read after
+            # the listing is recorded and kept up to date with what the jobs write
+            with collector_paused():  # 50,000-entry listings and indexes: gcpause.py
+                index = ledger.version_index(source.name)
+                listing = transport.list_files_knowing(index.ids.keys())
+                candidates, refused = select_files(source, listing)
+                result.listed, result.matched = len(listing), len(candidates)
+                recorder = None if run_id is None else Recorder(
+                    ledger, source.name, run_id, hooks=bool(source.on_new_report))
+                if recorder is not None:  # a real run records the listing first: jobs need ids
+                    recorder.refused(refused)
+                    ensure_private_dir(source.download_dir,
+                                       f"sources.{source.name}.download_dir")
+                    remove_leftovers(source, candidates)
+                    index = recorder.listed(candidates, index)
+                versions = ledger.acting_versions(source.name, index, archived_before=(
+                    retention.acting_before(config.retention, now, server_asked=True)))
+                plan = plan_source(candidates, refused, {version.version: version
+                                                         for version in versions},
+                                   archived=index.archived, decrypt=options.decrypt,
+                                   dry_run=recorder is None, copy_intact=kept_copy_intact)
+                result.files.extend(plan.outcomes)
+                result.skipped.extend(plan.skipped)
+                result.refused, result.listed_end = plan.refused, len(plan.outcomes)
             if recorder is not None:  # a dry run is the plan without the executor
                 execution = Executor(source, recorder, decryptor, reporter, jobs=options.jobs,
                                      archive=options.decrypt, connect=connection
@@ -133,13 +142,14 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
                 result.files.extend(execution.outcomes)
                 result.error = execution.error
                 if source.on_new_report:  # the new reports, archived and recorded: hand off
-                    hand_off(source, config, ledger, recorder, result.files)
+                    hand_off(source, config, ledger, recorder, result)
                 # what the jobs wrote (and the failures of their names), read back alone
                 changed = {job.remote.name for job in plan.jobs}
                 if changed:
                     versions = refreshed(versions, ledger.versions(source.name, names=changed))
-            _apply_retention(result, source, config, ledger, run_id, candidates, now, transport,
-                             versions)
+            with collector_paused():
+                _apply_retention(result, source, config, ledger, run_id, candidates, now,
+                                 transport, versions, index)
     except ReportsyncError as error:
         result.error = error.with_context(source=source.name)
     except OSError as exc:  # a local write outside the per-file steps
@@ -152,10 +162,13 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
 
 def _apply_retention(result: SourceResult, source: SourceConfig, config: Config, ledger: Ledger,
                      run_id: int | None, candidates: list[RemoteFile], now: float,
-                     transport: RetryingTransport, versions: list[VersionState]) -> None:
+                     transport: RetryingTransport, versions: list[VersionState],
+                     index: VersionIndex) -> None:
     """Warn about at-risk, lost and stale; delete what the policy allows (never in a dry run).
-    ``versions``: the source's ledger rows as they are after this run's writes."""
-    retention_plan = retention.plan(source, config.retention, versions, candidates, now)
+    ``versions``: the source's ledger rows that can act, as they are after this run's writes;
+    ``index``: all of them, compactly."""
+    retention_plan = retention.plan(source, config.retention, versions, candidates, now,
+                                    settled=index)
     result.notices = retention_plan.notices
     if run_id is None or result.error is not None:
         return  # a source that stopped early is not the moment to delete anything

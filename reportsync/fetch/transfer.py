@@ -109,10 +109,10 @@ def remove_leftovers(source: SourceConfig, candidates: list[RemoteFile]) -> None
     """Temp files a killed run left behind (we hold the run lock, so none is in use): every
     ``.rs-*.tmp`` (a half-written plaintext or copy), and every ``.rs-*.part`` that no version in
     this listing can resume (its version is gone from the server)."""
-    removed = remove_stale_temps(source.download_dir, "part",  # names made only if a part is
-                                 lambda: {part_name(remote) for remote in candidates})  # there
-    removed += remove_stale_temps(source.download_dir, "tmp")
-    if source.output_dir.is_dir():
+    # one listing of the folder for both kinds; the part names are made only if a temp is there
+    removed = remove_stale_temps(source.download_dir, "part", "tmp",
+                                 keep=lambda: {part_name(remote) for remote in candidates})
+    if source.output_dir != source.download_dir and source.output_dir.is_dir():
         removed += remove_stale_temps(source.output_dir, "tmp")
     if removed:
         log.info("source %s: removed %d temp file(s) left by an interrupted run", source.name,

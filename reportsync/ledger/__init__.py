@@ -23,6 +23,7 @@ from reportsync.ledger.base import (
     Ledger,
     PendingHook,
     SourceLock,
+    VersionIndex,
     VersionState,
     refreshed,
 )
@@ -32,8 +33,8 @@ from reportsync.lock import LockHolder
 
 __all__ = [
     "IN_MEMORY", "LEDGER_FILE", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "Engine", "Ledger",
-    "LockHolder", "PendingHook", "SourceLock", "VersionState", "ledger_password", "open_ledger",
-    "open_postgres_ledger", "open_shared_ledger", "postgres_driver", "refreshed",
+    "LockHolder", "PendingHook", "SourceLock", "VersionIndex", "VersionState", "ledger_password",
+    "open_ledger", "open_postgres_ledger", "open_shared_ledger", "postgres_driver", "refreshed",
 ]
 
 DRIVER_REMEDY = "pip install 'reportsync[postgres]' (it installs psycopg 3, the PostgreSQL driver)"

@@ -15,24 +15,26 @@ that fails takes only its own writes back).
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reportsync.fsutil import ensure_private_dir
 from reportsync.ledger.engine import Cursor, Engine, Row, SourceLock
-from reportsync.ledger.records import PendingHook, VersionState, refreshed
+from reportsync.ledger.records import PendingHook, VersionIndex, VersionState, refreshed
 from reportsync.ledger.schema import TABLES
 from reportsync.lock import LockHolder
 from reportsync.transports.base import VersionKey
 from reportsync.vocab import Command, DeletionTarget, HookState, Stage
 
-__all__ = ["Cursor", "Engine", "Ledger", "PendingHook", "Row", "SourceLock", "VersionState",
-           "refreshed"]
+__all__ = ["Cursor", "Engine", "Ledger", "PendingHook", "Row", "SourceLock", "VersionIndex",
+           "VersionState", "refreshed"]
 
 
 _NOTHING_DELETED: frozenset[str] = frozenset()
@@ -47,6 +49,16 @@ VERSIONS_QUERY = (
     "FROM remote_files f LEFT JOIN downloads d ON d.file_id = f.id "
     "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ?")
 VERSIONS_ORDER = " ORDER BY f.name, f.mtime"
+# ``version_index``: every version of a source in six plain columns, no subquery (the archived
+# report's path: a skipped file's outcome names it)
+INDEX_QUERY = (
+    "SELECT f.name, f.size, f.mtime, f.id, f.gone_at, a.output_path FROM remote_files f "
+    "LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ?")
+# A version's last sighting (schema 6): a listing records its time once per source
+# (source_listings), and every version still listed (no gone_at) was seen then.
+LAST_SEEN = ("CASE WHEN f.gone_at IS NULL AND l.listed_at > f.last_seen THEN l.listed_at "
+             "ELSE f.last_seen END")
+LAST_SEEN_JOIN = " LEFT JOIN source_listings l ON l.source = f.source"
 NAMES_PER_QUERY = 500  # placeholders per statement: well under SQLite's and PostgreSQL's limits
 
 
@@ -55,10 +67,10 @@ class _Seen:
     """What ``Ledger._see`` recorded."""
 
     now: float  # the listing's time: last_seen of every listed version, gone_at of the vanished
-    new: Collection[VersionKey]  # listed, and not in the ledger before
-    ids: dict[VersionKey, int]  # every listed version's id
-    vanished: list[int]  # ids of the versions no longer listed (gone_at set now)
-    back: list[int]  # ids of the versions listed again (gone_at cleared)
+    known: Mapping[VersionKey, int]  # the ids of the versions the ledger had before
+    new_ids: dict[VersionKey, int]  # the ids of those listed and not in the ledger before
+    vanished: set[VersionKey]  # no longer listed (gone_at set now)
+    back: set[VersionKey]  # listed again (gone_at cleared)
 
 
 class Ledger:
@@ -196,69 +208,123 @@ class Ledger:
         ``versions(source)`` gave them in this run (under the source's lock, so nobody else
         changed them since); without it the ledger's keys are read here.
         """
-        return self._see(source, versions, known).ids
+        wanted = frozenset(versions)
+        if known is None:
+            seen = self._see(source, wanted)
+        else:
+            seen = self._see(source, wanted, {version.version: version.file_id
+                                              for version in known},
+                             {version.version for version in known
+                              if version.gone_at is not None})
+        return {key: seen.known[key] for key in wanted if key in seen.known} | seen.new_ids
+
+    def version_index(self, source: str) -> VersionIndex:
+        """Every version of this source, compactly (``VersionIndex``): a no-op run's one read of
+        the rows it does not act on."""
+        rows = self._engine.rows(INDEX_QUERY, (source,))
+        return VersionIndex(ids={row[:3]: row[3] for row in rows},
+                            gone={row[:3] for row in rows if row[4] is not None},
+                            archived={row[:3]: row[5] for row in rows if row[5] is not None})
 
     def see_listing(self, source: str, listed: Collection[VersionKey],
-                    known: Sequence[VersionState]) -> list[VersionState]:
-        """``see_files`` for a run that has read ``known = versions(source)`` already: the
-        source's versions as they are after recording the listing (new ones added, ``gone_at``
-        set and cleared; ordered by name and mtime like ``versions``), without reading them
-        again: one read of the ledger per source and run, however many files it holds."""
-        seen = self._see(source, listed, known)
-        after = list(known)
-        if seen.vanished or seen.back:
-            vanished, back = set(seen.vanished), set(seen.back)
-            after = [replace(version, gone_at=seen.now) if version.file_id in vanished
-                     else replace(version, gone_at=None) if version.file_id in back
-                     else version for version in after]
-        if not seen.new:
-            return after
-        failing = self._failing_names(source)
-        after += [VersionState(file_id=seen.ids[key], source=source, name=key[0], size=key[1],
-                               mtime=key[2], gone_at=None, lost_acked_at=None,
-                               download_path=None, download_sha256=None, output_path=None,
-                               output_sha256=None, deleted=frozenset(),
-                               failing=key[0] in failing)
-                  for key in seen.new]
-        after.sort(key=lambda version: (version.name, version.mtime))
+                    index: VersionIndex) -> VersionIndex:
+        """``see_files`` for a run that has read ``index = version_index(source)`` already (under
+        the source's lock, so nobody else changed it since): the index as it is after recording
+        the listing (new versions added, ``gone`` set and cleared), without reading it again."""
+        seen = self._see(source, listed, index.ids, index.gone)
+        after = VersionIndex(ids={**index.ids, **seen.new_ids} if seen.new_ids else index.ids,
+                             gone=(index.gone - seen.back) | seen.vanished,
+                             archived=index.archived)
         return after
 
+    def acting_versions(self, source: str, index: VersionIndex, *,
+                        archived_before: float) -> list[VersionState]:
+        """The versions of this source a run may act on, in full: every one not archived (new,
+        failed, downloaded only, acknowledged), and of the archived ones those whose mtime is
+        before ``archived_before`` (retention's bound, ``retention.acting_before``: a younger
+        archived file cannot lose a copy; -inf: none, inf: all). ``index``: the source's, as it
+        is now (``see_listing``'s); which rows those are is found in it, so a run with every
+        file archived asks SQL for none. The rest stay in the index."""
+        wanted = [index.ids[key] for key in index.ids.keys() - index.archived.keys()]
+        if archived_before == math.inf:
+            wanted += (index.ids[key] for key in index.archived)
+        elif archived_before > -math.inf:
+            # mtimes are whole seconds: before a fractional bound is before its ceiling
+            bound = math.ceil(archived_before)
+            wanted += (index.ids[key] for key in index.archived if key[2] < bound)
+        return self._versions_by_id(source, wanted)
+
+    def last_seen(self, source: str) -> dict[VersionKey, float]:
+        """When each version of this source was last listed (``LAST_SEEN``: its ``last_seen``,
+        or the source's latest listing if it is still listed)."""
+        return {(row[0], row[1], row[2]): float(row[3]) for row in self._engine.rows(
+            f"SELECT f.name, f.size, f.mtime, {LAST_SEEN} FROM remote_files f{LAST_SEEN_JOIN} "
+            "WHERE f.source = ?", (source,))}
+
+    def archive_counts(self, source: str) -> tuple[int, int, int]:
+        """(archived, in_archive, purged) of this source, counted in SQL: as many versions as
+        ``VersionState.archived``, ``.in_archive``, and gone without our remote deletion say
+        (``status``, without a ``VersionState`` per version)."""
+        row = self._engine.execute(
+            "SELECT COUNT(a.file_id), "
+            "COALESCE(SUM(CASE WHEN a.file_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+            "deletions x WHERE x.file_id = f.id AND x.target = ?) THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN f.gone_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+            "deletions x WHERE x.file_id = f.id AND x.target = ?) THEN 1 ELSE 0 END), 0) "
+            "FROM remote_files f LEFT JOIN archived a ON a.file_id = f.id WHERE f.source = ?",
+            (str(DeletionTarget.ARCHIVE), str(DeletionTarget.REMOTE), source)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def _versions_by_id(self, source: str, ids: Collection[int]) -> list[VersionState]:
+        found: list[VersionState] = []
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), NAMES_PER_QUERY):
+            chunk = wanted[start:start + NAMES_PER_QUERY]
+            found += self._versions(source, VERSIONS_QUERY
+                                    + f" AND f.id IN ({', '.join('?' * len(chunk))})",
+                                    (source, *chunk))
+        found.sort(key=lambda version: (version.name, version.mtime))
+        return found
+
     def _see(self, source: str, listed: Collection[VersionKey],
-             known: Sequence[VersionState] | None) -> _Seen:
+             known: Mapping[VersionKey, int] | None = None,
+             gone: AbstractSet[VersionKey] = frozenset()) -> _Seen:
         """The one owner of what recording a listing writes. Set differences against what the
-        ledger holds, so a run with nothing new costs one UPDATE at 50,000 files, not an
-        upsert per file: the new versions are inserted, the vanished ones get ``gone_at``, the
-        ones listed again lose it, and one UPDATE gives every listed version its ``last_seen``
-        (after the others, every version of the source without ``gone_at`` is a listed one)."""
+        ledger holds (``known``: every version's id; ``gone``: those with ``gone_at``; None: read
+        here), so a run with nothing new costs one UPDATE at 50,000 files, not an upsert per
+        file: the new versions are inserted, the vanished ones get ``gone_at``, the ones listed
+        again lose it, and one UPDATE gives every listed version its ``last_seen`` (after the
+        others, every version of the source without ``gone_at`` is a listed one)."""
         now = time.time()
         wanted = listed if isinstance(listed, (set, frozenset)) else frozenset(listed)
         db = self._engine
         with self.transaction():
-            rows: Iterable[tuple[VersionKey, int, float | None]]
+            row = db.execute("SELECT listed_at FROM source_listings WHERE source = ?",
+                             (source,)).fetchone()
+            previous = float(row[0]) if row is not None else 0.0
             if known is None:
-                rows = [((row[1], row[2], row[3]), int(row[0]), row[4]) for row in db.execute(
-                    "SELECT id, name, size, mtime, gone_at FROM remote_files WHERE source = ?",
-                    (source,))]
-            else:
-                rows = ((version.version, version.file_id, version.gone_at)
-                        for version in known)
-            ids: dict[VersionKey, int] = {}  # of the listed versions the ledger has
-            vanished: list[int] = []
-            back: list[int] = []
-            for key, file_id, gone_at in rows:
-                if key in wanted:
-                    ids[key] = file_id
-                    if gone_at is not None:
-                        back.append(file_id)
-                elif gone_at is None:
-                    vanished.append(file_id)
-            new = wanted - ids.keys()
+                rows = db.rows("SELECT name, size, mtime, id, gone_at FROM remote_files "
+                               "WHERE source = ?", (source,))
+                known = {row[:3]: int(row[3]) for row in rows}
+                gone = {row[:3] for row in rows if row[4] is not None}
+            # set operations in C: nothing per known version in Python
+            new = wanted - known.keys()
+            back = gone & wanted
+            # every known version listed (a nightly run): nothing vanished, no third pass
+            vanished = (set() if len(wanted) - len(new) == len(known)
+                        else known.keys() - wanted - gone)
             if vanished:
-                db.executemany("UPDATE remote_files SET gone_at = ? WHERE id = ?",
-                               [(now, file_id) for file_id in sorted(vanished)])
+                # their last sighting was the source's previous listing: kept in last_seen, as
+                # listed_at moves on
+                db.executemany("UPDATE remote_files SET gone_at = ?, last_seen = CASE WHEN "
+                               "last_seen < ? THEN ? ELSE last_seen END WHERE id = ?",
+                               [(now, previous, previous, file_id) for file_id in sorted(
+                                   known[key] for key in vanished)])
             if back:
                 db.executemany("UPDATE remote_files SET gone_at = NULL, last_seen = ? "
-                               "WHERE id = ?", [(now, file_id) for file_id in sorted(back)])
+                               "WHERE id = ?", [(now, file_id) for file_id in sorted(
+                                   known[key] for key in back)])
+            new_ids: dict[VersionKey, int] = {}
             if new:
                 inserted = sorted(new) if self._engine.ordered_upserts else new
                 # ON CONFLICT: a version another writer recorded meanwhile keeps its row
@@ -268,15 +334,18 @@ class Ledger:
                     "DO UPDATE SET last_seen = excluded.last_seen, gone_at = NULL",
                     [(source, name, size, mtime, now, now) for name, size, mtime in inserted],
                 )
-                ids.update({
+                new_ids = {
                     (row[1], row[2], row[3]): int(row[0])
                     for row in db.execute("SELECT id, name, size, mtime FROM remote_files "
                                           "WHERE source = ? AND last_seen = ?", (source, now))
                     if (row[1], row[2], row[3]) in new
-                })
-            db.execute("UPDATE remote_files SET last_seen = ? WHERE source = ? "
-                       "AND gone_at IS NULL AND last_seen <> ?", (now, source, now))
-        return _Seen(now=now, new=new, ids=ids, vanished=vanished, back=back)
+                }
+            # every version listed now has no gone_at: one row says they were seen now
+            db.execute("INSERT INTO source_listings (source, listed_at) VALUES (?, ?) "
+                       "ON CONFLICT (source) DO UPDATE SET listed_at = excluded.listed_at",
+                       (source, now))
+        return _Seen(now=now, known=known, new_ids=new_ids, vanished=set(vanished),
+                     back=set(back))
 
     def _failing_names(self, source: str) -> set[str]:
         """The names of this source with an open failure (``VersionState.failing``)."""

@@ -41,7 +41,7 @@ from reportsync.ledger import (
     open_postgres_ledger,
     postgres_driver,
 )
-from reportsync.ledger.base import Engine
+from reportsync.ledger.base import LAST_SEEN, LAST_SEEN_JOIN, Engine
 from reportsync.lock import RunLock
 
 TARGET_KEY = "--to"
@@ -116,6 +116,12 @@ class _Copy:
         self.target = target
         self.rows = {table: [dict(row) for row in source.execute(
             f"SELECT * FROM {table} ORDER BY id")] for table in TABLES}
+        # each version's last sighting as a value of its own (schema 6 keeps the one of the
+        # versions still listed as their source's listed_at): the merge compares them
+        sightings = {int(row[0]): row[1] for row in source.rows(
+            f"SELECT f.id, {LAST_SEEN} FROM remote_files f{LAST_SEEN_JOIN}")}
+        for row in self.rows["remote_files"]:
+            row["last_seen"] = sightings[int(row["id"])]
         self.sources = sorted({str(row["source"]) for table in ("remote_files", "failures",
                                                                 "source_runs")
                                for row in self.rows[table]})
@@ -174,6 +180,14 @@ class _Copy:
         return self.run_ids.get(int(run_id)) if run_id is not None else None
 
     def _remote_files(self) -> TableCopy:
+        # the target's last sightings of these sources as values of their own too, before the
+        # merge compares them (its listed_at would otherwise vouch for versions it never saw)
+        self.target.execute(
+            "UPDATE remote_files SET last_seen = l.listed_at FROM source_listings l "
+            "WHERE l.source = remote_files.source AND remote_files.gone_at IS NULL "
+            "AND l.listed_at > remote_files.last_seen AND remote_files.source = ANY(?)",
+            (self.sources,))
+        self.target.execute("DELETE FROM source_listings WHERE source = ANY(?)", (self.sources,))
         select = ("SELECT id, source, name, size, mtime FROM remote_files "
                   "WHERE source = ANY(?)")
         before = {(row[1], row[2], row[3], row[4]) for row in self._target_rows(select)}

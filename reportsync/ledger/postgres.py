@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
 
 from reportsync.config import Secret
 from reportsync.errors import (
@@ -338,6 +339,10 @@ class PostgresEngine(Engine):
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self.errors(), self._db.cursor() as cursor:
             cursor.executemany(postgres_sql(sql), rows)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.errors(), self._db.cursor(row_factory=tuple_row) as cursor:
+            return cursor.execute(postgres_sql(sql), params).fetchall()
 
     def insert(self, sql: str, params: Sequence[Any]) -> int:
         with self.errors():

@@ -133,6 +133,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX hooks_by_state ON hooks (state);
     """,
+    # 5 → 6: when each source was last listed. A listing moves this one row instead of
+    # remote_files.last_seen of every version still listed (50,000 rows written on every no-op
+    # run): every version of the source without gone_at was listed then, so its last sighting
+    # is the later of its last_seen and listed_at (``base.LAST_SEEN``). A source with no row
+    # yet: last_seen says it all, as in schema 5.
+    """
+    CREATE TABLE source_listings (
+        source TEXT PRIMARY KEY,
+        listed_at REAL NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -194,6 +194,12 @@ class SqliteEngine(Engine):
         with translated(self.path):
             self._db.executemany(sql, rows)
 
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with translated(self.path):
+            cursor = self._db.cursor()
+            cursor.row_factory = None  # plain tuples, made in C
+            return cursor.execute(sql, params).fetchall()
+
     def insert(self, sql: str, params: Sequence[Any]) -> int:
         with translated(self.path):
             return int(self._db.execute(sql, params).lastrowid or 0)

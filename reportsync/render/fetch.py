@@ -59,7 +59,7 @@ def fetch_text(result: FetchResult) -> Rendered:
 
 
 def _source_summary(source: SourceResult, dry_run: bool) -> str:
-    if source.error is not None and not source.files:
+    if source.error is not None and not source.files and not source.skipped:
         return f"{source.name}: FAILED ({type(source.error).__name__})"
     if dry_run:
         acknowledged = (f"{source.count('acknowledged')} acknowledged, "
@@ -185,7 +185,7 @@ def _fetch(result: FetchResult) -> dict[str, Any]:
                 "deletions": to_json(source.deletions),
                 "deletions_held_back": source.held_back,
                 "deletions_withheld": to_json(source.deletions_withheld),
-                "files": to_json(source.files),
+                "files": to_json(source.outcomes),
             }
             for source in result.sources
         ],
