@@ -15,14 +15,16 @@ import ftplib
 import logging
 import re
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
 
 from reportsync.config import SourceConfig
-from reportsync.errors import NetworkError, RemoteError
+from reportsync.errors import NetworkError, RemoteError, ReportsyncError, TooManyConnectionsError
 from reportsync.fsutil import printable
 from reportsync.transports.base import (
     ByteSink,
+    Download,
+    Downloaded,
     KnownVersions,
     ProgressCallback,
     RemoteFile,
@@ -32,11 +34,13 @@ from reportsync.transports.ftp.client import (
     Client,
     DataReset,
     DataTimeout,
-    LocalWriteError,
+    Writer,
+    drive,
     reply_code,
     sendable,
     unsendable,
 )
+from reportsync.transports.ftp.lanes import run_lanes
 from reportsync.transports.ftp.listing import ListEntry, parse_ftp_time, parse_list, parse_mlsd_line
 from reportsync.transports.ftp.recall import exact_times
 from reportsync.transports.ftp.translate import ErrorMap
@@ -58,6 +62,33 @@ QUIT_TIMEOUT = 5.0
 Reopen = Callable[[bool | None], Client]
 """Logs in again (the connection steps once more) with what EPSV taught; returns the client."""
 
+Question = tuple[str, str, str]
+"""A question of ``FtpTransport.stat_plan``: (command, file name, the reply code expected)."""
+
+
+def size_of(reply: str | None) -> int | None:
+    """The size a ``213`` reply to SIZE gives, or None."""
+    if reply is None or not reply[3:].strip().isdigit():
+        return None
+    return int(reply[3:].strip())
+
+
+def time_of(reply: str | None) -> float | None:
+    """The mtime a ``213`` reply to MDTM gives, or None."""
+    return None if reply is None else parse_ftp_time(reply[3:])
+
+
+def mlst_facts(reply: str | None) -> ListEntry | bool:
+    """MLST's facts of one file (one round trip for size and time); False if the server
+    refused (no such file), True if it answered something unreadable."""
+    if reply is None:
+        return False
+    for line in reply.splitlines()[1:-1]:  # 250-..., " facts; path", 250 End
+        entry = parse_mlsd_line(line.lstrip(" "))
+        if entry is not None:
+            return entry
+    return True
+
 
 class FtpTransport(Transport):
     """A logged-in FTP/FTPS session positioned at the source's ``remote_dir``."""
@@ -72,6 +103,7 @@ class FtpTransport(Transport):
         self._closed = False
         self._errors = errors
         self._guard = errors.guard
+        self.guard = errors.guard  # what the lanes translate their failures with
         self._reopen = reopen
         # What the server has: FEAT's word where it answered (MLST in FEAT means MLSD too, RFC
         # 3659), else found out by trying; a command it does not implement is not sent again.
@@ -83,6 +115,8 @@ class FtpTransport(Transport):
         self._use_epsv: bool | None = client.use_epsv
         self.data_command: str | None = None  # "EPSV", "PASV" or "PORT", once a transfer ran
         self.pasv_named_host: str | None = None  # the address a PASV reply named, if one did
+        self._spares: list[Client] = []  # the lanes' further control connections
+        self._spares_capped = False  # the server refused one more: no further one is asked
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -92,6 +126,7 @@ class FtpTransport(Transport):
         if self._closed:
             raise NetworkError("the FTP connection was closed", source=self.source_name)
         log.info("source %s: reconnecting after an interrupted transfer", self.source_name)
+        self._close_spares()  # a server's session limit must have room for the session's own
         self._client = self._reopen(self._use_epsv)
         return self._client
 
@@ -268,45 +303,42 @@ class FtpTransport(Transport):
     def _ask(self, command: str, name: str, expect: str = "213") -> str | None:
         """``command name``'s reply if it has the code ``expect``, else None (refused); a server
         that does not implement the command is not asked again this session."""
-        if not sendable(name) or self._unsupported.get(command):
+        if not self.askable(command, name):
             return None
         try:
             with self._session(f"{command} of {printable(name)}", name) as client:
                 reply = client.sendcmd(f"{command} {name}")
         except RemoteError as exc:
-            if isinstance(exc.__cause__, ftplib.error_perm) and \
-                    reply_code(exc.__cause__) in UNSUPPORTED_REPLY_CODES:
-                log.debug("source %s: the server has no %s (%s)", self.source_name, command,
-                          exc.__cause__)
-                self._unsupported[command] = True
+            if isinstance(exc.__cause__, ftplib.error_perm):
+                self.refused(command, exc.__cause__)
             return None
         return reply if reply[:3] == expect else None
 
+    def askable(self, command: str, name: str) -> bool:
+        """Whether ``command name`` may be sent: the name fits in a command, and the server has
+        not said it lacks the command."""
+        return sendable(name) and not self._unsupported.get(command)
+
+    def refused(self, command: str, exc: ftplib.error_perm) -> None:
+        """Remember a server that does not implement ``command`` (not asked again)."""
+        if reply_code(exc) in UNSUPPORTED_REPLY_CODES:
+            log.debug("source %s: the server has no %s (%s)", self.source_name, command, exc)
+            self._unsupported[command] = True
+
     def _size(self, name: str) -> int | None:
-        reply = self._ask("SIZE", name)
-        if reply is None or not reply[3:].strip().isdigit():
-            return None
-        return int(reply[3:].strip())
+        return size_of(self._ask("SIZE", name))
 
     def _mdtm(self, name: str) -> float | None:
-        reply = self._ask("MDTM", name)
-        return None if reply is None else parse_ftp_time(reply[3:])
-
-    def _mlst(self, name: str) -> ListEntry | bool:
-        """MLST's facts of one file (one round trip for size and time); False if the server
-        refused (no such file), True if it answered something unreadable."""
-        reply = self._ask("MLST", name, expect="250")
-        if reply is None:
-            return False
-        for line in reply.splitlines()[1:-1]:  # 250-..., " facts; path", 250 End
-            entry = parse_mlsd_line(line.lstrip(" "))
-            if entry is not None:
-                return entry
-        return True
+        return time_of(self._ask("MDTM", name))
 
     def stat(self, name: str) -> RemoteFile | None:
+        return drive(self.stat_plan(name), lambda question: self._ask(*question))
+
+    def stat_plan(self, name: str) -> Generator[Question, str | None, RemoteFile | None]:
+        """``stat`` as questions (command, name, expected code), each sent the reply with that
+        code or None: the blocking ``stat`` and the lanes ask the same way."""
         if not self._unsupported.get("MLST"):  # one round trip where SIZE and MDTM are two
-            facts = self._mlst(name)
+            facts = mlst_facts((yield ("MLST", name, "250")))
             if isinstance(facts, ListEntry):
                 if facts.kind != "file":
                     return None  # a folder or a link now
@@ -315,10 +347,10 @@ class FtpTransport(Transport):
             elif facts is False and not self._unsupported.get("MLST"):
                 return None  # MLST works and refused: the file is gone
             # facts missing or unreadable, or no MLST after all: SIZE and MDTM say it
-        size = self._size(name)
+        size = size_of((yield ("SIZE", name, "213")))
         if size is None:
             return None
-        mtime = self._mdtm(name)
+        mtime = time_of((yield ("MDTM", name, "213")))
         return RemoteFile(name=name, size=size, mtime=mtime if mtime is not None else 0.0)
 
     def download(
@@ -329,23 +361,69 @@ class FtpTransport(Transport):
         offset: int = 0,
         progress: ProgressCallback | None = None,
     ) -> int:
-        written = 0
-
-        def sink(chunk: bytes) -> None:
-            nonlocal written
-            try:
-                destination.write(chunk)
-            except OSError as exc:
-                raise LocalWriteError(exc) from exc
-            written += len(chunk)
-            if progress is not None:
-                progress(len(chunk))
-
         if not sendable(name):
             raise unsendable(name, "downloading").with_context(source=self.source_name, path=name)
+        writer = Writer(destination, progress)
         with self._session(f"downloading {printable(name)}", name) as client:
-            self._retrieve(client, f"RETR {name}", sink, rest=offset or None)
-        return written
+            self._retrieve(client, f"RETR {name}", writer.write, rest=offset or None)
+        return writer.written
+
+    def download_many(self, downloads: Iterable[Download]) -> Iterator[Downloaded]:
+        """Plain FTP in passive mode: up to ``LANES`` files in flight, over as many control
+        connections (``lanes.py``); FTPS and active mode take one file after the other."""
+        items = list(downloads)
+        if len(items) < 2 or self.source.protocol != "ftp" or not self.source.passive:
+            yield from super().download_many(items)
+            return
+        yield from run_lanes(self, items)
+
+    # -- the lanes' connections -------------------------------------------------------------------
+
+    def lane_clients(self, wanted: int) -> list[Client]:
+        """Up to ``wanted`` logged-in control connections, the session's own first: the spare
+        ones are kept for the next batch. A server that refuses one more session (or cannot
+        open one) is not asked again this session: the lanes go on with what they have."""
+        clients = [self._connected()]
+        while len(self._spares) < wanted - 1 and not self._spares_capped:
+            try:
+                self._spares.append(self._reopen(self._use_epsv))
+            except TooManyConnectionsError as error:
+                log.info("source %s: the server refused one more session (%s): %d file(s) in "
+                         "flight", self.source_name, error.message, len(self._spares) + 1)
+                self._spares_capped = True
+            except ReportsyncError as error:
+                log.info("source %s: no further connection (%s): %d file(s) in flight",
+                         self.source_name, error.message, len(self._spares) + 1)
+                self._spares_capped = True
+        return clients + self._spares[:wanted - 1]
+
+    def lane_done(self, client: Client, *, usable: bool) -> None:
+        """A lane's connection after a batch: kept, or (``usable`` False) closed; the session's
+        own is dropped and logs in again on its next use."""
+        self._remember(client)
+        if client is self._client:
+            if not usable:
+                self._abandon()
+            return
+        if not usable:
+            with suppress(ValueError):
+                self._spares.remove(client)
+            with suppress(OSError):
+                client.close()
+
+    def _close_spares(self) -> None:
+        spares, self._spares = self._spares, []
+        for client in spares:
+            self._remember(client)
+            try:
+                if client.sock is not None:
+                    client.sock.settimeout(min(QUIT_TIMEOUT, self.source.timeout))
+                client.quit()
+            except Exception as exc:  # QUIT is a courtesy; the socket is closed either way
+                log.debug("source %s: QUIT failed: %s", self.source_name, exc)
+            finally:
+                with suppress(Exception):
+                    client.close()
 
     def delete(self, name: str) -> None:
         if not sendable(name):
@@ -356,6 +434,7 @@ class FtpTransport(Transport):
 
     def close(self) -> None:
         self._closed = True
+        self._close_spares()
         client = self._client
         self._client = None
         if client is None:
