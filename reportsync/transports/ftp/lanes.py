@@ -193,9 +193,16 @@ class Lane:
     # -- what a file needs --------------------------------------------------------------------
 
     def stat(self, transport: FtpTransport, name: str
-             ) -> Generator[Wait, None, RemoteFile | None]:
+             ) -> Generator[Wait, None, tuple[RemoteFile | None, str]]:
+        """``FtpTransport.stat`` on this lane, and the command its mtime came from (``MLST``,
+        or ``MDTM`` wherever MDTM was asked)."""
+        clock = "MLST"
+
         def ask(question: tuple[str, str, str]) -> Generator[Wait, None, str | None]:
+            nonlocal clock
             command, argument, expect = question
+            if command == "MDTM":
+                clock = "MDTM"
             if not transport.askable(command, argument):
                 return None
             self.action = f"{command} of {printable(argument)}"
@@ -206,7 +213,8 @@ class Lane:
                 return None
             return reply if reply[:3] == expect else None
 
-        return (yield from self.run(transport.stat_plan(name), ask))
+        now = yield from self.run(transport.stat_plan(name), ask)
+        return now, clock
 
     def retrieve(self, name: str, offset: int, writer: Writer) -> Generator[Wait, None, None]:
         """``RETR name`` from ``offset`` on, into ``writer``; raises on a bad ending (as
@@ -278,19 +286,27 @@ def _file(transport: FtpTransport, lane: Lane, item: Download, sink: CountingSin
     """``Transport.download_checked`` for one file, on ``lane``."""
     listed = item.remote
     name = listed.name
-    before = yield from lane.stat(transport, name)
-    if version_changed(listed, before, mtime_comparable=transport.stat_mtime_matches_listing):
-        assert before is not None
-        return Downloaded(item, 0, remote_changed(listed, before, "after it was listed"))
+    clock = transport.listed_clock(listed)
+    before: RemoteFile | None = listed  # the listing was this session's stat on that clock
+    if clock is None:
+        before, clock = yield from lane.stat(transport, name)
+        if version_changed(listed, before,
+                           mtime_comparable=transport.stat_mtime_matches_listing):
+            assert before is not None
+            return Downloaded(item, 0, remote_changed(listed, before, "after it was listed"))
+        when = "during the download"
+    else:
+        when = "since it was listed"
     if item.offset < listed.size or listed.size == 0:
         if not sendable(name):
             raise unsendable(name, "downloading")
         yield from lane.retrieve(name, item.offset, Writer(sink, item.progress))
-        after = yield from lane.stat(transport, name)  # the same clock as ``before``
+        after, after_clock = yield from lane.stat(transport, name)
+        if after_clock != clock or (after is not None and not after.mtime):
+            before = None  # times on two clocks (or none) say nothing: the size still does
         if changed_during(listed, before, after):
             assert after is not None
-            return Downloaded(item, sink.written,
-                              remote_changed(listed, after, "during the download"))
+            return Downloaded(item, sink.written, remote_changed(listed, after, when))
     return Downloaded(item, sink.written)
 
 
@@ -371,6 +387,10 @@ def run_lanes(transport: FtpTransport, items: list[Download]) -> Iterator[Downlo
         selector.close()
 
 
+def _events(wait: Wait) -> int:
+    return selectors.EVENT_WRITE if wait.writable else selectors.EVENT_READ
+
+
 def _advance(transport: FtpTransport, flight: _Flight, expired: BaseException | None,
              selector: selectors.BaseSelector, flying: dict[Lane, _Flight], idle: deque[Lane],
              ended: list[Downloaded], timeout: float) -> Stop | None:
@@ -378,27 +398,30 @@ def _advance(transport: FtpTransport, flight: _Flight, expired: BaseException | 
     batch is returned (a NetworkError, a failure of the destination: raised once the files in
     flight on the other lanes ended); an exception that is no ReportsyncError passes through."""
     lane = flight.lane
-    if flight.wait is not None:
-        selector.unregister(flight.wait.sock)
-        flight.wait = None
-    name = flight.item.remote.name
     result: Downloaded | None = None
     failure: ReportsyncError | None = None
     try:
-        with transport.guard(lane.action or f"downloading {printable(name)}", name):
-            try:
-                wait = flight.steps.throw(expired) if expired is not None else \
-                    flight.steps.send(None)
-            except StopIteration as done:
-                result = done.value
-    except ReportsyncError as error:
-        failure = error
+        wait = flight.steps.throw(expired) if expired is not None else flight.steps.send(None)
+    except StopIteration as done:
+        result = done.value
+    except BaseException as exc:
+        name = flight.item.remote.name
+        failure = transport.failure(exc, lane.action or f"downloading {printable(name)}", name)
+        if failure is None:
+            raise  # not a failure of the transfer: through as it is
     if result is None and failure is None:
+        if flight.wait is None or flight.wait.sock is not wait.sock:
+            if flight.wait is not None:
+                selector.unregister(flight.wait.sock)
+            selector.register(wait.sock, _events(wait), flight)
+        elif flight.wait.writable is not wait.writable:
+            selector.modify(wait.sock, _events(wait), flight)
         flight.wait = wait
         flight.deadline = time.monotonic() + timeout
-        selector.register(wait.sock, selectors.EVENT_WRITE if wait.writable
-                          else selectors.EVENT_READ, flight)
         return None
+    if flight.wait is not None:
+        selector.unregister(flight.wait.sock)
+        flight.wait = None
     del flying[lane]
     lane.action = ""
     if failure is not None and (flight.sink.failed is not None or not _in_step(failure)):

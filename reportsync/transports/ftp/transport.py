@@ -103,7 +103,7 @@ class FtpTransport(Transport):
         self._closed = False
         self._errors = errors
         self._guard = errors.guard
-        self.guard = errors.guard  # what the lanes translate their failures with
+        self.failure = errors.failure  # what the lanes translate their failures with
         self._reopen = reopen
         # What the server has: FEAT's word where it answered (MLST in FEAT means MLSD too, RFC
         # 3659), else found out by trying; a command it does not implement is not sent again.
@@ -116,6 +116,10 @@ class FtpTransport(Transport):
         self.data_command: str | None = None  # "EPSV", "PASV" or "PORT", once a transfer ran
         self.pasv_named_host: str | None = None  # the address a PASV reply named, if one did
         self._spares: list[Client] = []  # the lanes' further control connections
+        # name -> (size, whole-second mtime, the command that said so) of the files whose facts
+        # the latest listing took from the server's own answer in this session (MLSD, MDTM):
+        # the lanes take them for the stat before a transfer (``listed_clock``)
+        self._answered: dict[str, tuple[int, int, str]] = {}
         self._spares_capped = False  # the server refused one more: no further one is asked
 
     # -- connection ---------------------------------------------------------------------------
@@ -206,6 +210,7 @@ class FtpTransport(Transport):
 
     def list_files_knowing(self, known: KnownVersions) -> list[RemoteFile]:
         action = f"listing {self.source.remote_dir!r}"
+        self._answered = {}
         if self._mlsd is not False:
             try:
                 with self._session(action) as client:
@@ -264,6 +269,8 @@ class FtpTransport(Transport):
                 log.warning("source %s: the server gives no time for %s; changes of the same "
                             "size cannot be seen", self.source_name, printable(name))
                 mtime = 0.0
+            else:
+                self._answered[name] = (size, int(mtime), "MDTM")
             result.append(RemoteFile(name=name, size=size, mtime=mtime))
         return result
 
@@ -279,6 +286,8 @@ class FtpTransport(Transport):
                 log.warning("source %s: no size for %s; skipped", self.source_name,
                             printable(entry.name))
                 continue
+            if entry.size is not None and entry.mtime is not None:
+                self._answered[entry.name] = (entry.size, int(entry.mtime), "MLST")
             mtime = entry.mtime if entry.mtime is not None else self._mdtm(entry.name)
             result.append(RemoteFile(name=entry.name, size=size,
                                      mtime=mtime if mtime is not None else 0.0))
@@ -290,15 +299,39 @@ class FtpTransport(Transport):
         server's zone, so each file's exact time is MDTM's, or the recorded one the listing
         agrees with (``recall.exact_times`` argues when that is exact)."""
         files = [entry for entry in entries if entry.kind == "file" and entry.size is not None]
-        exact = exact_times(files, known, self._mdtm)
+        asked: dict[str, float | None] = {}
+
+        def mdtm(name: str) -> float | None:
+            asked[name] = answer = self._mdtm(name)
+            return answer
+
+        exact = exact_times(files, known, mdtm)
         result = []
         for entry in files:
             assert entry.size is not None
             mtime = exact.get(entry.name)
             if mtime is None:
                 mtime = entry.mtime if entry.mtime is not None else 0.0
+            elif asked.get(entry.name) == mtime:  # the server's answer now, not the record's
+                self._answered[entry.name] = (entry.size, int(mtime), "MDTM")
             result.append(RemoteFile(name=entry.name, size=entry.size, mtime=mtime))
         return result
+
+    def listed_clock(self, listed: RemoteFile) -> str | None:
+        """The command (``MLST`` or ``MDTM``) whose answer in this session gave ``listed``'s size
+        and mtime, if ``stat`` asks that very command now; else None.
+
+        Then the listing was itself a ``stat`` on the clock of the one after the transfer, and
+        the lanes compare that one with the listing instead of asking the server once more
+        before the transfer: a change since the listing shows in the size or the mtime (a
+        change the stat before would have missed too, where the listing's clock is another:
+        the same size, a new time). A time recalled from the ledger (``recall.py``) or taken
+        from LIST is no such answer: those files are asked before their transfer, as always."""
+        facts = self._answered.get(listed.name)
+        if facts is None or facts[0] != listed.size or facts[1] != int(listed.mtime):
+            return None
+        clock = "MDTM" if self._unsupported.get("MLST") else "MLST"
+        return clock if facts[2] == clock else None
 
     def _ask(self, command: str, name: str, expect: str = "213") -> str | None:
         """``command name``'s reply if it has the code ``expect``, else None (refused); a server
