@@ -200,21 +200,26 @@ class Lane:
 
         def ask(question: tuple[str, str, str]) -> Generator[Wait, None, str | None]:
             nonlocal clock
-            command, argument, expect = question
-            if command == "MDTM":
+            if question[0] == "MDTM":
                 clock = "MDTM"
-            if not transport.askable(command, argument):
-                return None
-            self.action = f"{command} of {printable(argument)}"
-            try:
-                reply = yield from self.command(f"{command} {argument}")
-            except ftplib.error_perm as exc:  # refused: no answer (as FtpTransport._ask)
-                transport.refused(command, exc)
-                return None
-            return reply if reply[:3] == expect else None
+            return (yield from self.ask(transport, question))
 
         now = yield from self.run(transport.stat_plan(name), ask)
         return now, clock
+
+    def ask(self, transport: FtpTransport, question: tuple[str, str, str]
+            ) -> Generator[Wait, None, str | None]:
+        """``FtpTransport._ask`` on this lane: the reply with the code expected, or None."""
+        command, argument, expect = question
+        if not transport.askable(command, argument):
+            return None
+        self.action = f"{command} of {printable(argument)}"
+        try:
+            reply = yield from self.command(f"{command} {argument}")
+        except ftplib.error_perm as exc:  # refused: no answer
+            transport.refused(command, exc)
+            return None
+        return reply if reply[:3] == expect else None
 
     def retrieve(self, name: str, offset: int, writer: Writer) -> Generator[Wait, None, None]:
         """``RETR name`` from ``offset`` on, into ``writer``; raises on a bad ending (as
@@ -437,3 +442,4 @@ def _advance(transport: FtpTransport, flight: _Flight, expired: BaseException | 
         return Stop(failure, local=flight.sink.failed is not None)
     ended.append(Downloaded(flight.item, flight.sink.written, failure))
     return None
+

@@ -41,7 +41,14 @@ from reportsync.transports.ftp.client import (
     unsendable,
 )
 from reportsync.transports.ftp.lanes import run_lanes
-from reportsync.transports.ftp.listing import ListEntry, parse_ftp_time, parse_list, parse_mlsd_line
+from reportsync.transports.ftp.listing import (
+    ListEntry,
+    mlst_facts,
+    parse_list,
+    parse_mlsd_line,
+    size_of,
+    time_of,
+)
 from reportsync.transports.ftp.recall import exact_times
 from reportsync.transports.ftp.translate import ErrorMap
 
@@ -64,30 +71,6 @@ Reopen = Callable[[bool | None], Client]
 
 Question = tuple[str, str, str]
 """A question of ``FtpTransport.stat_plan``: (command, file name, the reply code expected)."""
-
-
-def size_of(reply: str | None) -> int | None:
-    """The size a ``213`` reply to SIZE gives, or None."""
-    if reply is None or not reply[3:].strip().isdigit():
-        return None
-    return int(reply[3:].strip())
-
-
-def time_of(reply: str | None) -> float | None:
-    """The mtime a ``213`` reply to MDTM gives, or None."""
-    return None if reply is None else parse_ftp_time(reply[3:])
-
-
-def mlst_facts(reply: str | None) -> ListEntry | bool:
-    """MLST's facts of one file (one round trip for size and time); False if the server
-    refused (no such file), True if it answered something unreadable."""
-    if reply is None:
-        return False
-    for line in reply.splitlines()[1:-1]:  # 250-..., " facts; path", 250 End
-        entry = parse_mlsd_line(line.lstrip(" "))
-        if entry is not None:
-            return entry
-    return True
 
 
 class FtpTransport(Transport):
