@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,6 +228,23 @@ def test_the_data_connection_goes_to_the_control_peer_not_the_address_pasv_names
     assert all(done.error is None for done in ended.values())
     assert {name: sink.getvalue() for name, sink in sinks.items()} == files
     assert named == "10.255.255.1" and script.commands.count("PASV") >= 4
+
+
+def test_further_connections_closed_while_idle_are_replaced_not_a_failure(
+        hostile: Any, tmp_path: Path) -> None:
+    script = Script()
+    server = hostile(script)
+    files = put_files(server.remote_root, 8)
+    with open_ftp(source_for(server.source, tmp_path)) as transport:
+        listing = transport.list_files()
+        first, _ = fetch_all(transport, listing[:4])
+        for spare in transport._spares:  # type: ignore[attr-defined]
+            spare.sock.shutdown(socket.SHUT_WR)  # the server sees the session end, and ends it
+        time.sleep(0.3)
+        second, sinks = fetch_all(transport, listing[4:])
+    assert all(done.error is None for done in [*first.values(), *second.values()])
+    assert {name: sink.getvalue() for name, sink in sinks.items()} == \
+        {name: files[name] for name in sinks}
 
 
 # --- a connection cut while several files are in flight ----------------------------------------

@@ -107,7 +107,6 @@ class Lane:
         sock = client.sock
         assert sock is not None
         self.sock: socket.socket = sock
-        self.peer = str(sock.getpeername()[0])
         self.buffer = b""  # what arrived of the next reply
         self.action = ""  # what the lane is doing, for an error's words
         self.closed = False
@@ -342,7 +341,8 @@ def _in_step(error: ReportsyncError) -> bool:
 def run_lanes(transport: FtpTransport, items: list[Download]) -> Iterator[Downloaded]:
     """``download_many`` over up to ``LANES`` control connections of ``transport``."""
     timeout = transport.source.timeout
-    lanes = [Lane(client) for client in transport.lane_clients(min(LANES, len(items)))]
+    lanes = _awake(transport, [Lane(client) for client in
+                               transport.lane_clients(min(LANES, len(items)))])
     pending = deque(items)
     idle = deque(lanes)
     flying: dict[Lane, _Flight] = {}
@@ -390,6 +390,24 @@ def run_lanes(transport: FtpTransport, items: list[Download]) -> Iterator[Downlo
                 lane.sock.settimeout(timeout)
             transport.lane_done(lane.client, usable=usable)
         selector.close()
+
+
+def _awake(transport: FtpTransport, lanes: list[Lane]) -> list[Lane]:
+    """The lanes to use: a further connection with something to read before anything was asked
+    (the server closed it while it was idle between batches, or said so with a 421) is closed
+    instead of failing the batch on its first command."""
+    spares = lanes[1:]
+    if not spares:
+        return lanes
+    with selectors.DefaultSelector() as selector:
+        for lane in spares:
+            selector.register(lane.sock, selectors.EVENT_READ, lane)
+        gone = {key.data for key, _ in selector.select(0)}
+    for lane in gone:
+        log.debug("source %s: a further FTP connection was closed while idle",
+                  transport.source_name)
+        transport.lane_done(lane.client, usable=False)
+    return [lane for lane in lanes if lane not in gone]
 
 
 def _events(wait: Wait) -> int:
