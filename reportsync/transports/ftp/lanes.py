@@ -380,6 +380,7 @@ def run_lanes(transport: FtpTransport, items: list[Download]) -> Iterator[Downlo
             raise NetworkError("the FTP connections were lost", source=transport.source_name)
     finally:
         for flight in flying.values():  # cut off mid-file (an exception, or the caller left)
+            flight.steps.close()  # its data connection closed now, not when collected
             flight.lane.closed = True
             transport.lane_done(flight.lane.client, usable=False)
         for lane in lanes:
