@@ -1,7 +1,9 @@
 """The FTP transport's round trips (issue 13), counted on real servers, never timed.
 
 * What one session sends: FEAT once (no failed MLSD per listing), TYPE I once, per transfer only
-  EPSV (REST when resuming) and RETR, ``stat`` as one MLST; no TLS context for plain FTP.
+  EPSV (REST when resuming) and RETR, ``stat`` as one MLST; no TLS context for plain FTP. (A
+  batch, ``download_many``, over several connections: per listed file EPSV, RETR and the stat
+  after it only, counted in tests/test_ftp_lanes.py.)
 * Exact times for a LIST listing without an MDTM per file: ``recall.exact_times`` alone (the
   argument of its docstring, case by case), then the lying pyftpdlib server (LIST in a zone of the
   test's choosing, MDTM in UTC) and the real vsftpd.

@@ -74,6 +74,15 @@ def version_changed(listed: RemoteFile, now: RemoteFile | None, *, mtime_compara
     return mtime_comparable and bool(now.mtime) and int(now.mtime) != int(listed.mtime)
 
 
+def changed_during(listed: RemoteFile, before: RemoteFile | None, after: RemoteFile | None
+                   ) -> bool:
+    """Whether ``after`` (the server's word once the bytes were read) shows another version than
+    ``listed``, or another mtime than ``before`` (asked on the same clock before the transfer):
+    the file changed while its bytes were read. ``None`` is no evidence of a change."""
+    return after is not None and (after.size != listed.size or (
+        before is not None and int(after.mtime) != int(before.mtime)))
+
+
 def remote_changed(listed: RemoteFile, now: RemoteFile, when: str) -> RemoteChangedError:
     """The error of a file that is no longer the version its listing showed."""
     return RemoteChangedError(
@@ -346,7 +355,8 @@ class Transport(abc.ABC):
         unchanged, and the downloads not yielded by then did not end either.
 
         This default takes one file after the other: ``stat``, ``download``, ``stat``. A protocol
-        that can keep several files in flight on one connection overrides it (SFTP).
+        that can keep several files in flight overrides it (SFTP on one connection, plain FTP
+        over several control connections: ``transports/ftp/lanes.py``).
         """
         for item in downloads:
             yield self.download_checked(item)
@@ -364,8 +374,8 @@ class Transport(abc.ABC):
             if item.offset < listed.size or listed.size == 0:
                 self.download(listed.name, sink, offset=item.offset, progress=item.progress)
                 after = self.stat(listed.name)  # the same clock as ``before``: any change shows
-                if after is not None and (after.size != listed.size or (
-                        before is not None and int(after.mtime) != int(before.mtime))):
+                if changed_during(listed, before, after):
+                    assert after is not None
                     return Downloaded(item, sink.written,
                                       remote_changed(listed, after, "during the download"))
         except ReportsyncError as error:

@@ -12,12 +12,36 @@ import ftplib
 import logging
 import socket
 import ssl
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
 
 from reportsync.errors import RemoteError
 from reportsync.fsutil import printable
+from reportsync.transports.base import ByteSink, ProgressCallback
 
 log = logging.getLogger(__name__)
+
+Question = TypeVar("Question")
+Answer = TypeVar("Answer")
+Result = TypeVar("Result")
+
+
+def drive(plan: Generator[Question, Answer, Result], ask: Callable[[Question], Answer]) -> Result:
+    """Run a plan of questions (a generator that yields each question and is sent its answer)
+    with a blocking ``ask``; an ftplib error ``ask`` raises is thrown into the plan, which may
+    handle it. The lanes (``lanes.py``) run the same plans without blocking."""
+    try:
+        question = next(plan)
+        while True:
+            try:
+                answer = ask(question)
+            except ftplib.Error as exc:
+                question = plan.throw(exc)
+            else:
+                question = plan.send(answer)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
 
 class DataChannelError(Exception):
     """Opening the data connection failed (the classic firewall / NAT / antivirus case)."""
@@ -48,6 +72,25 @@ class LocalWriteError(Exception):
     def __init__(self, cause: OSError) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+class Writer:
+    """A download's bytes into its destination: a local write failure is named as such
+    (``LocalWriteError``, never a network error), and the progress callback told."""
+
+    def __init__(self, destination: ByteSink, progress: ProgressCallback | None) -> None:
+        self._destination = destination
+        self._progress = progress
+        self.written = 0
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self._destination.write(chunk)
+        except OSError as exc:
+            raise LocalWriteError(exc) from exc
+        self.written += len(chunk)
+        if self._progress is not None:
+            self._progress(len(chunk))
 
 
 class Client(ftplib.FTP):
@@ -123,10 +166,17 @@ class Client(ftplib.FTP):
 
     def makepasv(self) -> tuple[str, int]:
         """(host, port) of the server's passive data port; host is always the control peer."""
+        return drive(self.passive_plan(), self.sendcmd)
+
+    def passive_plan(self) -> Generator[str, str, tuple[str, int]]:
+        """The commands that open a passive data port, EPSV then PASV (each ``yield`` gets the
+        reply, or its ftplib error thrown in), and the data port: (host, port), where host is
+        always the control connection's peer, never an address the server names. Both the
+        blocking ``makepasv`` and the lanes (``lanes.py``) run this one plan."""
         peer_host = self._peer_host()
         if self.use_epsv is not False:
             try:
-                reply = self.sendcmd("EPSV")
+                reply = yield "EPSV"
             except ftplib.error_perm as exc:
                 if self.af != socket.AF_INET:
                     raise  # PASV cannot express IPv6
@@ -137,7 +187,7 @@ class Client(ftplib.FTP):
                 self.data_command = "EPSV"
                 _, port = ftplib.parse229(reply, (peer_host, 0))
                 return peer_host, port
-        reply = self.sendcmd("PASV")
+        reply = yield "PASV"
         named_host, port = ftplib.parse227(reply)
         self.data_command = "PASV"
         self.pasv_named_host = named_host

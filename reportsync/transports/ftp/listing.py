@@ -202,3 +202,27 @@ def parse_mlsd_line(line: str) -> ListEntry | None:
         size = int(facts["size"])
     mtime = parse_ftp_time(facts["modify"]) if "modify" in facts else None
     return ListEntry(name=name, kind=kind, size=size, mtime=mtime)
+
+
+def size_of(reply: str | None) -> int | None:
+    """The size a ``213`` reply to SIZE gives, or None."""
+    if reply is None or not reply[3:].strip().isdigit():
+        return None
+    return int(reply[3:].strip())
+
+
+def time_of(reply: str | None) -> float | None:
+    """The mtime a ``213`` reply to MDTM gives, or None."""
+    return None if reply is None else parse_ftp_time(reply[3:])
+
+
+def mlst_facts(reply: str | None) -> ListEntry | bool:
+    """MLST's facts of one file (one round trip for size and time); False if the server
+    refused (no such file), True if it answered something unreadable."""
+    if reply is None:
+        return False
+    for line in reply.splitlines()[1:-1]:  # 250-..., " facts; path", 250 End
+        entry = parse_mlsd_line(line.lstrip(" "))
+        if entry is not None:
+            return entry
+    return True

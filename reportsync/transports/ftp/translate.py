@@ -100,6 +100,10 @@ def named_limit(reply: str) -> int | None:
     return int(next(group for group in number.groups() if group is not None))
 
 
+TRANSLATED = (ftplib.Error, OSError, EOFError, DataChannelError, LocalWriteError)
+"""The library exceptions ``ErrorMap`` turns into ReportsyncErrors; any other passes through."""
+
+
 class ErrorMap:
     """The ``guard`` a source's FTP calls run in, and the translation it applies."""
 
@@ -123,9 +127,23 @@ class ErrorMap:
             yield
         except ReportsyncError as exc:
             raise exc.with_context(source=self.source_name, path=path) from None
-        except (ftplib.Error, OSError, EOFError, DataChannelError, LocalWriteError) as exc:
+        except TRANSLATED as exc:
             error = self.translate(exc, action, phase)
             raise error.with_context(source=self.source_name, path=path) from exc
+
+    def failure(self, exc: BaseException, action: str, path: str | None = None
+                ) -> ReportsyncError | None:
+        """What ``guard`` raises for ``exc`` (its cause set), for a caller that cannot wrap
+        the failing code in a block (the lanes resume generators); None: not ours to translate,
+        it passes through."""
+        if isinstance(exc, ReportsyncError):
+            return exc.with_context(source=self.source_name, path=path)
+        if not isinstance(exc, TRANSLATED):
+            return None
+        error = self.translate(exc, action, "session").with_context(source=self.source_name,
+                                                                    path=path)
+        error.__cause__ = exc
+        return error
 
     def translate(self, exc: BaseException, action: str, phase: str) -> ReportsyncError:
         source = self.source

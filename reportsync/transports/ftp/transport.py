@@ -15,14 +15,16 @@ import ftplib
 import logging
 import re
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
 
 from reportsync.config import SourceConfig
-from reportsync.errors import NetworkError, RemoteError
+from reportsync.errors import NetworkError, RemoteError, ReportsyncError, TooManyConnectionsError
 from reportsync.fsutil import printable
 from reportsync.transports.base import (
     ByteSink,
+    Download,
+    Downloaded,
     KnownVersions,
     ProgressCallback,
     RemoteFile,
@@ -32,12 +34,21 @@ from reportsync.transports.ftp.client import (
     Client,
     DataReset,
     DataTimeout,
-    LocalWriteError,
+    Writer,
+    drive,
     reply_code,
     sendable,
     unsendable,
 )
-from reportsync.transports.ftp.listing import ListEntry, parse_ftp_time, parse_list, parse_mlsd_line
+from reportsync.transports.ftp.lanes import run_lanes
+from reportsync.transports.ftp.listing import (
+    ListEntry,
+    mlst_facts,
+    parse_list,
+    parse_mlsd_line,
+    size_of,
+    time_of,
+)
 from reportsync.transports.ftp.recall import exact_times
 from reportsync.transports.ftp.translate import ErrorMap
 
@@ -58,6 +69,9 @@ QUIT_TIMEOUT = 5.0
 Reopen = Callable[[bool | None], Client]
 """Logs in again (the connection steps once more) with what EPSV taught; returns the client."""
 
+Question = tuple[str, str, str]
+"""A question of ``FtpTransport.stat_plan``: (command, file name, the reply code expected)."""
+
 
 class FtpTransport(Transport):
     """A logged-in FTP/FTPS session positioned at the source's ``remote_dir``."""
@@ -72,6 +86,7 @@ class FtpTransport(Transport):
         self._closed = False
         self._errors = errors
         self._guard = errors.guard
+        self.failure = errors.failure  # what the lanes translate their failures with
         self._reopen = reopen
         # What the server has: FEAT's word where it answered (MLST in FEAT means MLSD too, RFC
         # 3659), else found out by trying; a command it does not implement is not sent again.
@@ -83,6 +98,12 @@ class FtpTransport(Transport):
         self._use_epsv: bool | None = client.use_epsv
         self.data_command: str | None = None  # "EPSV", "PASV" or "PORT", once a transfer ran
         self.pasv_named_host: str | None = None  # the address a PASV reply named, if one did
+        self._spares: list[Client] = []  # the lanes' further control connections
+        # name -> (size, whole-second mtime, the command that said so) of the files whose facts
+        # the latest listing took from the server's own answer in this session (MLSD, MDTM):
+        # the lanes take them for the stat before a transfer (``listed_clock``)
+        self._answered: dict[str, tuple[int, int, str]] = {}
+        self._spares_capped = False  # the server refused one more: no further one is asked
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -92,6 +113,7 @@ class FtpTransport(Transport):
         if self._closed:
             raise NetworkError("the FTP connection was closed", source=self.source_name)
         log.info("source %s: reconnecting after an interrupted transfer", self.source_name)
+        self._close_spares()  # a server's session limit must have room for the session's own
         self._client = self._reopen(self._use_epsv)
         return self._client
 
@@ -171,6 +193,7 @@ class FtpTransport(Transport):
 
     def list_files_knowing(self, known: KnownVersions) -> list[RemoteFile]:
         action = f"listing {self.source.remote_dir!r}"
+        self._answered = {}
         if self._mlsd is not False:
             try:
                 with self._session(action) as client:
@@ -229,6 +252,8 @@ class FtpTransport(Transport):
                 log.warning("source %s: the server gives no time for %s; changes of the same "
                             "size cannot be seen", self.source_name, printable(name))
                 mtime = 0.0
+            else:
+                self._answered[name] = (size, int(mtime), "MDTM")
             result.append(RemoteFile(name=name, size=size, mtime=mtime))
         return result
 
@@ -244,6 +269,8 @@ class FtpTransport(Transport):
                 log.warning("source %s: no size for %s; skipped", self.source_name,
                             printable(entry.name))
                 continue
+            if entry.size is not None and entry.mtime is not None:
+                self._answered[entry.name] = (entry.size, int(entry.mtime), "MLST")
             mtime = entry.mtime if entry.mtime is not None else self._mdtm(entry.name)
             result.append(RemoteFile(name=entry.name, size=size,
                                      mtime=mtime if mtime is not None else 0.0))
@@ -255,58 +282,79 @@ class FtpTransport(Transport):
         server's zone, so each file's exact time is MDTM's, or the recorded one the listing
         agrees with (``recall.exact_times`` argues when that is exact)."""
         files = [entry for entry in entries if entry.kind == "file" and entry.size is not None]
-        exact = exact_times(files, known, self._mdtm)
+        asked: dict[str, float | None] = {}
+
+        def mdtm(name: str) -> float | None:
+            asked[name] = answer = self._mdtm(name)
+            return answer
+
+        exact = exact_times(files, known, mdtm)
         result = []
         for entry in files:
             assert entry.size is not None
             mtime = exact.get(entry.name)
             if mtime is None:
                 mtime = entry.mtime if entry.mtime is not None else 0.0
+            elif asked.get(entry.name) == mtime:  # the server's answer now, not the record's
+                self._answered[entry.name] = (entry.size, int(mtime), "MDTM")
             result.append(RemoteFile(name=entry.name, size=entry.size, mtime=mtime))
         return result
+
+    def listed_clock(self, listed: RemoteFile) -> str | None:
+        """The command (``MLST`` or ``MDTM``) whose answer in this session gave ``listed``'s size
+        and mtime, if ``stat`` asks that very command now; else None.
+
+        Then the listing was itself a ``stat`` on the clock of the one after the transfer, and
+        the lanes compare that one with the listing instead of asking the server once more
+        before the transfer: a change since the listing shows in the size or the mtime (a
+        change the stat before would have missed too, where the listing's clock is another:
+        the same size, a new time). A time recalled from the ledger (``recall.py``) or taken
+        from LIST is no such answer: those files are asked before their transfer, as always."""
+        facts = self._answered.get(listed.name)
+        if facts is None or facts[0] != listed.size or facts[1] != int(listed.mtime):
+            return None
+        clock = "MDTM" if self._unsupported.get("MLST") else "MLST"
+        return clock if facts[2] == clock else None
 
     def _ask(self, command: str, name: str, expect: str = "213") -> str | None:
         """``command name``'s reply if it has the code ``expect``, else None (refused); a server
         that does not implement the command is not asked again this session."""
-        if not sendable(name) or self._unsupported.get(command):
+        if not self.askable(command, name):
             return None
         try:
             with self._session(f"{command} of {printable(name)}", name) as client:
                 reply = client.sendcmd(f"{command} {name}")
         except RemoteError as exc:
-            if isinstance(exc.__cause__, ftplib.error_perm) and \
-                    reply_code(exc.__cause__) in UNSUPPORTED_REPLY_CODES:
-                log.debug("source %s: the server has no %s (%s)", self.source_name, command,
-                          exc.__cause__)
-                self._unsupported[command] = True
+            if isinstance(exc.__cause__, ftplib.error_perm):
+                self.refused(command, exc.__cause__)
             return None
         return reply if reply[:3] == expect else None
 
+    def askable(self, command: str, name: str) -> bool:
+        """Whether ``command name`` may be sent: the name fits in a command, and the server has
+        not said it lacks the command."""
+        return sendable(name) and not self._unsupported.get(command)
+
+    def refused(self, command: str, exc: ftplib.error_perm) -> None:
+        """Remember a server that does not implement ``command`` (not asked again)."""
+        if reply_code(exc) in UNSUPPORTED_REPLY_CODES:
+            log.debug("source %s: the server has no %s (%s)", self.source_name, command, exc)
+            self._unsupported[command] = True
+
     def _size(self, name: str) -> int | None:
-        reply = self._ask("SIZE", name)
-        if reply is None or not reply[3:].strip().isdigit():
-            return None
-        return int(reply[3:].strip())
+        return size_of(self._ask("SIZE", name))
 
     def _mdtm(self, name: str) -> float | None:
-        reply = self._ask("MDTM", name)
-        return None if reply is None else parse_ftp_time(reply[3:])
-
-    def _mlst(self, name: str) -> ListEntry | bool:
-        """MLST's facts of one file (one round trip for size and time); False if the server
-        refused (no such file), True if it answered something unreadable."""
-        reply = self._ask("MLST", name, expect="250")
-        if reply is None:
-            return False
-        for line in reply.splitlines()[1:-1]:  # 250-..., " facts; path", 250 End
-            entry = parse_mlsd_line(line.lstrip(" "))
-            if entry is not None:
-                return entry
-        return True
+        return time_of(self._ask("MDTM", name))
 
     def stat(self, name: str) -> RemoteFile | None:
+        return drive(self.stat_plan(name), lambda question: self._ask(*question))
+
+    def stat_plan(self, name: str) -> Generator[Question, str | None, RemoteFile | None]:
+        """``stat`` as questions (command, name, expected code), each sent the reply with that
+        code or None: the blocking ``stat`` and the lanes ask the same way."""
         if not self._unsupported.get("MLST"):  # one round trip where SIZE and MDTM are two
-            facts = self._mlst(name)
+            facts = mlst_facts((yield ("MLST", name, "250")))
             if isinstance(facts, ListEntry):
                 if facts.kind != "file":
                     return None  # a folder or a link now
@@ -315,10 +363,10 @@ class FtpTransport(Transport):
             elif facts is False and not self._unsupported.get("MLST"):
                 return None  # MLST works and refused: the file is gone
             # facts missing or unreadable, or no MLST after all: SIZE and MDTM say it
-        size = self._size(name)
+        size = size_of((yield ("SIZE", name, "213")))
         if size is None:
             return None
-        mtime = self._mdtm(name)
+        mtime = time_of((yield ("MDTM", name, "213")))
         return RemoteFile(name=name, size=size, mtime=mtime if mtime is not None else 0.0)
 
     def download(
@@ -329,23 +377,69 @@ class FtpTransport(Transport):
         offset: int = 0,
         progress: ProgressCallback | None = None,
     ) -> int:
-        written = 0
-
-        def sink(chunk: bytes) -> None:
-            nonlocal written
-            try:
-                destination.write(chunk)
-            except OSError as exc:
-                raise LocalWriteError(exc) from exc
-            written += len(chunk)
-            if progress is not None:
-                progress(len(chunk))
-
         if not sendable(name):
             raise unsendable(name, "downloading").with_context(source=self.source_name, path=name)
+        writer = Writer(destination, progress)
         with self._session(f"downloading {printable(name)}", name) as client:
-            self._retrieve(client, f"RETR {name}", sink, rest=offset or None)
-        return written
+            self._retrieve(client, f"RETR {name}", writer.write, rest=offset or None)
+        return writer.written
+
+    def download_many(self, downloads: Iterable[Download]) -> Iterator[Downloaded]:
+        """Plain FTP in passive mode: up to ``LANES`` files in flight, over as many control
+        connections (``lanes.py``); FTPS and active mode take one file after the other."""
+        items = list(downloads)
+        if len(items) < 2 or self.source.protocol != "ftp" or not self.source.passive:
+            yield from super().download_many(items)
+            return
+        yield from run_lanes(self, items)
+
+    # -- the lanes' connections -------------------------------------------------------------------
+
+    def lane_clients(self, wanted: int) -> list[Client]:
+        """Up to ``wanted`` logged-in control connections, the session's own first: the spare
+        ones are kept for the next batch. A server that refuses one more session (or cannot
+        open one) is not asked again this session: the lanes go on with what they have."""
+        clients = [self._connected()]
+        while len(self._spares) < wanted - 1 and not self._spares_capped:
+            try:
+                self._spares.append(self._reopen(self._use_epsv))
+            except TooManyConnectionsError as error:
+                log.info("source %s: the server refused one more session (%s): %d file(s) in "
+                         "flight", self.source_name, error.message, len(self._spares) + 1)
+                self._spares_capped = True
+            except ReportsyncError as error:
+                log.info("source %s: no further connection (%s): %d file(s) in flight",
+                         self.source_name, error.message, len(self._spares) + 1)
+                self._spares_capped = True
+        return clients + self._spares[:wanted - 1]
+
+    def lane_done(self, client: Client, *, usable: bool) -> None:
+        """A lane's connection after a batch: kept, or (``usable`` False) closed; the session's
+        own is dropped and logs in again on its next use."""
+        self._remember(client)
+        if client is self._client:
+            if not usable:
+                self._abandon()
+            return
+        if not usable:
+            with suppress(ValueError):
+                self._spares.remove(client)
+            with suppress(OSError):
+                client.close()
+
+    def _close_spares(self) -> None:
+        spares, self._spares = self._spares, []
+        for client in spares:
+            self._remember(client)
+            try:
+                if client.sock is not None:
+                    client.sock.settimeout(min(QUIT_TIMEOUT, self.source.timeout))
+                client.quit()
+            except Exception as exc:  # QUIT is a courtesy; the socket is closed either way
+                log.debug("source %s: QUIT failed: %s", self.source_name, exc)
+            finally:
+                with suppress(Exception):
+                    client.close()
 
     def delete(self, name: str) -> None:
         if not sendable(name):
@@ -356,6 +450,7 @@ class FtpTransport(Transport):
 
     def close(self) -> None:
         self._closed = True
+        self._close_spares()
         client = self._client
         self._client = None
         if client is None:
