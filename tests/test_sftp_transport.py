@@ -304,16 +304,19 @@ def test_known_hosts_variants_are_accepted(sftp_server: LocalServer, tmp_path: P
         assert [item.name for item in transport.list_files()] == ["a.pgp"]
 
 
+@pytest.mark.parametrize("engine", ["openssh", "paramiko"])
 def test_pinned_fingerprint(sftp_server: LocalServer, tmp_path: Path,
-                            auth_calls: list[str]) -> None:
-    pinned = make_source(sftp_server, tmp_path, known_hosts=None,
+                            auth_calls: list[str], engine: str) -> None:
+    pinned = make_source(sftp_server, tmp_path, known_hosts=None, ssh_engine=engine,
                          host_key_fingerprint=sftp_server.extra["host_key_fingerprint"])
     with connect(pinned) as transport:
         assert transport.list_files() == []
-    assert "auth_publickey" in auth_calls
+        assert transport.session.engine == engine
+    # paramiko logged in (openssh: ssh did, KnownHostsCommand vouching for the pinned key)
+    assert ("auth_publickey" in auth_calls) == (engine == "paramiko")
 
     auth_calls.clear()
-    wrong = make_source(sftp_server, tmp_path, known_hosts=None,
+    wrong = make_source(sftp_server, tmp_path, known_hosts=None, ssh_engine=engine,
                         host_key_fingerprint="SHA256:" + "A" * 43)
     with pytest.raises(HostKeyError) as caught:
         connect(wrong)

@@ -27,14 +27,16 @@ import logging
 import math
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import paramiko
 
 from reportsync import process
 from reportsync.config import SourceConfig
 from reportsync.errors import (
-    AuthenticationError,
     HostKeyError,
     NetworkError,
     RemoteError,
@@ -43,6 +45,7 @@ from reportsync.errors import (
 from reportsync.fsutil import printable
 from reportsync.transports.base import StepFailure
 from reportsync.transports.findings import StepFinding
+from reportsync.transports.sftp.auth import key_refused_text, login_failed
 from reportsync.transports.sftp.handshake import describe
 from reportsync.transports.sftp.session import SshSession
 from reportsync.transports.sftp.stream import PipeStream, SftpClient
@@ -109,12 +112,15 @@ def known_hosts_command(pin: str) -> str:
     if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]+=*", pin):  # config's form check, once more
         raise ValueError(f"not a SHA256 fingerprint: {pin!r}")
     pinned = pin.rstrip("=")
-    return ("/bin/sh -c 'test \"$1\" = \"" + pinned + "\" && printf \"%s %s %s\\n\" \"$2\" "
-            "\"$3\" \"$4\"; exit 0' reportsync-pin %f %H %t %K")
+    # no "%" but the tokens: ssh expands every "%" of the command
+    return ("/bin/sh -c 'test \"$1\" = \"" + pinned + "\" && echo \"$2 $3 $4\"; exit 0' "
+            "reportsync-pin %f %H %t %K")
 
 
-def ssh_argv(source: SourceConfig, program: SshProgram) -> list[str]:
-    """The ``ssh`` command for ``source`` (nothing secret in it: paths, names, numbers)."""
+def ssh_argv(source: SourceConfig, program: SshProgram, key_path: Path | None = None
+             ) -> list[str]:
+    """The ``ssh`` command for ``source`` (nothing secret in it: paths, names, numbers);
+    ``key_path``: where ssh reads the key (default: ``key_file``)."""
     timeout = math.ceil(source.timeout)
     alive = max(1, math.ceil(source.timeout / 3))
     options = {
@@ -149,7 +155,7 @@ def ssh_argv(source: SourceConfig, program: SshProgram) -> list[str]:
         "Ciphers": CIPHERS,
     }
     if source.key_file is not None:
-        options["IdentityFile"] = str(source.key_file)
+        options["IdentityFile"] = str(key_path or source.key_file)
         options["PubkeyAuthentication"] = "yes"
     else:
         options["IdentityFile"] = "none"
@@ -177,9 +183,22 @@ class OpenSshSession(SshSession):
     def __init__(self, source: SourceConfig, program: SshProgram) -> None:
         self.source = source
         self.program = program
-        self.child = process.popen_pipes(
-            ssh_argv(source, program),
-            env=process.child_environment(_hidden(source), environ=source.password.environ))
+        self._key_folder: Path | None = None
+        key_path = None
+        if source.key_file is not None:
+            # ssh offers KEY-cert.pub too whenever it lies beside the key (no option stops
+            # that): a certificate the config did not name. ssh reads the key through a link in
+            # a private folder of its own instead, removed once logged in.
+            self._key_folder = Path(tempfile.mkdtemp(prefix="reportsync-ssh-"))
+            key_path = self._key_folder / "key"
+            key_path.symlink_to(source.key_file.resolve())
+        try:
+            self.child = process.popen_pipes(
+                ssh_argv(source, program, key_path),
+                env=process.child_environment(_hidden(source), environ=source.password.environ))
+        except BaseException:
+            self.forget_key_link()
+            raise
         assert self.child.stdin is not None and self.child.stdout is not None
         assert self.child.stderr is not None
         self.stream = PipeStream(self.child.stdout.fileno(), self.child.stdin.fileno(),
@@ -211,6 +230,7 @@ class OpenSshSession(SshSession):
         except Exception as exc:  # close never raises
             log.debug("stopping ssh: %s", exc)
         finally:
+            self.forget_key_link()
             self._read_stderr()
             for pipe in (child.stdout, child.stderr):
                 with contextlib.suppress(OSError):
@@ -227,6 +247,12 @@ class OpenSshSession(SshSession):
         if "Connection reset by peer" in text:
             return ConnectionResetError(f"ssh: {printable(text.strip(), quote=False)}")
         return None
+
+    def forget_key_link(self) -> None:
+        """Remove the key's link and its folder (ssh has read the key: logged in, or ended)."""
+        folder, self._key_folder = self._key_folder, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # --- ssh's own words ---
 
@@ -278,7 +304,7 @@ class SshStartFailure(StepFailure):
         self.explain_with_paramiko = failure.explain_with_paramiko
 
 
-def open_openssh_sftp(source: SourceConfig, program: SshProgram
+def open_openssh_sftp(source: SourceConfig, program: SshProgram, key: paramiko.PKey | None
                       ) -> tuple[OpenSshSession, SftpClient]:
     """Start ssh and the SFTP session over it (INIT, VERSION); ``StepFailure`` with ssh's failure
     (``login_failure``) when it did not come up."""
@@ -293,11 +319,12 @@ def open_openssh_sftp(source: SourceConfig, program: SshProgram
         returncode = None if timed_out else session.wait_for_exit()
         text = session.stderr_text()
         session.close()
-        raise SshStartFailure(login_failure(source, returncode, text, timed_out=timed_out,
+        raise SshStartFailure(login_failure(source, key, returncode, text, timed_out=timed_out,
                                             cause=exc)) from None
     except BaseException:
         session.close()
         raise
+    session.forget_key_link()
     session.stream.settimeout(source.timeout)
     return session, sftp
 
@@ -308,7 +335,8 @@ def _ssh_says(text: str) -> str:
     return printable("; ".join(lines[-3:]), quote=False) if lines else "nothing"
 
 
-def login_failure(source: SourceConfig, returncode: int | None, stderr: str, *,
+def login_failure(source: SourceConfig, key: paramiko.PKey | None, returncode: int | None,
+                  stderr: str, *,
                   timed_out: bool = False, cause: BaseException | None = None) -> LoginFailure:
     """The one reading of how ssh failed to bring up the SFTP session: its stderr mapped to our
     finding ids and errors (exit codes: host key 5, login 3, network 4 retryable)."""
@@ -331,27 +359,25 @@ def login_failure(source: SourceConfig, returncode: int | None, stderr: str, *,
             remedy=f"Compare the server's fingerprint with the one your provider publishes "
             f"(`reportsync doctor --source {name}` shows it and the line to add).",
             source=name), True)
-    if "Permission denied" in stderr:
-        kind = "certificate" if source.certificate_file else "key"
-        finding_id = StepFinding.AUTH_KEY_REFUSED
-        remedy = (f"Check `username` ({source.username}) and that the provider registered the "
-                  f"public key of {source.key_file}; run `reportsync doctor --source {name}`.")
-        if source.certificate_file:
-            remedy = ("Check that the certificate is current, signed by the CA the server "
-                      f"trusts, and lists {source.username!r} as a principal.")
-        return LoginFailure(finding_id, AuthenticationError(
-            f"login as {source.username!r} failed: server refused our {kind} ({says})",
-            remedy=remedy, source=name), False)
+    denied = re.search(r"Permission denied \(([^)]*)\)", stderr)
+    if denied is not None:  # paramiko's words: the key's type and fingerprint, what is allowed
+        refused = [key_refused_text(source, key)] if key is not None else \
+            [f"server refused the login ({says})"]
+        allowed = [method for method in denied.group(1).split(",") if method] or None
+        step = login_failed(source, key, False, refused=refused, key_refused=True, accepted=[],
+                            allowed=allowed)
+        return LoginFailure(step.finding_id, step.error, False)
     if "Could not resolve hostname" in stderr:
         return network(StepFinding.DNS_UNRESOLVED,
                        f"cannot resolve host {source.host!r}: {says}", explain=True)
     if "Connection refused" in stderr:
         return network(StepFinding.TCP_REFUSED, f"connection to {where} refused ({says})",
                        explain=True)
-    if "banner exchange" in stderr:
-        return network(StepFinding.BANNER_HANDSHAKE_TIMEOUT,
-                       f"SSH handshake with {where}: no answer within {source.timeout:g}s "
-                       f"({says})")
+    if "banner exchange" in stderr or "kex_exchange_identification" in stderr:
+        # not an SSH server (an FTP or HTTP one), or one that closes at once: paramiko's banner
+        # step names which (for a silent server it waits one more timeout)
+        return network(StepFinding.BANNER_HANDSHAKE_FAILED,
+                       f"SSH handshake with {where} failed ({says})", explain=True)
     if "timed out" in stderr:
         return network(StepFinding.TCP_TIMEOUT,
                        f"connection to {where} timed out after {source.timeout:g}s: no answer at "

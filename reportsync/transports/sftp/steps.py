@@ -219,7 +219,7 @@ class SftpConnector(Connector):
         engine = self._engine
         assert engine is not None and engine.program is not None
         try:
-            session, _ = self._opened = open_openssh_sftp(self.source, engine.program)
+            session, _ = self._opened = open_openssh_sftp(self.source, engine.program, self._key)
         except SshStartFailure as failure:
             return self._explain_ssh_failure(failure)
         return StepResult.passed(Check.AUTH, StepFinding.AUTH_OK,
@@ -256,7 +256,7 @@ class SftpConnector(Connector):
             return StepResult.passed(check, StepFinding.SSH_ENGINE_PARAMIKO,
                                      f"fetch speaks SSH with paramiko ({why})")
         try:
-            session, sftp = open_openssh_sftp(self.source, engine.program)
+            session, sftp = open_openssh_sftp(self.source, engine.program, self._key)
         except SshStartFailure as failure:
             return StepResult.failed(
                 check, StepFinding.SSH_ENGINE_OPENSSH_FAILED, failure.error,
