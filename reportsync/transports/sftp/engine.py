@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from reportsync.config import SourceConfig
 from reportsync.errors import ConfigError, Problem
-from reportsync.transports.sftp.openssh import MIN_OPENSSH, SshProgram, find_ssh
+from reportsync.transports.openssh_program import SshProgram, find_ssh, machine_problem
 from reportsync.vocab import SshEngine
 
 AUTO = "auto"
@@ -43,18 +43,11 @@ def _path_of(source: SourceConfig) -> str | None:
     return None if environ is None else environ.get("PATH", os.defpath)
 
 
-def openssh_problem(source: SourceConfig | None, program: SshProgram | None) -> str | None:
-    """Why the openssh engine cannot serve ``source`` (None: it can); ``source`` None asks
-    about this machine only."""
-    if os.name != "posix":
-        return "not on Windows (the engine waits on ssh's pipes with select, sockets only there)"
-    if program is None:
-        return "no OpenSSH `ssh` on PATH"
-    if not program.usable:
-        return (f"{program.path} is {program.version_text}, older than OpenSSH "
-                f"{'.'.join(map(str, MIN_OPENSSH))}")
-    if source is None:
-        return None
+def openssh_problem(source: SourceConfig, program: SshProgram | None) -> str | None:
+    """Why the openssh engine cannot serve ``source`` (None: it can)."""
+    problem = machine_problem(program)
+    if problem is not None:
+        return problem
     if source.password.configured:
         return "the source logs in with a password, which only the paramiko engine sends"
     if source.key_passphrase.configured:
@@ -82,16 +75,3 @@ def choose_engine(source: SourceConfig) -> EngineChoice:
             remedy=f'Set {key} = "auto" (paramiko then serves this source) or "paramiko"; or '
             "install OpenSSH 8.5 or later and log in with a key without passphrase.")
     return EngineChoice(SshEngine.PARAMIKO, None, f"auto: {problem}")
-
-
-def engine_summary() -> str:
-    """What SFTP sources run over on this machine (``reportsync --version``)."""
-    import paramiko
-
-    program = find_ssh() if os.name == "posix" else None
-    fallback = f"paramiko {paramiko.__version__}"
-    problem = openssh_problem(None, program)
-    if problem is None and program is not None:
-        return (f"openssh ({program.version_text}) for key logins / {fallback} for passwords, "
-                "keys with a passphrase, and ssh_engine = \"paramiko\"")
-    return f"{fallback} (openssh unused: {problem})"

@@ -22,7 +22,6 @@ asks them (``steps.SftpConnector._explain_ssh_failure``), which sends no credent
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -45,6 +44,7 @@ from reportsync.errors import (
 from reportsync.fsutil import printable
 from reportsync.transports.base import StepFailure
 from reportsync.transports.findings import StepFinding
+from reportsync.transports.openssh_program import SshProgram
 from reportsync.transports.sftp.auth import key_refused_text, login_failed
 from reportsync.transports.sftp.handshake import describe
 from reportsync.transports.sftp.session import SshSession
@@ -53,12 +53,6 @@ from reportsync.vocab import SshEngine
 
 log = logging.getLogger(__name__)
 
-MIN_OPENSSH = (8, 5)
-"""The oldest ssh the engine runs: ``KnownHostsCommand`` (pinning) and the checks issue 13
-made of the safety properties (resume, known_hosts refusals before any credential, pinning,
-certificates) are from 8.5 on."""
-
-VERSION_TIMEOUT = 10.0  # seconds ``ssh -V`` may take
 CLOSE_GRACE = 2.0  # seconds ssh gets to end after its input closed, before it is killed
 STDERR_LIMIT = 64 * 1024  # bytes of ssh's stderr kept (LogLevel=ERROR says a few lines)
 
@@ -66,43 +60,6 @@ CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@opens
     "aes128-ctr,aes192-ctr,aes256-ctr"
 """AES-GCM first: with AES-NI it measured faster than chacha20-poly1305 here (issue 13 and
 docs/performance.md); the rest of OpenSSH's default list follows, so no server loses."""
-
-_VERSION = re.compile(r"OpenSSH_(?:for_Windows_)?(\d+)\.(\d+)(\S*)")
-
-
-@dataclass(frozen=True)
-class SshProgram:
-    """The ``ssh`` on PATH and what ``ssh -V`` said."""
-
-    path: str
-    version_text: str  # e.g. "OpenSSH_9.2p1"
-    version: tuple[int, int]
-
-    @property
-    def usable(self) -> bool:
-        return self.version >= MIN_OPENSSH
-
-
-@functools.cache
-def find_ssh(path_variable: str | None = None) -> SshProgram | None:
-    """OpenSSH's ``ssh`` on ``path_variable`` (default: our PATH), or None when there is none or
-    it is not OpenSSH; asked once per run (``ssh -V`` costs a few milliseconds)."""
-    environ = None if path_variable is None else {"PATH": path_variable}
-    found = process.which("ssh", environ)
-    if found is None:
-        return None
-    try:
-        completed = process.run([found, "-V"], timeout=VERSION_TIMEOUT)
-    except process.ChildError as exc:
-        log.debug("ssh -V failed: %s", exc)
-        return None
-    text = (completed.stderr or completed.stdout).decode("utf-8", "replace")
-    match = _VERSION.search(text)
-    if match is None:
-        log.debug("ssh -V: not OpenSSH: %s", text.strip())
-        return None
-    return SshProgram(found, match.group(0), (int(match.group(1)), int(match.group(2))))
-
 
 def known_hosts_command(pin: str) -> str:
     """``KnownHostsCommand`` for a pinned fingerprint: ssh runs it (no shell of its own: argv
@@ -210,7 +167,8 @@ class OpenSshSession(SshSession):
     # --- SshSession ---
 
     def is_active(self) -> bool:
-        return not self._closed and not self.stream.closed and self.child.poll() is None
+        return (not self._closed and not self.stream.closed and not self.stream.ended
+                and self.child.poll() is None)
 
     def close(self) -> None:
         if self._closed:
