@@ -61,6 +61,17 @@ CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@opens
 """AES-GCM first: with AES-NI it measured faster than chacha20-poly1305 here (issue 13 and
 docs/performance.md); the rest of OpenSSH's default list follows, so no server loses."""
 
+KEX_ALGORITHMS = "curve25519-sha256,curve25519-sha256@libssh.org," \
+    "sntrup761x25519-sha512@openssh.com,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521," \
+    "diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512," \
+    "diffie-hellman-group18-sha512,diffie-hellman-group14-sha256"
+"""curve25519 first, as the paramiko engine negotiates: OpenSSH 9's default first choice, the
+post-quantum hybrid sntrup761x25519, measured 0.15-0.3 s more per connection here (two
+connections' key exchanges on the 2 loaded cores), a third of a small-file fetch's login.
+docs/security.md says what that trades. Names only that OpenSSH 8.5 knows too (an unknown one
+stops ssh)."""
+
+
 def known_hosts_command(pin: str) -> str:
     """``KnownHostsCommand`` for a pinned fingerprint: ssh runs it (no shell of its own: argv
     split by ssh, %-tokens expanded in each word) with the offered key's fingerprint, the name
@@ -110,6 +121,7 @@ def ssh_argv(source: SourceConfig, program: SshProgram, key_path: Path | None = 
         "Compression": "no",
         "LogLevel": "ERROR",
         "Ciphers": CIPHERS,
+        "KexAlgorithms": KEX_ALGORITHMS,
     }
     if source.key_file is not None:
         options["IdentityFile"] = str(key_path or source.key_file)
