@@ -379,11 +379,17 @@ def banner_server() -> Iterator[tuple[int, list[bytes]]]:
 def test_ftp_server_on_the_port_is_named(sftp_server: LocalServer, tmp_path: Path,
                                          banner_server: tuple[int, list[bytes]]) -> None:
     port, _ = banner_server
-    with pytest.raises(NetworkError) as caught:
-        connect(make_source(sftp_server, tmp_path, port=port))
+    with pytest.raises(NetworkError) as caught:  # paramiko's banner step, as doctor runs it
+        connect(make_source(sftp_server, tmp_path, port=port, ssh_engine="paramiko"))
     assert "FTP" in caught.value.message
     assert "not an SSH server" in caught.value.message
     assert caught.value.source == "t"
+    # ssh only sees the connection closed before an SSH greeting (a dropped connection reads
+    # the same, and is not worth a second connection): retryable, and doctor named
+    with pytest.raises(NetworkError) as caught:
+        connect(make_source(sftp_server, tmp_path, port=port, ssh_engine="openssh"))
+    assert "closed the connection before the SSH greeting" in caught.value.message
+    assert caught.value.retryable and "reportsync doctor" in (caught.value.remedy or "")
 
 
 def test_non_ssh_banner_is_named(sftp_server: LocalServer, tmp_path: Path,

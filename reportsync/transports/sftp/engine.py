@@ -7,7 +7,7 @@ used for this source, else paramiko; ``"openssh"`` insists (a ConfigError naming
 The openssh engine cannot be used:
 
 - on Windows (``stream.PipeStream`` waits on the pipes with ``select``, sockets only there);
-- without an OpenSSH ``ssh`` >= 8.5 on PATH (``openssh.MIN_OPENSSH``);
+- without an OpenSSH ``ssh`` >= 8.5 on PATH (``transports.openssh_program.MIN_OPENSSH``);
 - for a password login, or a key with a passphrase: ssh would have to be handed the secret
   (an askpass program), which this engine does not do; paramiko keeps them in-process;
 - without a key_file (nothing else to log in with).

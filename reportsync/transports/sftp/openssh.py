@@ -49,6 +49,7 @@ from reportsync.transports.sftp.auth import key_refused_text, login_failed
 from reportsync.transports.sftp.handshake import describe
 from reportsync.transports.sftp.session import SshSession
 from reportsync.transports.sftp.stream import PipeStream, SftpClient
+from reportsync.transports.sftp.transport import RESET_REMEDY
 from reportsync.vocab import SshEngine
 
 log = logging.getLogger(__name__)
@@ -212,9 +213,16 @@ class OpenSshSession(SshSession):
 
     def ended_by(self) -> BaseException | None:
         if self.child.poll() is None:
-            return None
+            if not self.stream.ended:
+                return None
+            # ssh closed its pipes as it exits: its last words are on stderr in a moment
+            try:
+                self.child.wait(timeout=CLOSE_GRACE)
+            except process.TimeoutExpired:
+                return None
         text = self.stderr_text()
-        if "Connection reset by peer" in text:
+        log.debug("ssh ended (exit %s): %s", self.child.returncode, printable(text, quote=False))
+        if _was_reset(text):
             return ConnectionResetError(f"ssh: {printable(text.strip(), quote=False)}")
         return None
 
@@ -299,6 +307,13 @@ def open_openssh_sftp(source: SourceConfig, program: SshProgram, key: paramiko.P
     return session, sftp
 
 
+def _was_reset(stderr: str) -> bool:
+    """ssh met a TCP reset: said as such, or as EPIPE on the socket ("send disconnect: Broken
+    pipe"), which a TCP socket gives only once the peer reset it (a clean close is "closed by
+    remote host")."""
+    return "Connection reset by peer" in stderr or "send disconnect: Broken pipe" in stderr
+
+
 def _ssh_says(text: str) -> str:
     lines = [line.strip().rstrip(".") for line in text.splitlines()
              if line.strip() and set(line.strip()) != {"@"}]
@@ -343,11 +358,25 @@ def login_failure(source: SourceConfig, key: paramiko.PKey | None, returncode: i
     if "Connection refused" in stderr:
         return network(StepFinding.TCP_REFUSED, f"connection to {where} refused ({says})",
                        explain=True)
-    if "banner exchange" in stderr or "kex_exchange_identification" in stderr:
-        # not an SSH server (an FTP or HTTP one), or one that closes at once: paramiko's banner
-        # step names which (for a silent server it waits one more timeout)
+    if _was_reset(stderr):
+        # said as the transport says a reset (transport.classify): not a timeout
+        return LoginFailure(StepFinding.BANNER_LOST, NetworkError(
+            f"logging in: the connection to {where} was reset (a TCP reset: cut by the server or "
+            f"by something on the way, not a timeout; ssh says: {says})", remedy=RESET_REMEDY,
+            source=name), False)
+    if "banner exchange" in stderr:
+        # no SSH greeting within the timeout: not an SSH server (an HTTP one), or a silent one;
+        # paramiko's banner step names which (for a silent server it waits one more timeout)
         return network(StepFinding.BANNER_HANDSHAKE_FAILED,
                        f"SSH handshake with {where} failed ({says})", explain=True)
+    if "kex_exchange_identification" in stderr:
+        # closed before the SSH greeting: a connection dropped on the way (retried as it is,
+        # no second connection to explain it), or not an SSH server (an FTP one): doctor's
+        # banner step names what answers there
+        return network(StepFinding.BANNER_CLOSED,
+                       f"{where} closed the connection before the SSH greeting ({says})",
+                       remedy="If it keeps happening, check that `port` is the provider's SFTP "
+                       f"port: `reportsync doctor --source {name}` names what answers there.")
     if "timed out" in stderr:
         return network(StepFinding.TCP_TIMEOUT,
                        f"connection to {where} timed out after {source.timeout:g}s: no answer at "
@@ -361,9 +390,6 @@ def login_failure(source: SourceConfig, key: paramiko.PKey | None, returncode: i
         return network(StepFinding.BANNER_HANDSHAKE_TIMEOUT,
                        f"SSH connection to {where}: no SFTP session within "
                        f"{2 * source.timeout:g}s (ssh says: {says})")
-    if "Connection reset by peer" in stderr:
-        return network(StepFinding.BANNER_LOST,
-                       f"the connection to {where} was reset during login ({says})")
     if returncode is not None and returncode != 255 and not stderr.strip():
         # ssh logged in, then the server ended the session at once: no SFTP there
         return LoginFailure(StepFinding.REMOTE_FOLDER_NO_SFTP, _no_sftp(source, says), False)
