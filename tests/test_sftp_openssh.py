@@ -282,3 +282,24 @@ def test_version_names_the_engine() -> None:
     result = run_cli_inprocess("--version")
     assert result.exit_code == 0
     assert "sftp engine" in result.stdout and "openssh (OpenSSH_" in result.stdout
+
+
+def test_paths_with_a_space_reach_ssh_whole_and_a_percent_goes_to_paramiko(
+        sftp_server: LocalServer, tmp_path: Path) -> None:
+    spaced = tmp_path / "a folder"
+    spaced.mkdir()
+    known = spaced / "known hosts"
+    known.write_bytes(Path(sftp_server.source["known_hosts"]).read_bytes())
+    key = spaced / "the key"
+    key.write_bytes(Path(sftp_server.source["key_file"]).read_bytes())
+    key.chmod(0o600)
+    with open_transport(make_source(sftp_server, tmp_path, known_hosts=str(known),
+                                    key_file=str(key))) as transport:
+        assert isinstance(transport, SftpTransport)
+        assert transport.session.engine is SshEngine.OPENSSH
+        assert transport.list_files() == []
+    percent = tmp_path / "50%d"
+    percent.write_bytes(known.read_bytes())
+    choice = choose_engine(make_source(sftp_server, tmp_path, known_hosts=str(percent),
+                                       ssh_engine="auto"))
+    assert choice.engine is SshEngine.PARAMIKO and "%" in choice.why

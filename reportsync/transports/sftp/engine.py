@@ -10,7 +10,8 @@ The openssh engine cannot be used:
 - without an OpenSSH ``ssh`` >= 8.5 on PATH (``transports.openssh_program.MIN_OPENSSH``);
 - for a password login, or a key with a passphrase: ssh would have to be handed the secret
   (an askpass program), which this engine does not do; paramiko keeps them in-process;
-- without a key_file (nothing else to log in with).
+- without a key_file (nothing else to log in with);
+- when the key, certificate or known_hosts path holds ``%`` (ssh expands tokens there) or ``"``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from reportsync.config import SourceConfig
 from reportsync.errors import ConfigError, Problem
 from reportsync.transports.openssh_program import SshProgram, find_ssh, machine_problem
+from reportsync.transports.sftp.openssh import unquotable
 from reportsync.vocab import SshEngine
 
 AUTO = "auto"
@@ -55,6 +57,9 @@ def openssh_problem(source: SourceConfig, program: SshProgram | None) -> str | N
                 "engine keeps it in-process")
     if source.key_file is None:
         return "no key_file is set"
+    for path in (source.key_file, source.certificate_file, source.known_hosts):
+        if path is not None and unquotable(path):
+            return f"ssh would expand the % or ~ in {path} (or cannot quote its \")"
     return None
 
 

@@ -99,7 +99,7 @@ def ssh_argv(source: SourceConfig, program: SshProgram, key_path: Path | None = 
         "PasswordAuthentication": "no",
         "KbdInteractiveAuthentication": "no",
         "StrictHostKeyChecking": "yes",
-        "UserKnownHostsFile": str(source.known_hosts) if source.known_hosts else "none",
+        "UserKnownHostsFile": quoted(source.known_hosts) if source.known_hosts else "none",
         "GlobalKnownHostsFile": "none",
         "UpdateHostKeys": "no",
         "CheckHostIP": "no",
@@ -125,12 +125,12 @@ def ssh_argv(source: SourceConfig, program: SshProgram, key_path: Path | None = 
         "KexAlgorithms": KEX_ALGORITHMS,
     }
     if source.key_file is not None:
-        options["IdentityFile"] = str(key_path or source.key_file)
+        options["IdentityFile"] = quoted(key_path or source.key_file)
         options["PubkeyAuthentication"] = "yes"
     else:
         options["IdentityFile"] = "none"
     if source.certificate_file is not None:
-        options["CertificateFile"] = str(source.certificate_file)
+        options["CertificateFile"] = quoted(source.certificate_file)
     if source.host_key_fingerprint:
         options["KnownHostsCommand"] = known_hosts_command(source.host_key_fingerprint)
     argv = [program.path, "-F", "none", "-T", "-x", "-a", "-p", str(source.port),
@@ -138,6 +138,19 @@ def ssh_argv(source: SourceConfig, program: SshProgram, key_path: Path | None = 
     for name, value in options.items():
         argv += ["-o", f"{name}={value}"]
     return [*argv, "-s", "--", source.host, "sftp"]
+
+
+def unquotable(path: Path) -> bool:
+    """A path ssh would not read as it is: it expands ``%`` tokens (and ``~``) in these options,
+    and a double quote cannot be quoted (``engine.py`` leaves such a source to paramiko)."""
+    text = str(path)
+    return "%" in text or '"' in text or text.startswith("~")
+
+
+def quoted(path: Path) -> str:
+    """A path as an ssh option's value: in double quotes, so a space does not split it (these
+    options take several files separated by spaces)."""
+    return f'"{path}"'
 
 
 def _hidden(source: SourceConfig) -> tuple[str, ...]:
