@@ -357,11 +357,17 @@ class Workspace:
         full = dict(table, download_dir=str(run_dir / "encrypted"),
                     output_dir=str(run_dir / "statements"))
         full.setdefault("include", ["*"])
+        if SSH_ENGINE is not None and full.get("protocol") == "sftp":
+            full["ssh_engine"] = SSH_ENGINE
         return write_config(path, {
             "settings": {"state_dir": str(run_dir / "state"),
                          "gnupg_home": str(self.identity(bits).home)},
             "sources": {SOURCE: full},
         })
+
+
+SSH_ENGINE: str | None = None
+"""``--ssh-engine``: the SFTP sources' ``ssh_engine`` (None: the config's default, auto)."""
 
 
 def _without_remote_dir(source: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import profiling
+from benchmarks import fixtures, profiling
 from benchmarks.fixtures import Sizes, Tool, Workspace, ensure_tools
 from benchmarks.measure import REPO_ROOT, BenchError, run_measured
 from benchmarks.workloads import ROW_KEYS, Compare, Row, Side, Suite, Target
@@ -352,6 +352,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="afterwards, run py-spy on reportsync's side of the N worst ratios")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get missing tools; report them as skipped")
+    parser.add_argument("--ssh-engine", choices=["auto", "openssh", "paramiko"],
+                        help="ssh_engine of the SFTP sources (default: the config's, auto)")
     parser.add_argument("--table-from", type=Path, metavar="JSON",
                         help="run nothing: print the table of a saved results file, judged by "
                              "the current targets")
@@ -385,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         document = json.loads(args.table_from.read_text(encoding="utf-8"))
         print("\n".join([*header(document["meta"]), "", *table(lines_from_results(document))]))
         return 0
+    fixtures.SSH_ENGINE = args.ssh_engine
     reps = args.repeat or (1 if args.smoke else DEFAULT_REPEAT)
     sizes = Sizes.smoke() if args.smoke else Sizes.full()
     deadline = Deadline(args.time_limit or (10 if args.smoke else 120))

@@ -156,5 +156,8 @@ def version_lines(environ: Mapping[str, str] | None = None) -> list[str]:
 
     rows = [("reportsync", __version__), ("python", platform.python_version())]
     rows += [(name, installed(name)) for name in ("paramiko", "cryptography", "python-gnupg")]
+    from reportsync.transports.openssh_program import engine_summary
+
+    rows.append(("sftp engine", engine_summary(installed("paramiko"))))
     rows.append(("gpg", gpg_version_line(environ=environ)))
     return [f"{name:<13} {version}" for name, version in rows]

@@ -109,7 +109,8 @@ class Command(StrEnum):
 
 
 class SshEngine(StrEnum):
-    """What speaks SSH for an SFTP session (``transports.sftp.session``). Only paramiko is built;
-    an OpenSSH ``ssh -s sftp`` engine (issue 13) would be a second member and a config key."""
+    """What speaks SSH for an SFTP session (``transports.sftp.session``); a source's
+    ``ssh_engine`` key picks one, ``auto`` lets ``transports.sftp.engine`` choose."""
 
+    OPENSSH = "openssh"  # an ``ssh -s sftp`` child (transports/sftp/openssh.py)
     PARAMIKO = "paramiko"  # in-process

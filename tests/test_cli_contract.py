@@ -163,7 +163,8 @@ def test_version_and_help_need_no_config(tmp_path: Path) -> None:
     version = run_unattended("--version", env=elsewhere)
     assert version.exit_code == 0 and version.stderr == ""
     names = [line.split()[0] for line in version.stdout.splitlines()]
-    assert names == ["reportsync", "python", "paramiko", "cryptography", "python-gnupg", "gpg"]
+    assert names == ["reportsync", "python", "paramiko", "cryptography", "python-gnupg", "sftp",
+                     "gpg"]
     assert "gpg (GnuPG)" in version.stdout.splitlines()[-1]
     assert "not installed" not in version.stdout
     without_gpg = run_unattended("--version", env={"PATH": str(tmp_path)})

@@ -407,7 +407,8 @@ APPLICABILITY = [(protocol, key) for protocol in PROTOCOLS for key in SOURCE_KEY
 def test_a_key_of_another_protocol_is_refused_or_ignored_as_the_schema_says(
     protocol: str, key: Key, tmp_path: Path,
 ) -> None:
-    value = {"bool": False, "path": str(tmp_path / "f"), "str": "SHA256:" + "A" * 43}[key.kind]
+    value = {"bool": False, "path": str(tmp_path / "f"), "str": "SHA256:" + "A" * 43,
+             "choice": key.choices[0] if key.choices else ""}[key.kind]
     source = {**base_source(protocol), key.name: value}
     if key.name == "certificate_file":
         source["key_file"] = str(tmp_path / "k")
@@ -424,7 +425,8 @@ def test_the_protocol_keys_are_the_documented_ones() -> None:
     assert by_protocols == {
         "key_file": ("sftp",), "certificate_file": ("sftp",), "key_passphrase_env": ("sftp",),
         "key_passphrase_file": ("sftp",), "known_hosts": ("sftp",),
-        "host_key_fingerprint": ("sftp",), "ca_file": ("ftps",), "passive": ("ftp", "ftps"),
+        "host_key_fingerprint": ("sftp",), "ssh_engine": ("sftp",), "ca_file": ("ftps",),
+        "passive": ("ftp", "ftps"),
     }
 
 

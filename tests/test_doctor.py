@@ -273,13 +273,14 @@ def test_healthy_sftp_and_ftp_sources_pass_every_check(setup: Setup, sftp_server
         else:
             assert finding["status"] == PASS, finding
     assert doctor.findings[0]["scope"] == "config"
-    expected_sftp = ["dns", "tcp", "banner", "host key", "auth", "remote folder", "listing",
-                     "at risk"]
+    expected_sftp = ["dns", "tcp", "banner", "host key", "auth", "remote folder", "ssh engine",
+                     "listing", "at risk"]
     expected_ftp = ["dns", "tcp", "banner", "auth", "remote folder", "data channel", "listing",
                     "at risk"]
     assert list(doctor.statuses("ibkr")) == expected_sftp
     assert list(doctor.statuses("ibkrftp")) == expected_ftp
     assert sftp_server.extra["host_key_fingerprint"] in doctor.get("ibkr", "host key")["finding"]
+    assert "fetch speaks SSH with openssh (OpenSSH_" in doctor.get("ibkr", "ssh engine")["finding"]
     assert "1 match" in doctor.get("ibkrftp", "listing")["finding"]
     assert "EPSV" in doctor.get("ibkrftp", "data channel")["finding"]
     for check in ("gpg", "gnupg home", "secret key", "passphrase", "ledger", "lock"):

@@ -339,14 +339,17 @@ def test_revoked_host_key_is_refused_before_any_credential(
     sftp_server: LocalServer, tmp_path: Path, auth_spy: list[str], pgp_identity: PgpIdentity,
 ) -> None:
     # Line of defence: sftp.verify_host_key checks @revoked lines first (paramiko skips them).
+    # The paramiko engine's own check (the openssh engine's: tests/test_sftp_openssh.py; ssh
+    # would use the RSA key on record instead of the revoked ed25519 one).
     known = _known_hosts(sftp_server, tmp_path, f"@revoked {_host_key_line(sftp_server)}")
     with pytest.raises(HostKeyError, match="@revoked") as caught:
-        open_transport(_sftp_source(sftp_server, tmp_path, known_hosts=known))
+        open_transport(_sftp_source(sftp_server, tmp_path, known_hosts=known,
+                                    ssh_engine="paramiko"))
     assert caught.value.exit_code == ExitCode.HOST_KEY
     assert auth_spy == [], "nothing was sent to a revoked key"
     ws = Workspace(tmp_path / "ws", pgp_identity, sftp_server)
     ws.root.mkdir()
-    ws.write_config(known_hosts=known)
+    ws.write_config(known_hosts=known, ssh_engine="paramiko")
     assert ws.fetch().exit_code == 5
 
 
@@ -356,18 +359,21 @@ def test_cert_authority_line_is_refused_loudly_never_silently_skipped(
 ) -> None:
     # Line of defence: sftp.verify_host_key refuses a host trusted only through @cert-authority
     # (host certificates are not validated, so the line is named instead of being ignored).
+    # The paramiko engine's rule: ssh validates host certificates itself (docs/security.md).
     ca_public = Path(f"{sftp_server.extra['ca_key']}.pub").read_text().split()
     ca_line = f"@cert-authority [127.0.0.1]:{sftp_server.port} {ca_public[0]} {ca_public[1]}"
     only_ca = _known_hosts(sftp_server, tmp_path, ca_line, plain=False)
     with pytest.raises(HostKeyError) as caught:
-        open_transport(_sftp_source(sftp_server, tmp_path, known_hosts=only_ca))
+        open_transport(_sftp_source(sftp_server, tmp_path, known_hosts=only_ca,
+                                    ssh_engine="paramiko"))
     assert "@cert-authority" in caught.value.message and "line 1" in caught.value.message
     assert "does not validate SSH host certificates" in caught.value.message
     assert auth_spy == []
     # beside a plain key line the connection works, and the unused CA line is still named
     caplog.set_level(logging.WARNING, logger="reportsync.transports.sftp")
     both = _known_hosts(sftp_server, tmp_path, ca_line)
-    with open_transport(_sftp_source(sftp_server, tmp_path, known_hosts=both)) as transport:
+    with open_transport(_sftp_source(sftp_server, tmp_path, known_hosts=both,
+                                     ssh_engine="paramiko")) as transport:
         assert transport.list_files() == []
     assert "@cert-authority" in caplog.text and "were not used" in caplog.text
 
@@ -484,12 +490,13 @@ def test_strict_kex_is_agreed_with_a_real_openssh_and_unknown_keys_are_rejected(
 ) -> None:
     # Line of defence: paramiko's strict kex (advertised by default from 3.4) against sshd; the
     # host key policy is "reject" (verify_host_key raises for any key not on record).
-    with open_transport(_sftp_source(sftp_server, tmp_path)) as transport:
+    with open_transport(_sftp_source(sftp_server, tmp_path, ssh_engine="paramiko")) as transport:
         assert isinstance(transport, SftpTransport)
         assert transport.session.transport.agreed_on_strict_kex is True  # type: ignore[attr-defined]
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     auth_spy.clear()
     with pytest.raises(HostKeyError, match="unknown host key"):
-        open_transport(_sftp_source(sftp_server, tmp_path, known_hosts=str(empty)))
+        open_transport(_sftp_source(sftp_server, tmp_path, known_hosts=str(empty),
+                                    ssh_engine="paramiko"))
     assert auth_spy == []

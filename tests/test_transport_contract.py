@@ -19,6 +19,7 @@ from reportsync.config import parse_config
 from reportsync.errors import RemoteError
 from reportsync.transports import Transport, open_transport
 from reportsync.transports.memory import MemoryServer
+from reportsync.transports.sftp import SftpTransport
 from tests.servers import LocalServer
 
 # paramiko's prefetch thread used to die with "Socket is closed" when a connection dropped
@@ -27,14 +28,20 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExce
 
 SERVERS = ["sftp_server", "sftp_cert_server", "ftp_server", "ftps_server",
            "ftp_server_no_mlsd", "ftp_server_windows_list"]
+SSH_ENGINES = {"sftp_server": ("openssh", "paramiko"), "sftp_cert_server": ("openssh", "paramiko")}
+"""Both SSH engines pass the whole contract (issue 13): each SFTP server once per engine."""
+CASES = [f"{server}:{engine}" if engine else server
+         for server in SERVERS for engine in SSH_ENGINES.get(server, ("",))]
 
 
 class Folder:
     """The remote folder as a test arranges it: on a real server's disk, or in memory."""
 
-    def __init__(self, server: LocalServer | None = None, memory: MemoryServer | None = None):
+    def __init__(self, server: LocalServer | None = None, memory: MemoryServer | None = None,
+                 ssh_engine: str = ""):
         self.server = server
         self.memory = memory
+        self.ssh_engine = ssh_engine
 
     def put(self, name: str, data: bytes, mtime: float) -> None:
         if self.memory is not None:
@@ -59,11 +66,12 @@ class Folder:
         return (self.server.remote_root / name).exists()
 
 
-@pytest.fixture(params=[*SERVERS, "memory"])
+@pytest.fixture(params=[*CASES, "memory"])
 def folder(request: pytest.FixtureRequest) -> Folder:
     if request.param == "memory":
         return Folder(memory=MemoryServer())
-    return Folder(server=request.getfixturevalue(request.param))
+    server, _, engine = str(request.param).partition(":")
+    return Folder(server=request.getfixturevalue(server), ssh_engine=engine)
 
 
 @pytest.fixture
@@ -75,8 +83,13 @@ def transport(folder: Folder, tmp_path: Path) -> Iterator[Transport]:
     assert folder.server is not None
     source = dict(folder.server.source, download_dir=str(tmp_path / "d"),
                   output_dir=str(tmp_path / "o"), timeout=10)
+    if folder.ssh_engine:
+        source["ssh_engine"] = folder.ssh_engine
     config = parse_config({"sources": {"contract": source}})
     with open_transport(config.sources["contract"]) as opened:
+        if folder.ssh_engine:  # the engine asked for is the one speaking
+            assert isinstance(opened, SftpTransport)
+            assert opened.session.engine == folder.ssh_engine
         yield opened
 
 

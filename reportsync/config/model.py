@@ -162,6 +162,7 @@ class RetentionPolicy:
 
 
 SFTP = ("sftp",)
+SSH_ENGINES = ("auto", "openssh", "paramiko")  # transports/sftp/engine.py chooses
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +185,9 @@ class SourceConfig:
                                        kind="path", protocols=SFTP, example="~/.ssh/known_hosts")
     host_key_fingerprint: str | None = setting("... or pinned here (SHA256:...)", kind="str",
                                                protocols=SFTP, form=ssh_fingerprint)
+    ssh_engine: str = setting("sftp: who speaks SSH: auto (OpenSSH's ssh when it can) | "
+                              "openssh | paramiko", choices=SSH_ENGINES, default="auto",
+                              protocols=SFTP)
     password: SecretRef = secret(
         env_doc="ftp/ftps: env var holding the password; never logged",
         inline_doc="inline password: only accepted if this file is 0600")

@@ -141,6 +141,7 @@ class Check(StrEnum):
     AUTH = "auth"
     REMOTE_FOLDER = "remote folder"
     DATA_CHANNEL = "data channel"
+    SSH_ENGINE = "ssh engine"
     # the files a transport reads before it touches the network (doctor's config checks)
     KEY_FILE = "key file"
     KNOWN_HOSTS = "known_hosts"

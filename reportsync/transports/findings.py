@@ -83,6 +83,11 @@ class StepFinding(StrEnum):
     REMOTE_FOLDER_REFUSED = "remote-folder.refused"
     REMOTE_FOLDER_NO_SFTP = "remote-folder.no-sftp"
     REMOTE_FOLDER_LOST = "remote-folder.lost"
+    # ssh engine (sftp): what fetch will speak SSH with, and that it logs in
+    SSH_ENGINE_PARAMIKO = "ssh-engine.paramiko"
+    SSH_ENGINE_OPENSSH = "ssh-engine.openssh"
+    SSH_ENGINE_OPENSSH_FAILED = "ssh-engine.openssh-failed"
+    SSH_ENGINE_UNUSABLE = "ssh-engine.unusable"
     # data channel (ftp/ftps)
     DATA_CHANNEL_OK = "data-channel.ok"
     DATA_CHANNEL_TIMEOUT = "data-channel.timeout"

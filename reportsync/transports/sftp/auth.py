@@ -65,11 +65,7 @@ def authenticate(source: SourceConfig, transport: paramiko.Transport,
         except paramiko.BadAuthenticationType as exc:
             allowed = list(exc.allowed_types)
         except paramiko.AuthenticationException:
-            kind = "certificate" if source.certificate_file else "key"
-            detail = f"{key.get_name()} {fingerprint(key)}"
-            if source.certificate_file:
-                detail += certificate_summary(source.certificate_file)
-            refused.append(f"server refused our {kind} ({detail})")
+            refused.append(key_refused_text(source, key))
             key_refused = True
     if password is not None and not transport.is_authenticated() and \
             permits("password", "keyboard-interactive"):
@@ -85,9 +81,28 @@ def authenticate(source: SourceConfig, transport: paramiko.Transport,
         except paramiko.AuthenticationException:
             refused.append("server refused the password")
 
+    raise login_failed(source, key, password is not None, refused=refused,
+                       key_refused=key_refused, accepted=accepted, allowed=allowed)
+
+
+def key_refused_text(source: SourceConfig, key: paramiko.PKey) -> str:
+    """How a refused key (or certificate) is named: its type and fingerprint."""
+    kind = "certificate" if source.certificate_file else "key"
+    detail = f"{key.get_name()} {fingerprint(key)}"
+    if source.certificate_file:
+        detail += certificate_summary(source.certificate_file)
+    return f"server refused our {kind} ({detail})"
+
+
+def login_failed(source: SourceConfig, key: paramiko.PKey | None, with_password: bool, *,
+                 refused: list[str], key_refused: bool, accepted: list[str],
+                 allowed: list[str] | None) -> StepFailure:
+    """The refused login, in the same words whichever engine tried it (the openssh engine reads
+    ssh's "Permission denied (publickey)" into ``refused`` and ``allowed``)."""
+    user = source.username
     offers = f"; the server allows: {', '.join(allowed)}" if allowed else ""
     configured = [kind for kind, given in (("key", key is not None),
-                                           ("password", password is not None)) if given]
+                                           ("password", with_password)) if given]
     if refused:
         finding_id = StepFinding.AUTH_KEY_REFUSED if key_refused else \
             StepFinding.AUTH_PASSWORD_REFUSED
@@ -109,7 +124,7 @@ def authenticate(source: SourceConfig, transport: paramiko.Transport,
     elif source.certificate_file:
         remedy = ("Check that the certificate is current, signed by the CA the server trusts, "
                   f"and lists {user!r} as a principal.")
-    raise StepFailure(finding_id, AuthenticationError(message, remedy=remedy, source=source.name))
+    return StepFailure(finding_id, AuthenticationError(message, remedy=remedy, source=source.name))
 
 
 def _timed_out(transport: paramiko.Transport) -> bool:

@@ -1,9 +1,9 @@
 """The SSH connection an SFTP session runs over, whichever engine made it.
 
-The seam for an SSH engine: today paramiko in-process (``ParamikoSession``). A second engine,
-OpenSSH's ``ssh -s sftp`` as a child doing the key exchange, host key check, login and crypto
-(issue 13 measured it 1.0-1.4x ``sftp``), is not built; it would implement ``SshSession``. Above
-this line everything is shared: paramiko's SFTP protocol code (``stream.SftpClient``), the reads
+The seam between the two SSH engines: paramiko in-process (``ParamikoSession``), and OpenSSH's
+``ssh -s sftp`` as a child doing the key exchange, host key check, login and crypto
+(``openssh.OpenSshSession``; ``engine.choose_engine`` picks one per source). Above this line
+everything is shared: paramiko's SFTP protocol code (``stream.SftpClient``), the reads
 (``wire.py``), the transport.
 """
 

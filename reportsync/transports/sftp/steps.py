@@ -9,6 +9,7 @@ worked out only when doctor asked (``config_checks``), or when a step has failed
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -45,6 +46,7 @@ from reportsync.transports.sftp.credentials import (
     load_private_key,
     require_strict_kex_support,
 )
+from reportsync.transports.sftp.engine import EngineChoice, choose_engine
 from reportsync.transports.sftp.handshake import (
     check_banner,
     close_quietly,
@@ -60,8 +62,11 @@ from reportsync.transports.sftp.known_hosts import (
     prefer_host_key_types,
     verify_host_key,
 )
-from reportsync.transports.sftp.session import ParamikoSession
+from reportsync.transports.sftp.openssh import SshStartFailure, open_openssh_sftp
+from reportsync.transports.sftp.session import ParamikoSession, SshSession
+from reportsync.transports.sftp.stream import SftpClient
 from reportsync.transports.sftp.transport import SftpTransport
+from reportsync.vocab import CheckStatus, SshEngine
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,9 @@ class SftpConnector(Connector):
         self._sock: socket.socket | None = None
         self._ssh: paramiko.Transport | None = None
         self._transport: SftpTransport | None = None
+        self._engine: EngineChoice | None = None
+        self._engine_problem: ConfigError | None = None
+        self._opened: tuple[SshSession, SftpClient] | None = None  # the openssh engine's
 
     # --- before the network ---
 
@@ -102,6 +110,7 @@ class SftpConnector(Connector):
             if source.known_hosts is not None:
                 self._known = load_known_hosts(source.known_hosts, self._host_names(),
                                                f"sources.{source.name}.known_hosts")
+            self._engine = choose_engine(source)
         except ReportsyncError as exc:
             raise exc.with_context(source=source.name) from None
 
@@ -110,6 +119,10 @@ class SftpConnector(Connector):
 
     def config_checks(self) -> list[StepResult]:
         self._diagnose = True
+        try:
+            self._engine = choose_engine(self.source)
+        except ConfigError as error:  # the engine step says so, after the steps
+            self._engine_problem = error
         results: list[StepResult] = []
         try:
             self._password = self.source.password.resolve()
@@ -187,9 +200,86 @@ class SftpConnector(Connector):
     # --- the steps ---
 
     def steps(self) -> Sequence[Step]:
+        if self._engine is not None and self._engine.engine is SshEngine.OPENSSH \
+                and not self._diagnose:
+            # ssh does DNS, TCP, key exchange, the host key check and the login in one step;
+            # doctor keeps paramiko's steps (they explain a failure) and adds ``_engine_step``
+            return (Step(Check.AUTH, self._ssh_login),
+                    Step(Check.REMOTE_FOLDER, self._remote_folder))
         return (Step(Check.DNS, self._dialer.dns), Step(Check.TCP, self._dialer.tcp),
                 Step(Check.BANNER, self._banner), Step(Check.HOST_KEY, self._host_key),
                 Step(Check.AUTH, self._auth), Step(Check.REMOTE_FOLDER, self._remote_folder))
+
+    def probes(self) -> Sequence[Step]:
+        return (Step(Check.SSH_ENGINE, self._engine_step),)
+
+    # --- the openssh engine ---
+
+    def _ssh_login(self) -> StepResult:
+        engine = self._engine
+        assert engine is not None and engine.program is not None
+        try:
+            session, _ = self._opened = open_openssh_sftp(self.source, engine.program, self._key)
+        except SshStartFailure as failure:
+            return self._explain_ssh_failure(failure)
+        return StepResult.passed(Check.AUTH, StepFinding.AUTH_OK,
+                                 f"logged in as {self.source.username!r} through "
+                                 f"{session.describe()}")
+
+    def _explain_ssh_failure(self, failure: SshStartFailure) -> StepResult:
+        """ssh's failure, or, where paramiko's steps word it better (the host key offered and
+        the line to add; DNS; what listens on the port), the first of those steps that fails:
+        they stop before the login, so no credential is sent."""
+        if failure.explain_with_paramiko:
+            try:
+                for step in (self._dialer.dns, self._dialer.tcp, self._banner, self._host_key):
+                    result = step()
+                    if result.status is CheckStatus.FAIL:
+                        return result
+            finally:
+                ssh, self._ssh = self._ssh, None
+                sock, self._sock = self._sock, None
+                close_quietly(ssh, sock)
+                self._dialer.close()
+        return failure.result(Check.AUTH)
+
+    def _engine_step(self) -> StepResult:
+        """doctor: the engine a fetch will use and, for openssh, that ssh logs in too (its
+        checks are its own: a key file ssh finds too open, a stricter known_hosts reading)."""
+        check = Check.SSH_ENGINE
+        if self._engine_problem is not None:
+            return StepResult.failed(check, StepFinding.SSH_ENGINE_UNUSABLE,
+                                     self._engine_problem)
+        engine = self._engine
+        if engine is None or engine.engine is SshEngine.PARAMIKO or engine.program is None:
+            why = engine.why if engine is not None else "not chosen"
+            return StepResult.passed(check, StepFinding.SSH_ENGINE_PARAMIKO,
+                                     f"fetch speaks SSH with paramiko ({why})")
+        try:
+            session, sftp = open_openssh_sftp(self.source, engine.program, self._key)
+        except SshStartFailure as failure:
+            return StepResult.failed(
+                check, StepFinding.SSH_ENGINE_OPENSSH_FAILED, failure.error,
+                finding=f"fetch speaks SSH with {engine.describe()}, and ssh could not log in "
+                f"although paramiko did: {failure.error.message}",
+                remedy=f"{failure.error.remedy} Or set sources.{self.source.name}.ssh_engine = "
+                "\"paramiko\".")
+        try:
+            sftp.chdir(self.source.remote_dir)
+        except Exception as exc:
+            problem = SftpTransport(self.source, session, sftp).classify(
+                exc, f"cannot open remote_dir {self.source.remote_dir!r} through ssh",
+                path=self.source.remote_dir)
+            return StepResult.failed(check, StepFinding.SSH_ENGINE_OPENSSH_FAILED, problem)
+        finally:
+            with contextlib.suppress(Exception):
+                sftp.close()
+            session.close()
+        return StepResult.passed(check, StepFinding.SSH_ENGINE_OPENSSH,
+                                 f"fetch speaks SSH with {session.describe()}: it logged in "
+                                 f"and opened {self.source.remote_dir!r}")
+
+    # --- the paramiko engine ---
 
     def _banner(self) -> StepResult:
         source = self.source
@@ -300,14 +390,20 @@ class SftpConnector(Connector):
         return failure.result(Check.AUTH)
 
     def _remote_folder(self) -> StepResult:
-        ssh = self._ssh
-        assert ssh is not None
         source = self.source
-        try:
-            sftp = open_sftp_session(source, ssh)
-        except StepFailure as failure:
-            return failure.result(Check.REMOTE_FOLDER)
-        transport = self._transport = SftpTransport(source, ParamikoSession(ssh), sftp)
+        session: SshSession
+        if self._opened is not None:
+            session, sftp = self._opened
+            self._opened = None  # the transport's now
+        else:
+            ssh = self._ssh
+            assert ssh is not None
+            try:
+                sftp = open_sftp_session(source, ssh)
+            except StepFailure as failure:
+                return failure.result(Check.REMOTE_FOLDER)
+            session = ParamikoSession(ssh)
+        transport = self._transport = SftpTransport(source, session, sftp)
         try:
             sftp.chdir(source.remote_dir)
         except Exception as exc:
@@ -355,6 +451,10 @@ class SftpConnector(Connector):
         transport, self._transport = self._transport, None
         ssh, self._ssh = self._ssh, None
         sock, self._sock = self._sock, None
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            opened[1].close()
+            opened[0].close()
         if transport is not None:
             transport.close()
         else:

@@ -110,6 +110,7 @@ class PipeStream:
         self._buffer = b""
         self._position = 0
         self.closed = False
+        self.ended = False  # ssh closed its end: the session is over, whatever its exit
         enlarge_pipe(reading, PIPE_BUFFER_BYTES)
         os.set_blocking(writing, False)  # a write that cannot go on waits in select, bounded
 
@@ -129,6 +130,7 @@ class PipeStream:
                 self._wait(write=True)
                 continue
             except BrokenPipeError:
+                self.ended = True
                 raise EOFError("ssh closed its input") from None
             data = data[written:]
 
@@ -166,6 +168,8 @@ class PipeStream:
         self._wait(write=False)
         self._buffer = os.read(self._reading, max(wanted, PIPE_READ_BYTES))
         self._position = 0
+        if not self._buffer:
+            self.ended = True
 
     def _wait(self, *, write: bool) -> None:
         fd = self._writing if write else self._reading
