@@ -8,9 +8,14 @@ run in milliseconds.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import threading
+
 import pytest
 
 from reportsync.errors import AuthenticationError, ExitCode, NetworkError
+from reportsync.fetch import transfer
 from reportsync.fetch.transfer import part_name
 from reportsync.ledger import Ledger, VersionIndex, VersionState
 from reportsync.transports import RemoteFile
@@ -262,3 +267,59 @@ def test_temp_names_are_derived_only_when_a_temp_file_is_there(
     assert mem.fetch().count(Action.SKIPPED) == 3
     assert sorted(derived) == ["r0.xml", "r1.xml", "r2.xml"]
     assert not stale.exists(), "a part no listed version can resume is removed"
+
+
+# --- big parts: hashed and flushed to disk behind the transfer -------------------------------
+
+
+def _part_flush_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name == "part-flush"]
+
+
+def test_a_big_part_is_hashed_and_flushed_behind_its_transfer_in_a_batch_and_on_resume(
+        mem: MemoryWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    flushed: list[int] = []
+    real_sync = transfer.sync_data
+
+    def counting_sync(descriptor: int) -> None:
+        flushed.append(threading.get_ident())
+        real_sync(descriptor)
+
+    monkeypatch.setattr(transfer, "SYNC_EVERY", 64 * 1024)  # a 1 MiB part takes many steps
+    monkeypatch.setattr(transfer, "sync_data", counting_sync)
+    whole = mem.put("whole.xml", random_plain(1_000_000))
+    resumed = mem.put("resumed.xml", random_plain(900_000))
+    mem.server.faults.cut_after = 400_000  # the batch's transfer of resumed.xml is cut ...
+    mem.server.faults.cut_connections = {1}
+    mem.source["retries"] = 1  # ... and the one-file path resumes it from its part
+    result = mem.fetch()
+    assert result.exit_code == 0, result.error
+    assert mem.outputs() == {"resumed.xml": resumed, "whole.xml": whole}
+    assert any(name.startswith("resumed.xml@") and not name.endswith("@0")
+               for name in mem.downloads()), "resumed, not restarted"
+    with mem.ledger() as db:
+        recorded = dict(db.execute(
+            "SELECT r.name, d.sha256 FROM downloads d JOIN remote_files r ON r.id = d.file_id"))
+    assert recorded == {"whole.xml": hashlib.sha256(whole).hexdigest(),
+                        "resumed.xml": hashlib.sha256(resumed).hexdigest()}
+    assert flushed and threading.get_ident() not in flushed, "flushed by the helper thread"
+    assert _part_flush_threads() == [], "no helper thread outlives its part"
+
+
+def test_a_failed_flush_behind_a_big_part_fails_that_file_and_keeps_nothing(
+        mem: MemoryWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(transfer, "SYNC_EVERY", 64 * 1024)
+    monkeypatch.setattr(transfer, "sync_data", full_disk)
+    mem.put("big.xml", random_plain(500_000))
+    result = mem.fetch()
+    files = by_name(result.files)
+    assert files["big.xml"].action == Action.FAILED, "a later fsync's success is not trusted"
+    assert "disk full" in str(files["big.xml"].error)
+    assert mem.outputs() == {}
+    assert mem.hidden() == [] and not any(mem.download_dir.iterdir()), "no part is kept"
+    with mem.ledger() as db:
+        assert db.execute("SELECT COUNT(*) FROM downloads").fetchone()[0] == 0
+    assert _part_flush_threads() == []

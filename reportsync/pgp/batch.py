@@ -62,11 +62,10 @@ from reportsync.fsutil import (
 )
 from reportsync.pgp.gpg import Gpg, note_signature
 from reportsync.pgp.verdict import Decrypted, plaintext_too_large
-from reportsync.units import HASH_CHUNK
+from reportsync.units import HASH_CHUNK, SYNC_EVERY
 
 log = logging.getLogger(__name__)
 
-SYNC_EVERY = 32 * 1024 * 1024  # a big plaintext is flushed to disk behind gpg in steps of this
 WATCH_INTERVAL = 0.02  # seconds between looks at the file gpg is writing
 _BEHIND_STEP = 8 * 1024 * 1024  # hashed per look, so the cap is looked at in between
 _STATUS = "[GNUPG:] "
