@@ -430,16 +430,7 @@ class FtpTransport(Transport):
     def _close_spares(self) -> None:
         spares, self._spares = self._spares, []
         for client in spares:
-            self._remember(client)
-            try:
-                if client.sock is not None:
-                    client.sock.settimeout(min(QUIT_TIMEOUT, self.source.timeout))
-                client.quit()
-            except Exception as exc:  # QUIT is a courtesy; the socket is closed either way
-                log.debug("source %s: QUIT failed: %s", self.source_name, exc)
-            finally:
-                with suppress(Exception):
-                    client.close()
+            self._quit(client)
 
     def delete(self, name: str) -> None:
         if not sendable(name):
@@ -453,15 +444,19 @@ class FtpTransport(Transport):
         self._close_spares()
         client = self._client
         self._client = None
-        if client is None:
-            return
+        if client is not None:
+            self._quit(client)
+
+    def _quit(self, client: Client) -> None:
+        """QUIT, briefly, and close: never raises (QUIT is a courtesy; the socket is closed
+        either way)."""
         self._remember(client)
         try:
             if client.sock is not None:
                 client.sock.settimeout(min(QUIT_TIMEOUT, self.source.timeout))
             client.quit()
-        except Exception as exc:  # QUIT is a courtesy; the socket is closed either way
+        except Exception as exc:
             log.debug("source %s: QUIT failed: %s", self.source_name, exc)
         finally:
-            with suppress(Exception):  # close() never raises past here
+            with suppress(Exception):
                 client.close()
