@@ -110,6 +110,22 @@ def test_listing_gives_regular_files_with_size_and_mtime(folder: Folder,
     assert abs(listing["old.asc"].mtime - (time.time() - 400 * 86400)) < 2
 
 
+def test_a_listing_of_many_replies_gives_every_file_once_and_the_session_stays_usable(
+        folder: Folder, transport: Transport) -> None:
+    # OpenSSH answers a READDIR with up to 100 names: 1,234 files are 13 replies, several of
+    # them asked for at once (wire.READDIRS_IN_FLIGHT); a stat after shows nothing was left unread
+    delivered = time.time() - 86400
+    names = {f"U{index:05d}.xml.pgp" for index in range(1234)}
+    for name in names:
+        folder.put(name, name.encode(), delivered)
+    listing = transport.list_files()
+    assert sorted(remote.name for remote in listing) == sorted(names)
+    assert all(remote.size == len(remote.name) for remote in listing)
+    assert sorted(remote.name for remote in transport.list_files()) == sorted(names)
+    there = transport.stat("U00007.xml.pgp")
+    assert there is not None and there.size == len("U00007.xml.pgp")
+
+
 def test_download_whole_and_from_an_offset(folder: Folder, transport: Transport) -> None:
     data = os.urandom(300_000)
     folder.put("r.pgp", data, time.time())
