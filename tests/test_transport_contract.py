@@ -112,8 +112,8 @@ def test_listing_gives_regular_files_with_size_and_mtime(folder: Folder,
 
 def test_a_listing_of_many_replies_gives_every_file_once_and_the_session_stays_usable(
         folder: Folder, transport: Transport) -> None:
-    # OpenSSH answers a READDIR with up to 100 names: 1,234 files are 13 replies, several of
-    # them asked for at once (wire.READDIRS_IN_FLIGHT); a stat after shows nothing was left unread
+    # OpenSSH answers a READDIR with up to 100 names: 1,234 files are 13 replies; a stat after
+    # shows nothing of the listing was left unread on the session
     delivered = time.time() - 86400
     names = {f"U{index:05d}.xml.pgp" for index in range(1234)}
     for name in names:

@@ -46,8 +46,7 @@ pieces of one short read) are ever held. See docs/fetch.md, "SFTP reads and memo
 
 
 def list_folder(sftp: paramiko.SFTPClient) -> list[tuple[str, paramiko.SFTPAttributes]]:
-    """``listdir_attr(".")`` (the same OPENDIR/READDIR/CLOSE requests, with
-    ``READDIRS_IN_FLIGHT`` READDIRs outstanding instead of one), except for the names.
+    """``listdir_attr(".")`` (the same OPENDIR/READDIR/CLOSE requests), except for the names.
 
     paramiko decodes every name of the listing as strict UTF-8, so one name in another encoding
     raised UnicodeDecodeError for the whole folder, and the source fetched nothing. Here each
@@ -63,45 +62,16 @@ def list_folder(sftp: paramiko.SFTPClient) -> list[tuple[str, paramiko.SFTPAttri
         raise paramiko.SFTPError("Expected handle")
     handle = message.get_binary()
     entries: list[tuple[str, paramiko.SFTPAttributes]] = []
-    replies = _Replies()
-    asking = requests(sftp)
-    pending: deque[int] = deque()
-    at_end = False
     while True:
-        while not at_end and len(pending) < READDIRS_IN_FLIGHT:
-            pending.append(asking._async_request(replies, CMD_READDIR, handle))
-        if not pending:
+        try:
+            kind, message = client._request(CMD_READDIR, handle)
+        except EOFError:  # the end of the folder
             break
-        request = pending.popleft()
-        while request not in replies:
-            asking._read_response()  # one packet: a reply to one of ours, or to nobody's
-        kind, message = replies.pop(request)
-        if kind == CMD_STATUS:
-            try:
-                asking._convert_status(message)  # OSError for a refusal
-            except EOFError:  # the end of the folder: the READDIRs still out are answered
-                at_end = True  # so too, and read before the CLOSE
-                continue
         if kind != CMD_NAME:
             raise paramiko.SFTPError("Expected name response")
         entries += _name_entries(message.get_remainder())
     client._request(CMD_CLOSE, handle)
     return entries
-
-
-READDIRS_IN_FLIGHT = 4
-"""READDIR requests a listing keeps outstanding on its handle: each reply carries the next
-names (OpenSSH: up to 100), so a listing of 50,000 files was 500 round trips waited for one by
-one, a quarter of a no-op run's time. A server answers them in the order they came, each with the
-next names; one that took them in another order still hands out every name once (the union is
-the folder), and after the first end-of-folder status no more are asked."""
-
-
-class _Replies(dict[int, tuple[int, paramiko.Message]]):
-    """Replies to a listing's READDIRs, as paramiko's reader hands them over (by request id)."""
-
-    def _async_response(self, kind: int, msg: paramiko.Message, request: int) -> None:
-        self[request] = (kind, msg)
 
 
 _U32 = struct.Struct(">I")
