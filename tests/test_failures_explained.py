@@ -488,17 +488,18 @@ RESET = "was reset (a TCP reset: cut by the server or by something on the way, n
 # Both cut points under load once read "connection lost": the kernel reports a reset to the
 # first call that meets it, and when that was a send of the pipelined requests paramiko turned
 # it into EOFError; transports.network.ResetWatchingSocket remembers it for the transport.
+@pytest.mark.parametrize("engine", ["paramiko", "openssh"])
 @pytest.mark.parametrize("reset_after", [400_000, 6_000], ids=["mid-download", "early"])
 def test_a_tcp_reset_on_sftp_is_named_a_reset_not_a_timeout(
         tmp_path: Path, pgp_identity: PgpIdentity, sftp_server: LocalServer,
-        reset_after: int) -> None:
+        reset_after: int, engine: str) -> None:
     # once "connection lost (SSHException: Server connection dropped ...)" or "no answer within
     # 10s", as if the network were slow; FTP names a reset a reset (transports/ftp), SFTP now too
     proxy = ResetProxy((sftp_server.host, sftp_server.port), reset_after)
     try:
         ws = Workspace(tmp_path, pgp_identity, sftp_server)
         table = {key: value for key, value in sftp_server.source.items() if key != "known_hosts"}
-        ws.write_config({**table, "port": proxy.port,
+        ws.write_config({**table, "port": proxy.port, "ssh_engine": engine,
                          "host_key_fingerprint": sftp_server.extra["host_key_fingerprint"]},
                         timeout=10)
         ws.put("big.xml", random_plain(3_000_000))
@@ -509,8 +510,14 @@ def test_a_tcp_reset_on_sftp_is_named_a_reset_not_a_timeout(
     source = result.result()["sources"][0]
     error = source["error"] or source["files"][0]["error"]
     assert error["error"] == "NetworkError" and error["retryable"]
+    assert "no answer" not in error["message"], "a reset is not a timeout"
+    if engine == "openssh" and RESET not in error["message"]:
+        # ssh names a reset only when it says so on stderr; it sometimes ends after one without
+        # a word (docs/security.md, "The OpenSSH engine"): then it is a connection lost
+        assert "connection lost" in error["message"]
+        return
     assert f"the connection to 127.0.0.1:{proxy.port} {RESET}" in error["message"]
-    assert "no answer" not in error["message"] and "SSHException" not in error["message"]
+    assert "SSHException" not in error["message"]
     assert "a longer timeout does not fix" in error["remedy"]
 
 

@@ -321,10 +321,11 @@ def open_openssh_sftp(source: SourceConfig, program: SshProgram, key: paramiko.P
 
 
 def _was_reset(stderr: str) -> bool:
-    """ssh met a TCP reset: said as such, or as EPIPE on the socket ("send disconnect: Broken
-    pipe"), which a TCP socket gives only once the peer reset it (a clean close is "closed by
-    remote host")."""
-    return "Connection reset by peer" in stderr or "send disconnect: Broken pipe" in stderr
+    """ssh met a TCP reset: said as such ("Connection reset by peer", or ssh's own "Connection
+    reset by HOST port N"), or as EPIPE on the socket ("send disconnect: Broken pipe"), which a
+    TCP socket gives only once the peer reset it (a clean close is "closed by remote host").
+    ssh sometimes ends after a reset without a word: that reads "connection lost"."""
+    return "Connection reset by " in stderr or "send disconnect: Broken pipe" in stderr
 
 
 def _ssh_says(text: str) -> str:
