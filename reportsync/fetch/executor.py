@@ -31,10 +31,11 @@ import math
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from reportsync.config import SourceConfig
 from reportsync.errors import (
@@ -69,6 +70,8 @@ from reportsync.fetch.transfer import (
 from reportsync.fsutil import crash_point, printable, storage_error
 from reportsync.transports.retry import RetryingTransport
 from reportsync.vocab import Action, Stage
+
+_Done = TypeVar("_Done")  # what a stage made of a job: its download, or its report
 
 log = logging.getLogger(__name__)
 
@@ -273,16 +276,8 @@ class Executor:
 
     def _record_downloads(self, durable: list[tuple[_Item, Downloaded]],
                           transport: RetryingTransport) -> None:
-        try:
-            errors = self._recorder.downloaded_many([(item.job, done) for item, done in durable])
-        except Exception as exc:  # the commit itself failed: none of them is recorded
-            for item, _ in durable:
-                self._settle(item, Stage.DOWNLOAD, exc, transport)
-            return
-        for (item, done), error in zip(durable, errors, strict=True):
-            if error is not None:
-                self._settle(item, Stage.DOWNLOAD, error, transport)
-                continue
+        for item, done in self._recorded(durable, self._recorder.downloaded_many,
+                                         Stage.DOWNLOAD, transport):
             item.local = done.path
             item.outcome.local_path, item.outcome.transferred = str(done.path), done.transferred
 
@@ -371,17 +366,8 @@ class Executor:
                 self._settle(item, Stage.ARCHIVE, storage_error(exc, archived.path), None)
             return
         crash_point("after-rename")
-        try:
-            errors = self._recorder.archived_many([(item.job, archived)
-                                                   for item, archived in placed])
-        except Exception as exc:
-            for item, _ in placed:
-                self._settle(item, Stage.ARCHIVE, exc, None)
-            return
-        for (item, archived), error in zip(placed, errors, strict=True):
-            if error is not None:
-                self._settle(item, Stage.ARCHIVE, error, None)
-                continue
+        for item, archived in self._recorded(placed, self._recorder.archived_many,
+                                             Stage.ARCHIVE, None):
             outcome = item.outcome
             outcome.output_path, outcome.decrypted = str(archived.path), archived.decrypted
             outcome.action = Action.ARCHIVED
@@ -392,6 +378,27 @@ class Executor:
     def _finish(self, item: _Item) -> None:
         with self._guard:
             self._done.append((item.index, item.outcome))
+
+    def _recorded(self, done: list[tuple[_Item, _Done]],
+                  record: Callable[[list[tuple[Job, _Done]]], Sequence[BaseException | None]],
+                  stage: Stage, transport: RetryingTransport | None
+                  ) -> list[tuple[_Item, _Done]]:
+        """``done`` recorded in one group commit (``record``: a ``Recorder`` ``*_many``); the
+        ones recorded are returned, the others settled at ``stage`` with their error, or all of
+        them with the commit's own when it failed (then none of them is recorded)."""
+        try:
+            errors = record([(item.job, value) for item, value in done])
+        except Exception as exc:
+            for item, _ in done:
+                self._settle(item, stage, exc, transport)
+            return []
+        recorded = []
+        for (item, value), error in zip(done, errors, strict=True):
+            if error is None:
+                recorded.append((item, value))
+            else:
+                self._settle(item, stage, error, transport)
+        return recorded
 
     def _settle(self, item: _Item, stage: Stage, exc: BaseException,
                 transport: RetryingTransport | None) -> None:
