@@ -264,10 +264,7 @@ def read_only_copy(home: Path, mount_point: Path) -> Iterator[Path]:
         for leftover in folder.glob("S.*"):
             leftover.unlink()
         folder.chmod(0o700)
-        remounted = subprocess.run(["mount", "-o", "remount,ro", str(folder)],
-                                   capture_output=True, text=True, check=False)
-        if remounted.returncode != 0:
-            pytest.skip(f"remounting read-only is not permitted here: {remounted.stderr.strip()}")
+        remount_read_only(folder)
         yield folder
 
 
@@ -528,11 +525,17 @@ def test_a_tcp_reset_on_sftp_is_named_a_reset_not_a_timeout(
 def read_only_folder(mount_point: Path) -> Iterator[Path]:
     """An empty, real read-only file system at ``mount_point`` (root ignores mode bits)."""
     with tiny_filesystem(mount_point) as folder:
-        remounted = subprocess.run(["mount", "-o", "remount,ro", str(folder)],
-                                   capture_output=True, text=True, check=False)
-        if remounted.returncode != 0:
-            pytest.skip(f"remounting read-only is not permitted here: {remounted.stderr.strip()}")
+        remount_read_only(folder)
         yield folder
+
+
+def remount_read_only(folder: Path) -> None:
+    """Remount the tiny file system at ``folder`` read-only; the test is skipped where that is
+    not permitted."""
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(folder)],
+                               capture_output=True, text=True, check=False)
+    if remounted.returncode != 0:
+        pytest.skip(f"remounting read-only is not permitted here: {remounted.stderr.strip()}")
 
 
 def test_a_state_dir_that_cannot_be_created_names_settings_state_dir(
