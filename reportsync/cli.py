@@ -22,15 +22,13 @@ from typing import Any, TextIO
 
 import click
 
-from reportsync import fetch as fetch_core
-from reportsync import pgpkeys, render, sshkeys
+from reportsync import pgpkeys, render
 from reportsync.cli_app import App, version_lines
 from reportsync.config import (
     PROVIDER_PRESETS,
     Secret,
 )
 from reportsync.errors import ExitCode, ReportsyncError, UsageError
-from reportsync.notify import monitored_fetch
 from reportsync.pgp import Gpg
 from reportsync.results import DoctorRun
 
@@ -135,16 +133,24 @@ def schedule(app: App, kind: str, at_text: str, out_dir: Path | None) -> int:
 @pass_app
 def fetch(app: App, sources: tuple[str, ...], dry_run: bool, no_decrypt: bool, jobs: int) -> int:
     """Download new reports, decrypt them and archive them."""
-    config = app.load_config()
-    options = fetch_core.FetchOptions(sources=sources, dry_run=dry_run, decrypt=not no_decrypt,
-                                      jobs=jobs)
-    if app.show_progress():
-        from reportsync.progress import ProgressBar
+    from reportsync.transports.head_start import head_start
 
-        with ProgressBar(app.stderr) as bar:
-            run = monitored_fetch(config, options, reporter=bar)
-    else:
-        run = monitored_fetch(config, options)
+    config = app.load_config()
+    with head_start(config, sources) as connect:
+        # imported while the first source logs in (the fetch machinery is most of a run's
+        # imports: transports/head_start.py)
+        from reportsync import fetch as fetch_core
+        from reportsync.notify import monitored_fetch
+
+        options = fetch_core.FetchOptions(sources=sources, dry_run=dry_run,
+                                          decrypt=not no_decrypt, jobs=jobs)
+        if app.show_progress():
+            from reportsync.progress import ProgressBar
+
+            with ProgressBar(app.stderr) as bar:
+                run = monitored_fetch(config, options, reporter=bar, connect=connect)
+        else:
+            run = monitored_fetch(config, options, connect=connect)
     if run.error is not None:  # the fetch stopped as a whole: its error is what the run reports
         for line in render.monitoring_lines(run):
             app.echo(line, err=True)
@@ -355,6 +361,8 @@ def ssh() -> None:
 def ssh_generate(app: App, key_type: str, bits: int, out: Path, no_passphrase: bool,
                  passphrase_env: str | None, comment: str, force: bool) -> int:
     """Create an OpenSSH key pair (PATH 0600 and PATH.pub)."""
+    from reportsync import sshkeys  # cryptography's key code: for the ssh key commands only
+
     passphrase = _secret_from_options(app, no_passphrase, passphrase_env,
                                       what="passphrase for the new SSH key", confirm=True)
     info = sshkeys.generate_ssh_key(out, key_type=key_type, bits=bits,
@@ -368,6 +376,8 @@ def ssh_generate(app: App, key_type: str, bits: int, out: Path, no_passphrase: b
 @pass_app
 def ssh_show(app: App, path: Path) -> int:
     """Type, bits and fingerprint of a key; validity and principals of a certificate."""
+    from reportsync import sshkeys  # cryptography's key code: for the ssh key commands only
+
     return app.finish(sshkeys.ShownSshFile(sshkeys.inspect_ssh_file(path)), render.ssh_show_text)
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack
 
 from reportsync import retention
+from reportsync.background import Background
 from reportsync.config import Config, SourceConfig
 from reportsync.errors import ReportsyncError
 from reportsync.fetch.archive import LazyGpg
@@ -31,11 +32,11 @@ from reportsync.fsutil import ensure_private_dir, storage_error
 from reportsync.gcpause import collector_paused
 from reportsync.ledger import Ledger, VersionIndex, VersionState, open_ledger, refreshed
 from reportsync.runguard import run_lock, source_turn
-from reportsync.transports import RemoteFile, Transport, open_transport
+from reportsync.transports import RemoteFile, open_transport
+from reportsync.transports.base import VersionKey
+from reportsync.transports.head_start import Connect
 from reportsync.transports.retry import RetryingTransport, RetryPolicy
 from reportsync.vocab import Action, Command
-
-Connect = Callable[[SourceConfig], Transport]
 
 
 def run(config: Config, options: FetchOptions, reporter: Reporter | None = None, *,
@@ -108,14 +109,17 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
 
     try:
         with connection() as transport:
-            transport.connect()
-            # the one read of every ledger row of the source in this run, compactly: the
-            # listing (FTP's LIST times), the plan and retention take it; in full only the
-            # versions that can act (not archived, or old enough for retention), read after
-            # the listing is recorded and kept up to date with what the jobs write
             with collector_paused():  # 50,000-entry listings and indexes: gcpause.py
-                index = ledger.version_index(source.name)
-                listing = transport.list_files_knowing(index.ids.keys())
+                # the one read of every ledger row of the source in this run, compactly: the
+                # listing (FTP's LIST times), the plan and retention take it; in full only the
+                # versions that can act (not archived, or old enough for retention), read after
+                # the listing is recorded and kept up to date with what the jobs write. Read
+                # on a thread while the server logs in and lists (the ledger is the thread's
+                # alone until ``_listed_knowing`` returns)
+                index_read = Background(lambda: ledger.version_index(source.name),
+                                        f"ledger-read-{source.name}")
+                listing = _listed_knowing(transport, index_read)
+                index = index_read.result()
                 candidates, refused = select_files(source, listing)
                 result.listed, result.matched = len(listing), len(candidates)
                 recorder = None if run_id is None else Recorder(
@@ -158,6 +162,37 @@ def _fetch_source(source: SourceConfig, config: Config, ledger: Ledger, run_id: 
         if outcome.error is not None:
             outcome.error.with_context(source=source.name, path=outcome.name)
     return result
+
+
+def _listed_knowing(transport: RetryingTransport, index_read: Background[VersionIndex]
+                    ) -> list[RemoteFile]:
+    """Connect and list, the index (being read) handed to the listing for FTP's LIST times;
+    the read has ended when this returns, whichever way."""
+    try:
+        transport.connect()
+        return transport.list_files_knowing(_KnownOnceRead(index_read))
+    finally:
+        index_read.wait()
+
+
+class _KnownOnceRead(Collection[VersionKey]):
+    """The versions on record, for ``list_files_knowing``: waits for the ledger read on first
+    use (FTP looks only once LIST's lines are in; SFTP never does)."""
+
+    def __init__(self, index_read: Background[VersionIndex]) -> None:
+        self._index_read = index_read
+
+    def _known(self) -> Collection[VersionKey]:
+        return self._index_read.result().ids.keys()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._known()
+
+    def __iter__(self) -> Iterator[VersionKey]:
+        return iter(self._known())
+
+    def __len__(self) -> int:
+        return len(self._known())
 
 
 def _apply_retention(result: SourceResult, source: SourceConfig, config: Config, ledger: Ledger,

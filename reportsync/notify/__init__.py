@@ -48,6 +48,8 @@ from reportsync.render.notify import Message, notification, ping_body, run_summa
 from reportsync.results import exit_code_of
 from reportsync.runlog import RunLog
 from reportsync.status import SourceStatus, status
+from reportsync.transports import open_transport
+from reportsync.transports.head_start import Connect
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +84,12 @@ class Tuning:
 
 def monitored_fetch(config: Config, options: fetch.FetchOptions,
                     reporter: fetch.Reporter | None = None, *,
+                    connect: Connect = open_transport,
                     tuning: Tuning = Tuning()) -> MonitoredFetch:
-    """``fetch.run`` with the monitoring ``config.notify`` sets up (none: just the fetch)."""
+    """``fetch.run`` with the monitoring ``config.notify`` sets up (none: just the fetch);
+    ``connect`` as for ``fetch.run``."""
     if options.dry_run or not config.notify.configured:
-        return MonitoredFetch(fetch.run(config, options, reporter))
+        return MonitoredFetch(fetch.run(config, options, reporter, connect=connect))
     targets = resolve_targets(config)  # exit 2 here: before anything is fetched or sent
     sources = tuple(source.name for source in config.select(options.sources))
     host = socket.gethostname()
@@ -104,7 +108,8 @@ def monitored_fetch(config: Config, options: fetch.FetchOptions,
 
         started = time.monotonic()
         try:
-            result, error = fetch.run(config, options, _Started(reporter, ping_start)), None
+            result, error = fetch.run(config, options, _Started(reporter, ping_start),
+                                      connect=connect), None
         except LockHeldError:
             raise  # another run is active: it is the one being monitored
         except ReportsyncError as stopped:

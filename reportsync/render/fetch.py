@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from reportsync.fetch import FetchResult, FileOutcome, SourceResult
+from reportsync.fetch.results import FetchResult, FileOutcome, SourceResult
 from reportsync.fsutil import printable
 from reportsync.lock import LockHolder
 from reportsync.render.base import Rendered, error_lines

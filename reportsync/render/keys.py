@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from reportsync.pgpkeys import ExportedKey, GeneratedPgpKey, ImportReport, KeyList, PgpKeyInfo
 from reportsync.render.base import Rendered
-from reportsync.sshkeys import GeneratedSshKey, ShownSshFile, SshCertificateInfo, SshKeyInfo
 
-if TYPE_CHECKING:  # annotations only: the backup module loads cryptography's AEAD and scrypt
+if TYPE_CHECKING:  # annotations only: backup and sshkeys load cryptography (AEAD, scrypt, keys)
     from reportsync.backup import BackupContents, BackupWritten, Manifest, RestoreReport
+    from reportsync.pgpkeys import ExportedKey, GeneratedPgpKey, ImportReport, KeyList, PgpKeyInfo
+    from reportsync.sshkeys import GeneratedSshKey, ShownSshFile, SshCertificateInfo, SshKeyInfo
 
 
 def pgp_list_text(listing: KeyList) -> Rendered:
@@ -79,6 +79,8 @@ def ssh_show_text(shown: ShownSshFile) -> Rendered:
 
 
 def ssh_info_lines(info: SshKeyInfo | SshCertificateInfo) -> list[str]:
+    from reportsync.sshkeys import SshKeyInfo  # loaded by whoever made ``info``
+
     if isinstance(info, SshKeyInfo):
         lines = [info.describe()]
         if info.encrypted:

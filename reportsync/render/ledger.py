@@ -4,10 +4,9 @@ the JSON views of their per-source results."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reportsync.fsutil import printable
-from reportsync.ledger.migrate import LedgerMigration
 from reportsync.render.base import Rendered, error_lines
 from reportsync.render.envelope import to_json
 from reportsync.render.fetch import (
@@ -20,6 +19,9 @@ from reportsync.render.fetch import (
 )
 from reportsync.retention import RetentionResult, SourceRetention
 from reportsync.status import DayTally, DeliveryWindow, SourceStatus, StatusReport, VerifyReport
+
+if TYPE_CHECKING:  # annotations only: the migration is the `ledger migrate` command's alone
+    from reportsync.ledger.migrate import LedgerMigration
 
 # The strip's marks, one a day: (Unicode, plain ASCII for a terminal that is not UTF-8)
 ARCHIVED_MARK = ("\u2588", "#")  # full block

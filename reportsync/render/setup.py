@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reportsync.init import InitResult
 from reportsync.render.base import Rendered
 
 if TYPE_CHECKING:  # schedule imports pwd (POSIX): only the schedule command loads it
+    from reportsync.init import InitResult
     from reportsync.schedule import Schedule
 
 

@@ -7,10 +7,13 @@ retention need; doctor runs the same steps one by one (``base.Connector``).
 
 from __future__ import annotations
 
-from reportsync.config import SourceConfig
-from reportsync.transports.base import Connector, RemoteFile, Transport, connect
+from collections.abc import Callable
 
-__all__ = ["Connector", "RemoteFile", "Transport", "connector_for", "open_transport"]
+from reportsync.config import SourceConfig
+from reportsync.transports.base import Connector, RemoteFile, Transport, connect, prepared
+
+__all__ = ["Connector", "RemoteFile", "Transport", "connector_for", "open_transport",
+           "start_connecting"]
 
 
 def connector_for(source: SourceConfig) -> Connector:
@@ -30,3 +33,10 @@ def open_transport(source: SourceConfig) -> Transport:
     Raises NetworkError, AuthenticationError, HostKeyError, TlsError, RemoteError or ConfigError.
     """
     return connect(connector_for(source))
+
+
+def start_connecting(source: SourceConfig) -> Callable[[], Transport]:
+    """``open_transport`` in two halves: what needs no network now (loading the protocol's code,
+    reading the key and known_hosts), the connection and login when the function returned is
+    called (``transports/head_start.py`` runs that half on a thread)."""
+    return prepared(connector_for(source))

@@ -257,22 +257,42 @@ def run_steps(connector: Connector) -> None:
     (``connector`` stays open either way)."""
     connector.prepare()
     for step in connector.steps():
-        result = step.run()
-        if result.status in (CheckStatus.FAIL, CheckStatus.SKIPPED):
-            if result.error is not None:
-                raise result.error.with_context(source=connector.source_name)
-            raise InternalError(f"opening the connection stopped at {result.check}: "
-                                f"{result.finding}", source=connector.source_name)
+        _raise_failure(connector, step.run())
+
+
+def _raise_failure(connector: Connector, result: StepResult) -> None:
+    if result.status in (CheckStatus.FAIL, CheckStatus.SKIPPED):
+        if result.error is not None:
+            raise result.error.with_context(source=connector.source_name)
+        raise InternalError(f"opening the connection stopped at {result.check}: "
+                            f"{result.finding}", source=connector.source_name)
 
 
 def connect(connector: Connector) -> Transport:
     """Run ``connector``'s steps as a fetch does: the transport, or the first failure raised."""
+    return prepared(connector)()
+
+
+def prepared(connector: Connector) -> Callable[[], Transport]:
+    """``connector.prepare()`` now (what needs no network: reading the key and known_hosts,
+    choosing the engine), the network steps when the function returned is called: the
+    transport, or the first failure raised, as ``connect``."""
     try:
-        run_steps(connector)
-        return connector.transport()
+        connector.prepare()
     except BaseException:
         connector.close()
         raise
+
+    def network_steps() -> Transport:
+        try:
+            for step in connector.steps():
+                _raise_failure(connector, step.run())
+            return connector.transport()
+        except BaseException:
+            connector.close()
+            raise
+
+    return network_steps
 
 
 def first_problem(error: ConfigError) -> str:
