@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -73,3 +75,28 @@ def sftp_server(_sshd_key_login: LocalServer) -> LocalServer:
 def sftp_cert_server(_sshd_cert_login: LocalServer) -> LocalServer:
     """A real sshd that accepts only a certificate signed by its user CA (no authorized keys)."""
     return _fresh_folder(_sshd_cert_login)
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join()
+    for sock in accepted:
+        sock.close()
+    listener.close()

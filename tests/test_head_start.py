@@ -120,11 +120,40 @@ def test_with_no_retries_the_refused_login_ahead_ends_the_source(mem: MemoryWork
 
 def test_a_connection_nobody_takes_is_closed(mem: MemoryWorkspace) -> None:
     started: list[Transport] = []
-    with head_start(mem.config(), (), connect=mem.connect, start=starter(mem, started)):
-        pass
+    with head_start(mem.config(), (), connect=mem.connect, start=starter(mem, started)) as ahead:
+        deadline = time.monotonic() + 5
+        while not ahead._logged_in and time.monotonic() < deadline:  # the login has ended
+            time.sleep(0.01)
     assert len(started) == 1
     with pytest.raises(NetworkError, match="closed"):
         started[0].list_files()
+
+
+def test_close_does_not_wait_for_a_login_still_running_which_then_closes_itself(
+        mem: MemoryWorkspace) -> None:
+    source = mem.config().sources["mem"]
+    release = threading.Event()
+    opened: list[Transport] = []
+
+    def start(source: SourceConfig) -> Callable[[], Transport]:
+        def slow_login() -> Transport:
+            release.wait(10)  # a server that takes its time to answer
+            opened.append(mem.connect(source))
+            return opened[-1]
+        return slow_login
+
+    ahead = HeadStart(source, mem.connect, start)
+    began = time.monotonic()
+    ahead.close()
+    assert time.monotonic() - began < 1, "close waited for the login"
+    release.set()
+    deadline = time.monotonic() + 5
+    while not opened and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the login thread closes what it opened right after
+    assert len(opened) == 1
+    with pytest.raises(NetworkError, match="closed"):
+        opened[0].list_files()
 
 
 def test_only_the_first_selected_source_starts_ahead_and_only_once(
@@ -229,3 +258,35 @@ def test_a_run_stopped_at_the_lock_fetches_nothing_and_leaves_no_key_link(
     assert list(temp.iterdir()) == [], "the key's link folder was left behind"
     assert not ws.download_dir.exists() or list(ws.download_dir.iterdir()) == []
     assert not ws.output_dir.exists() or list(ws.output_dir.iterdir()) == []
+
+
+@needs_openssh
+def test_a_run_stopped_at_the_lock_exits_at_once_while_a_silent_server_keeps_the_login(
+        ssh_workspace: Workspace, tmp_path: Path, silent_port: int) -> None:
+    ws = ssh_workspace
+    ws.write_config(ssh_engine="openssh", port=silent_port, timeout=20)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with RunLock(ws.state_dir, "fetch"):
+        began = time.monotonic()
+        result = run_cli("--config", str(ws.config_path), "fetch", env={"TMPDIR": str(temp)})
+        elapsed = time.monotonic() - began
+    assert result.exit_code == 75, result.stderr
+    assert elapsed < 10, f"the run waited {elapsed:.1f} s for a login nobody needed"
+    assert list(temp.iterdir()) == [], "the key's link folder was left behind"
+    assert ssh_children_using(temp) == [], "an ssh outlived the run"
+
+
+def ssh_children_using(folder: Path) -> list[int]:
+    """Processes whose command line names ``folder`` (the ssh of a key link in it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(folder).encode() in cmdline:
+            found.append(int(entry.name))
+    return found

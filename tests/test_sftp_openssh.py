@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,31 +150,6 @@ def test_certificate_login(sftp_cert_server: LocalServer, tmp_path: Path) -> Non
 
 
 # --- the network ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts TCP connections and never says a word."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield int(listener.getsockname()[1])
-    stop.set()
-    thread.join()
-    for sock in accepted:
-        sock.close()
-    listener.close()
 
 
 def test_a_server_that_never_speaks_is_a_network_error_bounded_by_the_timeout(

@@ -57,26 +57,39 @@ class HeadStart:
     def __init__(self, source: SourceConfig | None, connect: Connect, start: Start) -> None:
         self._source_name = None if source is None else source.name
         self._connect = connect
-        self._claim = threading.Lock()
+        self._state = threading.Lock()  # the claim, and the login's end against ``close``
         self._claimed = source is None
         self._login: Background[Transport] | None = None
         self._start_error: Exception | None = None
+        self._logged_in = False  # the login ended (either way)
+        self._abandoned = False  # closed while the login ran: it closes what it opened
         if source is None:
             return
         try:
-            login = start(source)
+            rest = start(source)
         except Exception as exc:  # raised by the first connect, where the fetch expects it
             self._start_error = exc
             return
-        self._login = Background(login, f"head-start-{source.name}")
+        self._login = Background(lambda: self._log_in(rest), f"head-start-{source.name}")
+
+    def _log_in(self, rest: Callable[[], Transport]) -> Transport:
+        try:
+            transport = rest()
+        finally:
+            with self._state:
+                self._logged_in = True
+                abandoned = self._abandoned
+        if abandoned:
+            transport.close()
+        return transport
 
     def __call__(self, source: SourceConfig) -> Transport:
-        with self._claim:
+        with self._state:
             first = source.name == self._source_name and not self._claimed
             self._claimed = self._claimed or first
+            login, self._login = (self._login, None) if first else (None, self._login)
         if not first:
             return self._connect(source)
-        login, self._login = self._login, None
         if login is None:
             assert self._start_error is not None
             error, self._start_error = self._start_error, None
@@ -84,13 +97,18 @@ class HeadStart:
         return login.result()
 
     def close(self) -> None:
-        """Wait for the login started ahead (bounded by the source's timeouts) and end the
-        connection if no one took it."""
-        login, self._login = self._login, None
-        if login is None:
-            return
+        """End the connection if no one took it. A login still running is not waited for (a
+        run that stops at the lock exits at once, as ever): it closes what it opens, and a
+        process that ends first takes its ssh along (``openssh.py``'s exit cleanup)."""
+        with self._state:
+            login, self._login = self._login, None
+            if login is None:
+                return
+            if not self._logged_in:
+                self._abandoned = True
+                return
         try:
-            transport = login.result()
+            transport = login.result()  # ended already: no wait
         except Exception:  # nobody asked for it: its failure is no one's either
             return
         log.debug("source %s: the connection started ahead was not used; closing it",

@@ -21,6 +21,7 @@ asks them (``steps.SftpConnector._explain_ssh_failure``), which sends no credent
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
@@ -28,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +184,7 @@ class OpenSshSession(SshSession):
         except BaseException:
             self.forget_key_link()
             raise
+        _open_sessions.add(self)
         assert self.child.stdin is not None and self.child.stdout is not None
         assert self.child.stderr is not None
         self.stream = PipeStream(self.child.stdout.fileno(), self.child.stdin.fileno(),
@@ -200,6 +203,7 @@ class OpenSshSession(SshSession):
         if self._closed:
             return
         self._closed = True
+        _open_sessions.discard(self)
         self.stream.close()
         child = self.child
         try:
@@ -274,6 +278,20 @@ class OpenSshSession(SshSession):
             with contextlib.suppress(process.TimeoutExpired):
                 self.child.wait(timeout=CLOSE_GRACE)
             return None
+
+
+_open_sessions: weakref.WeakSet[OpenSshSession] = weakref.WeakSet()
+
+
+@atexit.register
+def _end_open_sessions() -> None:
+    """At the process's end, the ssh of a session nobody closed (a login started ahead that the
+    run did not wait for: ``transports/head_start.py``) is killed and its key link removed:
+    no ssh outlives reportsync, no link to the key stays in the temp folder."""
+    for session in list(_open_sessions):
+        with contextlib.suppress(OSError):
+            session.child.kill()
+        session.forget_key_link()
 
 
 @dataclass(frozen=True)
