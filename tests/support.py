@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,3 +132,19 @@ def random_plain(size: int) -> bytes:
     """Random content that cannot pass for a PGP message: fetch judges files by their first bytes
     too, and about 4 % of purely random files start with an OpenPGP packet header."""
     return b"<" + os.urandom(size - 1)
+
+
+def processes(matching: Callable[[list[bytes]], bool]) -> list[int]:
+    """The pids of the running processes whose argv (from ``/proc/PID/cmdline``) ``matching``
+    accepts; a process that ends while it is looked at is left out."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if matching(argv):
+            pids.append(int(entry.name))
+    return pids

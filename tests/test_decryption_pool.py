@@ -22,7 +22,7 @@ from reportsync.config import Secret
 from reportsync.errors import KeyProblemError, ReportsyncError
 from reportsync.pgp import DecryptionPool, Gpg, homes
 from reportsync.pgp import pool as pool_module
-from tests.support import PgpIdentity, make_identity, random_plain
+from tests.support import PgpIdentity, make_identity, processes, random_plain
 from tests.test_gpg_hardening import no_mdc_message, public_key_file, signed_by
 from tests.test_hardening_faults import tiny_filesystem
 from tests.test_hardening_files import _signed_then_encrypted
@@ -304,16 +304,7 @@ def snapshot(home: Path) -> dict[str, str]:
 
 
 def agents_serving(home: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv[0].endswith(b"gpg-agent") and str(home).encode() in argv:
-                pids.append(int(entry.name))
-    return pids
+    return processes(lambda argv: argv[0].endswith(b"gpg-agent") and str(home).encode() in argv)
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")

@@ -10,6 +10,7 @@ real gpg.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import sqlite3
@@ -26,7 +27,7 @@ from reportsync.errors import ConfigError, DecryptionError
 from reportsync.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger
 from reportsync.pgp import Gpg
 from tests.servers import LocalServer
-from tests.support import REPO_ROOT, PgpIdentity, make_identity, run_cli_inprocess
+from tests.support import REPO_ROOT, PgpIdentity, make_identity, processes, run_cli_inprocess
 from tests.test_fetch_e2e import Workspace
 from tests.test_hardening_support import files_by_name, gpg_cli, hidden_files
 
@@ -381,16 +382,10 @@ MARKERS = {
 def agent_environments(home: Path) -> list[str]:
     """The environment of each running gpg-agent serving ``home``."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if not argv[0].endswith(b"gpg-agent") or str(home).encode() not in argv:
-                continue
-            found.append((entry / "environ").read_bytes().decode(errors="replace"))
-        except OSError:
-            continue
+    for pid in processes(lambda argv: argv[0].endswith(b"gpg-agent")
+                         and str(home).encode() in argv):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            found.append(Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace"))
     return found
 
 

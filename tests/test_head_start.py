@@ -28,7 +28,7 @@ from reportsync.transports.openssh_program import find_ssh
 from reportsync.vocab import Action
 from tests.fixtures_memory import MemoryWorkspace
 from tests.servers import LocalServer
-from tests.support import PgpIdentity, run_cli
+from tests.support import PgpIdentity, processes, run_cli
 from tests.test_fetch_e2e import Workspace
 from tests.test_sftp_openssh import SshdLog
 
@@ -121,12 +121,8 @@ def test_with_no_retries_the_refused_login_ahead_ends_the_source(mem: MemoryWork
 def test_a_connection_nobody_takes_is_closed(mem: MemoryWorkspace) -> None:
     started: list[Transport] = []
     with head_start(mem.config(), (), connect=mem.connect, start=starter(mem, started)) as ahead:
-        deadline = time.monotonic() + 5
-        while not ahead._logged_in and time.monotonic() < deadline:  # the login has ended
-            time.sleep(0.01)
-    assert len(started) == 1
-    with pytest.raises(NetworkError, match="closed"):
-        started[0].list_files()
+        wait_until(lambda: ahead._logged_in)  # the login has ended before the close
+    assert_closed(started)
 
 
 def test_close_does_not_wait_for_a_login_still_running_which_then_closes_itself(
@@ -147,10 +143,19 @@ def test_close_does_not_wait_for_a_login_still_running_which_then_closes_itself(
     ahead.close()
     assert time.monotonic() - began < 1, "close waited for the login"
     release.set()
-    deadline = time.monotonic() + 5
-    while not opened and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: bool(opened))
     time.sleep(0.1)  # the login thread closes what it opened right after
+    assert_closed(opened)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def assert_closed(opened: list[Transport]) -> None:
+    """One connection was opened, and it is closed now."""
     assert len(opened) == 1
     with pytest.raises(NetworkError, match="closed"):
         opened[0].list_files()
@@ -274,19 +279,6 @@ def test_a_run_stopped_at_the_lock_exits_at_once_while_a_silent_server_keeps_the
     assert result.exit_code == 75, result.stderr
     assert elapsed < 10, f"the run waited {elapsed:.1f} s for a login nobody needed"
     assert list(temp.iterdir()) == [], "the key's link folder was left behind"
-    assert ssh_children_using(temp) == [], "an ssh outlived the run"
-
-
-def ssh_children_using(folder: Path) -> list[int]:
-    """Processes whose command line names ``folder`` (the ssh of a key link in it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(folder).encode() in cmdline:
-            found.append(int(entry.name))
-    return found
+    # the ssh of a key link in ``temp`` names it in its command line
+    assert processes(lambda argv: any(str(temp).encode() in arg for arg in argv)) == [], \
+        "an ssh outlived the run"
