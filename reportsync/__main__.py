@@ -1,6 +1,4 @@
-import sys
-
-from reportsync.cli import main
+from reportsync.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
