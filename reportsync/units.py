@@ -27,10 +27,13 @@ MAX_PLAINTEXT_DEFAULT = 2 * GiB
 HASH_CHUNK = MiB
 """How much of a file is read at a time to hash or copy it."""
 
-SYNC_EVERY = 32 * MiB
+SYNC_EVERY = 8 * MiB
 """A big file being written (a download, or a plaintext gpg writes) is flushed to disk behind
 the writer in steps of this, so the fsync that makes it durable at the end has little left
-(256 MiB in one fsync: 0.53 s on the benchmark machine, 0.08 s after such steps)."""
+(256 MiB in one fsync: 0.53 s on the benchmark machine, 0.08 s after such steps). 8 MiB: on the
+256 MiB rows, end to end, it beat 32 MiB on the download (1.89 s against 2.14 s, faster in 5 of
+5 pairs) and matched it on the decryption; one flush at the end was slower on both, 4 MiB no
+better than 8 (docs/performance.md, "Head start, the ledger read behind the listing...")."""
 
 
 def human_bytes(count: float) -> str:

@@ -32,8 +32,9 @@ killed and that file fails as a compression bomb (the rest of the run is ``again
 checked again on every finished file, so a file is refused exactly when its plaintext is larger
 than the cap, whatever the timing). Each finished output is hashed and fsynced as soon as gpg
 reports it done, while gpg goes on with the next file. For one big file (``behind``) the watcher
-hashes the growing file behind gpg and flushes it to disk (``fdatasync``) every 32 MiB, so no
-byte of plaintext passes through a pipe and little is left to flush at the end.
+hashes the growing file behind gpg and flushes it to disk (``fdatasync``) every
+``units.SYNC_EVERY`` bytes, so no byte of plaintext passes through a pipe and little is left
+to flush at the end.
 """
 
 from __future__ import annotations
