@@ -24,23 +24,39 @@ log = logging.getLogger(__name__)
 Question = TypeVar("Question")
 Answer = TypeVar("Answer")
 Result = TypeVar("Result")
+Waiting = TypeVar("Waiting")
 
 
-def drive(plan: Generator[Question, Answer, Result], ask: Callable[[Question], Answer]) -> Result:
-    """Run a plan of questions (a generator that yields each question and is sent its answer)
-    with a blocking ``ask``; an ftplib error ``ask`` raises is thrown into the plan, which may
-    handle it. The lanes (``lanes.py``) run the same plans without blocking."""
+def run_plan(plan: Generator[Question, Answer, Result],
+             ask: Callable[[Question], Generator[Waiting, None, Answer]],
+             ) -> Generator[Waiting, None, Result]:
+    """Run a plan of questions (a generator that yields each question and is sent its answer):
+    each question is asked with ``ask``, whose waits are passed on (the lanes' ``Wait``s,
+    ``lanes.py``); an ftplib error ``ask`` raises is thrown into the plan, which may handle it."""
     try:
         question = next(plan)
         while True:
             try:
-                answer = ask(question)
+                answer = yield from ask(question)
             except ftplib.Error as exc:
                 question = plan.throw(exc)
             else:
                 question = plan.send(answer)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+
+
+def drive(plan: Generator[Question, Answer, Result], ask: Callable[[Question], Answer]) -> Result:
+    """``run_plan`` with a blocking ``ask``: nothing is waited for in between."""
+    def at_once(question: Question) -> Generator[None, None, Answer]:
+        return ask(question)
+        yield  # a generator that never waits: ``ask`` has answered when it returns
+
+    try:
+        next(run_plan(plan, at_once))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("a blocking ask waited")  # at_once never yields
 
 
 class DataChannelError(Exception):

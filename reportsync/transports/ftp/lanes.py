@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from reportsync.errors import NetworkError, ReportsyncError
 from reportsync.fsutil import printable
@@ -54,6 +54,7 @@ from reportsync.transports.ftp.client import (
     DataReset,
     DataTimeout,
     Writer,
+    run_plan,
     sendable,
     unsendable,
 )
@@ -75,11 +76,6 @@ MAXLINE = 8192
 CONNECTING = frozenset({errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN,
                         getattr(errno, "WSAEWOULDBLOCK", errno.EWOULDBLOCK)})
 """What a non-blocking ``connect_ex`` says while the connection is being made."""
-
-Question = TypeVar("Question")
-Answer = TypeVar("Answer")
-Result = TypeVar("Result")
-
 
 @dataclass(frozen=True)
 class Wait:
@@ -173,22 +169,6 @@ class Lane:
         yield from self._send(line)
         return (yield from self._reply())
 
-    def run(self, plan: Generator[Question, Answer, Result],
-            ask: Callable[[Question], Generator[Wait, None, Answer]],
-            ) -> Generator[Wait, None, Result]:
-        """``client.drive`` without blocking: the plan's questions asked with ``ask``."""
-        try:
-            question = next(plan)
-            while True:
-                try:
-                    answer = yield from ask(question)
-                except ftplib.Error as exc:
-                    question = plan.throw(exc)
-                else:
-                    question = plan.send(answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
     # -- what a file needs --------------------------------------------------------------------
 
     def stat(self, transport: FtpTransport, name: str
@@ -203,7 +183,7 @@ class Lane:
                 clock = "MDTM"
             return (yield from self.ask(transport, question))
 
-        now = yield from self.run(transport.stat_plan(name), ask)
+        now = yield from run_plan(transport.stat_plan(name), ask)
         return now, clock
 
     def ask(self, transport: FtpTransport, question: tuple[str, str, str]
@@ -224,7 +204,7 @@ class Lane:
         """``RETR name`` from ``offset`` on, into ``writer``; raises on a bad ending (as
         ``FtpTransport._retrieve``)."""
         self.action = f"downloading {printable(name)}"
-        host, port = yield from self.run(self.client.passive_plan(), self.command)
+        host, port = yield from run_plan(self.client.passive_plan(), self.command)
         conn = yield from self._open_data(host, port)
         try:
             if offset:
