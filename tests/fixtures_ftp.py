@@ -18,6 +18,7 @@ import pytest
 
 from tests.servers import LocalServer
 from tests.servers.ftpd import start_ftpd
+from tests.servers.hostile_ftpd import Script, start_hostile_ftpd
 
 _VARIANTS: dict[str, dict[str, Any]] = {
     "ftp": {},
@@ -79,3 +80,19 @@ ftp_server = pytest.fixture(_fixture("ftp"), name="ftp_server")
 ftps_server = pytest.fixture(_fixture("ftps"), name="ftps_server")
 ftp_server_no_mlsd = pytest.fixture(_fixture("no_mlsd"), name="ftp_server_no_mlsd")
 ftp_server_windows_list = pytest.fixture(_fixture("windows_list"), name="ftp_server_windows_list")
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Iterator[Callable[..., LocalServer]]:
+    """``hostile(script, **options)``: a scripted FTP server of the test's own
+    (``tests/servers/hostile_ftpd.py``), each stopped after the test."""
+    started: list[LocalServer] = []
+
+    def start(script: Script, **options: Any) -> LocalServer:
+        server = start_hostile_ftpd(tmp_path / f"srv{len(started)}", script, **options)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -38,20 +38,6 @@ PURE_FTPD_TLS_ONLY = ("421-Sorry, cleartext sessions are not accepted on this se
                       "421 Please reconnect using TLS security mechanisms.")
 
 
-@pytest.fixture
-def hostile(tmp_path: Path) -> Any:
-    started: list[LocalServer] = []
-
-    def start(script: Script, **options: Any) -> LocalServer:
-        server = start_hostile_ftpd(tmp_path / f"srv{len(started)}", script, **options)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
 def source_for(server: LocalServer, tmp_path: Path, **overrides: Any) -> SourceConfig:
     table = {**server.source, "download_dir": str(tmp_path / "d"),
              "output_dir": str(tmp_path / "o"), "timeout": 5.0, **overrides}

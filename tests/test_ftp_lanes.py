@@ -13,7 +13,6 @@ import io
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from reportsync.transports.base import Download, Downloaded
 from reportsync.transports.ftp import open_ftp
 from reportsync.transports.ftp.lanes import LANES
 from tests.servers import LocalServer
-from tests.servers.hostile_ftpd import Script, start_hostile_ftpd
+from tests.servers.hostile_ftpd import Script
 from tests.servers.vsftpd import start_vsftpd, vsftpd_available
 from tests.support import PgpIdentity
 from tests.test_hardening_support import files_by_name, hostile_workspace
@@ -65,20 +64,6 @@ def fetch_all(transport: Transport, listing: list[RemoteFile], offsets: dict[str
                  for remote in listing]
     ended = {done.download.remote.name: done for done in transport.download_many(downloads)}
     return ended, sinks
-
-
-@pytest.fixture
-def hostile(tmp_path: Path) -> Iterator[Any]:
-    servers: list[LocalServer] = []
-
-    def start(script: Script, **options: Any) -> LocalServer:
-        server = start_hostile_ftpd(tmp_path / f"srv{len(servers)}", script, **options)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 # --- every file, over several connections, each asked as little as its listing allows -----------
