@@ -23,7 +23,6 @@ class Background(Generic[T]):
         self._work = work
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._done = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -32,7 +31,6 @@ class Background(Generic[T]):
             self._value = self._work()
         except BaseException as exc:  # raised by ``result``, in the caller's thread
             self._error = exc
-        self._done = True
 
     def wait(self) -> None:
         """Until the work has ended, whichever way."""
@@ -43,5 +41,4 @@ class Background(Generic[T]):
         self.wait()
         if self._error is not None:
             raise self._error
-        assert self._done
-        return cast(T, self._value)  # set by the work (T may itself admit None)
+        return cast(T, self._value)  # the work returned it (T may itself admit None)
