@@ -6,8 +6,10 @@ a kept copy is intact, is answered by the function each test passes).
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
+from reportsync import fetch as package
 from reportsync.config import parse_config
 from reportsync.errors import UnsafeNameError
 from reportsync.fetch import FileOutcome, plan_source, select_files
@@ -154,3 +156,12 @@ def test_json_lists_every_skipped_file_in_the_listing_order_with_the_others() ->
     assert document["sources"][0]["counts"]["skipped"] == 2
     assert FetchResult(sources=[source], dry_run=False).counts() == {
         "refused": 1, "acknowledged": 1, "archived": 1, "skipped": 2}
+
+
+def test_every_public_name_of_the_fetch_package_loads_from_its_module() -> None:
+    # reportsync.fetch names its public names twice (``__all__`` and the module each loads from,
+    # PEP 562): the two lists must agree, and each name must be where the package says
+    assert sorted(package.__all__) == sorted(package._ROOM_OF)
+    for name, room in package._ROOM_OF.items():
+        module = importlib.import_module(f"reportsync.fetch.{room}")
+        assert getattr(package, name) is getattr(module, name), name
